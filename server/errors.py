@@ -1,0 +1,199 @@
+"""Every error the service returns, and the one place they become gRPC statuses.
+
+    AigcError                      code + stable reason + message + metadata
+    ├── InvalidRequest             INVALID_ARGUMENT  INVALID_REQUEST (+ google.rpc.BadRequest)
+    ├── ModelNotFound              NOT_FOUND         MODEL_NOT_FOUND
+    ├── DeadlineExceeded           DEADLINE_EXCEEDED DEADLINE_EXCEEDED
+    ├── InternalError              INTERNAL          INTERNAL
+    └── UpstreamError              the vendor failed; `UPSTREAM_TABLE` gives code and reason
+                                   per `UpstreamFailure`, with RetryInfo when the vendor
+                                   sent Retry-After
+
+Provider modules never pick gRPC codes: they classify what went wrong as an
+`UpstreamFailure` and this module decides, in `UPSTREAM_TABLE`, what the
+caller sees. The README's error table is this table.
+
+Every status carries a `google.rpc.ErrorInfo` with domain `aigc-service`, the
+reason, and metadata (request id, model, provider, upstream status and request
+id where known). Messages are redacted of configured secrets before they leave.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+DOMAIN = "aigc-service"
+
+
+class AigcError(Exception):
+    """Base of every error the service reports to callers."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    reason: str = "INTERNAL"
+
+    def __init__(self, message: str, *, metadata: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata: dict[str, str] = dict(metadata or {})
+
+    def extra_details(self) -> Iterable[any_pb2.Any]:
+        """Details beyond ErrorInfo (BadRequest, RetryInfo) for subclasses."""
+        return ()
+
+    def to_status(self, request_id: str = "") -> status_pb2.Status:
+        metadata = {k: v for k, v in self.metadata.items() if v}
+        if request_id:
+            metadata["request_id"] = request_id
+        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=metadata)
+        status = status_pb2.Status(code=self.code.value[0], message=self.message)
+        status.details.add().Pack(info)
+        status.details.extend(self.extra_details())
+        return status
+
+
+class InvalidRequest(AigcError):
+    """The request breaks the contract; `violations` names each bad field."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "INVALID_REQUEST"
+
+    def __init__(self, violations: Mapping[str, str]) -> None:
+        self.violations = dict(violations)
+        summary = "; ".join(f"{field}: {why}" for field, why in self.violations.items())
+        super().__init__(f"invalid request: {summary}")
+
+    def extra_details(self) -> Iterable[any_pb2.Any]:
+        bad = error_details_pb2.BadRequest()
+        for field, why in self.violations.items():
+            bad.field_violations.add(field=field, description=why)
+        packed = any_pb2.Any()
+        packed.Pack(bad)
+        return (packed,)
+
+
+class ModelNotFound(AigcError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "MODEL_NOT_FOUND"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"model {model!r} is not served here; ListModels (GET /v1/models) shows what is",
+            metadata={"model": model},
+        )
+
+
+class DeadlineExceeded(AigcError):
+    """The caller's deadline passed while we waited for the provider."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "DEADLINE_EXCEEDED"
+
+
+class InternalError(AigcError):
+    """A bug or misconfiguration on our side; details are in the server log."""
+
+
+class UpstreamFailure(enum.Enum):
+    """What went wrong at the vendor, as classified by a provider module."""
+
+    BAD_REQUEST = "bad_request"  # 400/422 the vendor rejected the request
+    CONTEXT_TOO_LONG = "context_too_long"  # 413, or the vendor's context-length code
+    CONTENT_FILTERED = "content_filtered"  # the vendor refused the input on policy grounds
+    AUTHENTICATION = "authentication"  # 401/403: our key is wrong, not the caller's fault
+    MODEL_NOT_FOUND = "model_not_found"  # 404 the vendor does not know the model
+    TIMEOUT = "timeout"  # 408, or no answer in time
+    RATE_LIMITED = "rate_limited"  # 429
+    SERVER_ERROR = "server_error"  # 5xx
+    UNREACHABLE = "unreachable"  # connection refused/reset, DNS, proxy failure
+    STREAM_INTERRUPTED = "stream_interrupted"  # the stream ended before its end marker
+    MALFORMED_RESPONSE = "malformed_response"  # a body or chunk we cannot parse
+
+
+# The one mapping from upstream failures to what callers see.
+UPSTREAM_TABLE: dict[UpstreamFailure, tuple[grpc.StatusCode, str]] = {
+    UpstreamFailure.BAD_REQUEST: (grpc.StatusCode.INVALID_ARGUMENT, "UPSTREAM_INVALID_REQUEST"),
+    UpstreamFailure.CONTEXT_TOO_LONG: (grpc.StatusCode.INVALID_ARGUMENT, "CONTEXT_LENGTH_EXCEEDED"),
+    UpstreamFailure.CONTENT_FILTERED: (grpc.StatusCode.INVALID_ARGUMENT, "CONTENT_FILTERED"),
+    UpstreamFailure.AUTHENTICATION: (grpc.StatusCode.INTERNAL, "UPSTREAM_AUTH_FAILED"),
+    UpstreamFailure.MODEL_NOT_FOUND: (grpc.StatusCode.NOT_FOUND, "UPSTREAM_MODEL_NOT_FOUND"),
+    UpstreamFailure.TIMEOUT: (grpc.StatusCode.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT"),
+    UpstreamFailure.RATE_LIMITED: (grpc.StatusCode.RESOURCE_EXHAUSTED, "UPSTREAM_RATE_LIMITED"),
+    UpstreamFailure.SERVER_ERROR: (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_SERVER_ERROR"),
+    UpstreamFailure.UNREACHABLE: (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNREACHABLE"),
+    UpstreamFailure.STREAM_INTERRUPTED: (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_STREAM_INTERRUPTED"),
+    UpstreamFailure.MALFORMED_RESPONSE: (grpc.StatusCode.INTERNAL, "UPSTREAM_MALFORMED_RESPONSE"),
+}
+
+
+def failure_for_http_status(status: int) -> UpstreamFailure:
+    """Classifies a vendor's HTTP error status when its body says nothing more specific."""
+    if status in (401, 403):
+        return UpstreamFailure.AUTHENTICATION
+    if status == 404:
+        return UpstreamFailure.MODEL_NOT_FOUND
+    if status == 408:
+        return UpstreamFailure.TIMEOUT
+    if status == 413:
+        return UpstreamFailure.CONTEXT_TOO_LONG
+    if status == 429:
+        return UpstreamFailure.RATE_LIMITED
+    if status >= 500:
+        return UpstreamFailure.SERVER_ERROR
+    return UpstreamFailure.BAD_REQUEST
+
+
+class UpstreamError(AigcError):
+    """The provider's vendor failed. Code and reason come from UPSTREAM_TABLE."""
+
+    def __init__(
+        self,
+        failure: UpstreamFailure,
+        message: str,
+        *,
+        provider: str,
+        upstream_status: int | None = None,
+        upstream_request_id: str | None = None,
+        retry_after_seconds: float | None = None,
+        secrets: Iterable[str] = (),
+    ) -> None:
+        self.failure = failure
+        self.code, self.reason = UPSTREAM_TABLE[failure]
+        self.retry_after_seconds = retry_after_seconds
+        super().__init__(
+            f"{provider}: {redact(message, secrets)}",
+            metadata={
+                "provider": provider,
+                "upstream_status": str(upstream_status) if upstream_status else "",
+                "upstream_request_id": upstream_request_id or "",
+            },
+        )
+
+    def extra_details(self) -> Iterable[any_pb2.Any]:
+        if self.retry_after_seconds is None:
+            return ()
+        seconds = max(0.0, self.retry_after_seconds)
+        delay = duration_pb2.Duration(seconds=int(seconds), nanos=int((seconds % 1) * 1e9))
+        packed = any_pb2.Any()
+        packed.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        return (packed,)
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "[REDACTED]")
+    return text
+
+
+def status_to_grpc(status: status_pb2.Status) -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]:
+    """Arguments for `context.abort`: code, message, and the rich status trailer."""
+    code = _CODES.get(status.code, grpc.StatusCode.UNKNOWN)
+    return code, status.message, (("grpc-status-details-bin", status.SerializeToString()),)
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}

@@ -1,0 +1,284 @@
+"""The AigcService RPCs: validate, route, call the provider, shape the answer.
+
+Unary and streaming twins share one code path per shape (chat, completion):
+`_Shape` knows how to fill a ChatResponse or a CompleteResponse, everything
+else - request ids, deadlines, in-band stream errors, cancellation - is common.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from aigc.v1 import aigc_service_pb2, aigc_service_pb2_grpc, content_pb2, model_pb2
+from server import validation
+from server.errors import (
+    AigcError,
+    InternalError,
+    InvalidRequest,
+    UpstreamError,
+    UpstreamFailure,
+    status_to_grpc,
+)
+from server.providers.base import Finish, GenerateRequest, Usage
+from server.routing import ModelRoute, Router
+
+log = logging.getLogger(__name__)
+
+_FINISH_TO_PROTO = {
+    Finish.STOP: content_pb2.FINISH_REASON_STOP,
+    Finish.MAX_TOKENS: content_pb2.FINISH_REASON_MAX_TOKENS,
+    Finish.CONTENT_FILTER: content_pb2.FINISH_REASON_CONTENT_FILTER,
+    Finish.OTHER: content_pb2.FINISH_REASON_OTHER,
+}
+# Accept a caller's request id only if it is safe to echo into headers and logs.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+_DEFAULT_PAGE_SIZE = 50
+_MAX_PAGE_SIZE = 1000
+
+Response = aigc_service_pb2.ChatResponse | aigc_service_pb2.CompleteResponse
+
+
+class _Shape:
+    """How one kind of generation is put into its response message."""
+
+    def __init__(self, message_type: type[Response], put_text: Callable[[Any, str], None]) -> None:
+        self.message_type = message_type
+        self.put_text = put_text
+
+
+def _put_chat_text(response: aigc_service_pb2.ChatResponse, text: str) -> None:
+    response.message.role = content_pb2.ROLE_ASSISTANT
+    response.message.content = text
+
+
+def _put_completion_text(response: aigc_service_pb2.CompleteResponse, text: str) -> None:
+    response.text = text
+
+
+_CHAT = _Shape(aigc_service_pb2.ChatResponse, _put_chat_text)
+_COMPLETION = _Shape(aigc_service_pb2.CompleteResponse, _put_completion_text)
+
+
+class _Call:
+    """Per-RPC state: request id, route, timing."""
+
+    def __init__(self, context: grpc.aio.ServicerContext, method: str) -> None:
+        self.context = context
+        self.method = method
+        self.request_id = _request_id(context)
+        self.started = time.monotonic()
+        self.create_time = timestamp_pb2.Timestamp()
+        self.create_time.GetCurrentTime()
+        self.route: ModelRoute | None = None
+        self.response_id = ""
+
+    def timeout(self) -> float | None:
+        return self.context.time_remaining()
+
+    def response(
+        self,
+        shape: _Shape,
+        text: str = "",
+        finish: Finish | None = None,
+        usage: Usage | None = None,
+    ) -> Response:
+        assert self.route is not None
+        response = shape.message_type(
+            id=self.response_id,
+            model=self.route.id,
+            provider=self.route.provider.name,
+            create_time=self.create_time,
+        )
+        shape.put_text(response, text)
+        if finish is not None:
+            response.finish_reason = _FINISH_TO_PROTO[finish]
+        if usage is not None:
+            response.usage.prompt_tokens = usage.prompt_tokens
+            response.usage.completion_tokens = usage.completion_tokens
+            response.usage.total_tokens = usage.total_tokens
+        return response
+
+    async def abort(self, error: AigcError) -> None:
+        """Ends the RPC with `error` as a rich google.rpc.Status."""
+        await self.context.abort(*status_to_grpc(error.to_status(self.request_id)))
+
+
+class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
+    def __init__(self, router: Router) -> None:
+        self._router = router
+
+    async def Chat(self, request, context):  # noqa: N802 - gRPC method names
+        return await self._unary(context, "Chat", _CHAT, lambda call: self._prepare_chat(request, call))
+
+    async def StreamChat(self, request, context):  # noqa: N802
+        async for response in self._stream(
+            context, "StreamChat", _CHAT, lambda call: self._prepare_chat(request, call)
+        ):
+            yield response
+
+    async def Complete(self, request, context):  # noqa: N802
+        return await self._unary(
+            context, "Complete", _COMPLETION, lambda call: self._prepare_completion(request, call)
+        )
+
+    async def StreamComplete(self, request, context):  # noqa: N802
+        async for response in self._stream(
+            context, "StreamComplete", _COMPLETION, lambda call: self._prepare_completion(request, call)
+        ):
+            yield response
+
+    async def ListModels(self, request, context):  # noqa: N802
+        call = _Call(context, "ListModels")
+        await context.send_initial_metadata((("x-request-id", call.request_id),))
+        try:
+            offset = _page_offset(request.page_token)
+            if request.page_size < 0:
+                raise InvalidRequest({"page_size": "must not be negative"})
+        except AigcError as error:
+            await call.abort(error)
+        size = min(request.page_size or _DEFAULT_PAGE_SIZE, _MAX_PAGE_SIZE)
+        routes = self._router.models()
+        page = routes[offset : offset + size]
+        response = aigc_service_pb2.ListModelsResponse(
+            models=[
+                model_pb2.Model(
+                    id=route.id,
+                    provider=route.provider.name,
+                    upstream_model=route.upstream_model,
+                    aliases=route.aliases,
+                    is_default=route is self._router.default,
+                    ready=route.provider.ready(),
+                    description=route.description,
+                )
+                for route in page
+            ]
+        )
+        if offset + size < len(routes):
+            response.next_page_token = base64.urlsafe_b64encode(f"offset:{offset + size}".encode()).decode()
+        return response
+
+    # --- shared paths ---------------------------------------------------------
+
+    def _prepare_chat(self, request: aigc_service_pb2.ChatRequest, call: _Call) -> GenerateRequest:
+        call.route = self._router.resolve(request.model)
+        return validation.chat_request(request, call.route.upstream_model, call.timeout())
+
+    def _prepare_completion(self, request: aigc_service_pb2.CompleteRequest, call: _Call) -> GenerateRequest:
+        call.route = self._router.resolve(request.model)
+        return validation.complete_request(request, call.route.upstream_model, call.timeout())
+
+    async def _unary(self, context, method: str, shape: _Shape, prepare) -> Response:
+        call = _Call(context, method)
+        await context.send_initial_metadata((("x-request-id", call.request_id),))
+        try:
+            with _unexpected_errors(call):
+                generate_request = prepare(call)
+                assert call.route is not None
+                result = await call.route.provider.generate(generate_request)
+        except AigcError as error:
+            _log_failure(call, error)
+            await call.abort(error)
+        call.response_id = result.response_id or _new_response_id()
+        return call.response(shape, result.text, result.finish, result.usage)
+
+    async def _stream(self, context, method: str, shape: _Shape, prepare) -> AsyncIterator[Response]:
+        call = _Call(context, method)
+        await context.send_initial_metadata((("x-request-id", call.request_id),))
+        finish: Finish | None = None
+        usage: Usage | None = None
+        sent = 0
+        try:
+            with _unexpected_errors(call):
+                generate_request = prepare(call)
+                assert call.route is not None
+                # aclosing: if the caller cancels, the provider's stream is
+                # closed right here, which closes the upstream HTTP response.
+                async with contextlib.aclosing(call.route.provider.stream(generate_request)) as chunks:
+                    async for chunk in chunks:
+                        if not call.response_id:
+                            call.response_id = chunk.response_id or _new_response_id()
+                        finish = chunk.finish or finish
+                        usage = chunk.usage or usage
+                        if chunk.text:
+                            sent += 1
+                            yield call.response(shape, chunk.text)
+                if finish is None:
+                    raise UpstreamError(
+                        UpstreamFailure.STREAM_INTERRUPTED,
+                        "the stream ended without a finish reason",
+                        provider=call.route.provider.name,
+                    )
+        except AigcError as error:
+            _log_failure(call, error)
+            if sent:
+                # Already streaming: HTTP/SSE clients saw a 200 and cannot
+                # read trailers, so the failure goes in-band first.
+                status = error.to_status(call.request_id)
+                last = call.response(shape, usage=usage)
+                last.finish_reason = content_pb2.FINISH_REASON_ERROR
+                last.error.CopyFrom(status)
+                yield last
+            await call.abort(error)
+            return
+        if not call.response_id:
+            call.response_id = _new_response_id()
+        yield call.response(shape, finish=finish, usage=usage)
+
+
+@contextlib.contextmanager
+def _unexpected_errors(call: _Call):
+    """Turns a bug into INTERNAL with the request id; the traceback goes to the log."""
+    try:
+        yield
+    except AigcError:
+        raise
+    except Exception as exc:
+        log.exception("unexpected error in %s (request %s)", call.method, call.request_id)
+        raise InternalError(
+            f"internal error; the server log has details under request id {call.request_id}"
+        ) from exc
+
+
+def _log_failure(call: _Call, error: AigcError) -> None:
+    log.warning(
+        "%s failed: %s %s: %s",
+        call.method,
+        error.code.name,
+        error.reason,
+        error.message,
+        extra={"request_id": call.request_id},
+    )
+
+
+def _request_id(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id" and isinstance(value, str) and _REQUEST_ID.match(value):
+            return value
+    return uuid.uuid4().hex
+
+
+def _new_response_id() -> str:
+    return f"resp-{uuid.uuid4().hex}"
+
+
+def _page_offset(token: str) -> int:
+    if not token:
+        return 0
+    try:
+        kind, _, number = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        offset = int(number)
+        if kind != "offset" or offset < 0:
+            raise ValueError
+        return offset
+    except ValueError:
+        raise InvalidRequest({"page_token": "is not a token from a previous ListModels call"}) from None
