@@ -3,6 +3,7 @@
     AigcError                      code + stable reason + message + metadata
     ├── InvalidRequest             INVALID_ARGUMENT  INVALID_REQUEST (+ google.rpc.BadRequest)
     ├── ModelNotFound              NOT_FOUND         MODEL_NOT_FOUND
+    ├── ProviderNotConfigured      FAILED_PRECONDITION PROVIDER_NOT_CONFIGURED (e.g. API key unset)
     ├── DeadlineExceeded           DEADLINE_EXCEEDED DEADLINE_EXCEEDED
     ├── InternalError              INTERNAL          INTERNAL
     └── UpstreamError              the vendor failed; `UPSTREAM_TABLE` gives code and reason
@@ -84,6 +85,19 @@ class ModelNotFound(AigcError):
         super().__init__(
             f"model {model!r} is not served here; ListModels (GET /v1/models) shows what is",
             metadata={"model": model},
+        )
+
+
+class ProviderNotConfigured(AigcError):
+    """The model is listed but its provider cannot serve (its API key is unset)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "PROVIDER_NOT_CONFIGURED"
+
+    def __init__(self, model: str, provider: str, hint: str) -> None:
+        super().__init__(
+            f"model {model!r} needs provider {provider!r}, which is not configured: {hint}",
+            metadata={"model": model, "provider": provider},
         )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import logging
 import re
 import time
@@ -25,6 +26,7 @@ from server.errors import (
     AigcError,
     InternalError,
     InvalidRequest,
+    ProviderNotConfigured,
     UpstreamError,
     UpstreamFailure,
     status_to_grpc,
@@ -170,12 +172,20 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
     # --- shared paths ---------------------------------------------------------
 
     def _prepare_chat(self, request: aigc_service_pb2.ChatRequest, call: _Call) -> GenerateRequest:
-        call.route = self._router.resolve(request.model)
-        return validation.chat_request(request, call.route.upstream_model, call.timeout())
+        generate_request = validation.chat_request(request, call.timeout())
+        return self._route(request.model, call, generate_request)
 
     def _prepare_completion(self, request: aigc_service_pb2.CompleteRequest, call: _Call) -> GenerateRequest:
-        call.route = self._router.resolve(request.model)
-        return validation.complete_request(request, call.route.upstream_model, call.timeout())
+        generate_request = validation.complete_request(request, call.timeout())
+        return self._route(request.model, call, generate_request)
+
+    def _route(self, model: str, call: _Call, generate_request: GenerateRequest) -> GenerateRequest:
+        """Picks the provider; the request was validated first, so a bad request
+        is INVALID_ARGUMENT whatever model it names."""
+        call.route = route = self._router.resolve(model)
+        if not route.provider.ready():
+            raise ProviderNotConfigured(route.id, route.provider.name, route.provider.not_ready_hint())
+        return dataclasses.replace(generate_request, upstream_model=route.upstream_model)
 
     async def _unary(self, context, method: str, shape: _Shape, prepare) -> Response:
         call = _Call(context, method)

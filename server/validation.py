@@ -46,9 +46,8 @@ _RESERVED_VENDOR_KEYS = frozenset(
 )
 
 
-def chat_request(
-    request: aigc_service_pb2.ChatRequest, upstream_model: str, timeout: float | None
-) -> GenerateRequest:
+def chat_request(request: aigc_service_pb2.ChatRequest, timeout: float | None) -> GenerateRequest:
+    """The provider request for a valid ChatRequest; routing fills `upstream_model`."""
     violations: dict[str, str] = {}
     if not request.messages:
         violations["messages"] = "at least one message is required"
@@ -69,7 +68,7 @@ def chat_request(
     if violations:
         raise InvalidRequest(violations)
     return GenerateRequest(
-        upstream_model=upstream_model,
+        upstream_model="",
         messages=tuple(messages),
         sampling=sampling,
         user_id=request.user_id,
@@ -78,9 +77,8 @@ def chat_request(
     )
 
 
-def complete_request(
-    request: aigc_service_pb2.CompleteRequest, upstream_model: str, timeout: float | None
-) -> GenerateRequest:
+def complete_request(request: aigc_service_pb2.CompleteRequest, timeout: float | None) -> GenerateRequest:
+    """The provider request for a valid CompleteRequest; routing fills `upstream_model`."""
     violations: dict[str, str] = {}
     if not request.prompt:
         violations["prompt"] = "must not be empty"
@@ -90,7 +88,7 @@ def complete_request(
     if violations:
         raise InvalidRequest(violations)
     return GenerateRequest(
-        upstream_model=upstream_model,
+        upstream_model="",
         prompt=request.prompt,
         sampling=sampling,
         user_id=request.user_id,

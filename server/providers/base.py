@@ -106,8 +106,15 @@ class Provider(abc.ABC):
         """Releases what `start` acquired."""
 
     def ready(self) -> bool:
-        """True when the provider can serve (e.g. its API key is configured)."""
+        """True when the provider can serve (e.g. its API key is configured).
+
+        Must not do I/O: ListModels and every request call it.
+        """
         return True
+
+    def not_ready_hint(self) -> str:
+        """What an operator must do to make `ready()` true (e.g. "set OPENAI_API_KEY")."""
+        return "see the server log"
 
     @abc.abstractmethod
     async def generate(self, request: GenerateRequest) -> Generation:
