@@ -9,10 +9,17 @@ back into the one response shape. A provider raises only `UpstreamError`
 from __future__ import annotations
 
 import abc
+import asyncio
 import dataclasses
+import email.utils
 import enum
+import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+from server.errors import UpstreamError, UpstreamFailure
+
+_T = TypeVar("_T")
 
 Role = Literal["system", "user", "assistant"]
 
@@ -116,9 +123,35 @@ class Provider(abc.ABC):
         """What an operator must do to make `ready()` true (e.g. "set OPENAI_API_KEY")."""
         return "see the server log"
 
-    @abc.abstractmethod
     async def generate(self, request: GenerateRequest) -> Generation:
-        """Returns the whole answer."""
+        """Returns the whole answer: by default, the provider's own stream folded.
+
+        Why not the vendor's unary endpoint: when the caller goes away (cancel,
+        deadline) we close the upstream connection, and only a *stream* is
+        reliably stopped by that - llama.cpp, for one, finishes a unary
+        request for nobody. Folding also gives unary and streaming identical
+        response processing. Override only for a vendor without streaming.
+        """
+        text: list[str] = []
+        finish: Finish | None = None
+        usage: Usage | None = None
+        response_id = ""
+        stream = self.stream(request)
+        try:
+            async for chunk in stream:
+                text.append(chunk.text)
+                finish = chunk.finish or finish
+                usage = chunk.usage or usage
+                response_id = response_id or chunk.response_id
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        if finish is None:
+            raise UpstreamError(
+                UpstreamFailure.STREAM_INTERRUPTED,
+                "the stream ended without a finish reason",
+                provider=self.name,
+            )
+        return Generation(text="".join(text), finish=finish, usage=usage, response_id=response_id)
 
     @abc.abstractmethod
     def stream(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
@@ -128,3 +161,85 @@ class Provider(abc.ABC):
         consumer stops early: the service closes this iterator when the
         caller cancels, and the vendor must stop generating.
         """
+
+
+class RemoteProvider(Provider):
+    """A vendor reached over HTTP with an API key.
+
+    Every remote provider (openai_compat, anthropic, gemini) takes exactly this
+    constructor, so configuration code can build any of them the same way.
+    `max_retries` is the one retry layer for the provider (the vendor SDK's, or
+    the module's own where it has no SDK); `timeout_seconds` bounds each HTTP
+    operation (connect, each read) and a caller's deadline
+    (`GenerateRequest.timeout`) bounds the whole call on top of it.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        base_url: str,
+        api_key: str,
+        requires_key: bool = True,
+        max_retries: int = 2,
+        timeout_seconds: float = 600.0,
+        default_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.requires_key = requires_key
+        self.max_retries = max_retries
+        self.timeout_seconds = timeout_seconds
+        self.default_headers = dict(default_headers or {})
+
+    def ready(self) -> bool:
+        return bool(self.api_key) or not self.requires_key
+
+    def not_ready_hint(self) -> str:
+        return "set its API key"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What error messages must never show (see errors.redact)."""
+        return (self.api_key,) if self.api_key else ()
+
+    def request_timeout(self, request: GenerateRequest) -> float:
+        """Per-operation HTTP timeout for `request`: never beyond the caller's deadline."""
+        if request.timeout is None:
+            return self.timeout_seconds
+        return max(0.001, min(self.timeout_seconds, request.timeout))
+
+
+def deadline_for(request: GenerateRequest) -> float | None:
+    """The event-loop time by which the caller's deadline passes, if it set one."""
+    if request.timeout is None:
+        return None
+    return asyncio.get_running_loop().time() + request.timeout
+
+
+async def next_before(iterator: AsyncIterator[_T], deadline: float | None) -> _T:
+    """`anext(iterator)`, raising TimeoutError once `deadline` (loop time) passes.
+
+    Used per item rather than around a whole `async for`, so no timeout scope
+    spans a `yield` of the provider's own generator.
+    """
+    if deadline is None:
+        return await anext(iterator)
+    async with asyncio.timeout_at(deadline):
+        return await anext(iterator)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """An HTTP Retry-After header as seconds: delta-seconds or an HTTP-date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 import xllamacpp
 
 from server.config import LocalModelSettings, smollm2_path
-from server.providers.base import Chunk, GenerateRequest, Generation, Provider
+from server.providers.base import Chunk, GenerateRequest, Provider
 from server.providers.openai_compat import OpenAICompatProvider
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,8 @@ class LocalProvider(Provider):
     def ready(self) -> bool:
         return self._api is not None
 
-    async def generate(self, request: GenerateRequest) -> Generation:
-        return await self._require_api().generate(request)
+    # generate() is the base class's folded stream: llama.cpp stops decoding
+    # when a stream is closed, but finishes a unary request nobody awaits.
 
     def stream(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
         # Hand out the adapter's generator itself, so closing it (caller

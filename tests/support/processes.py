@@ -44,7 +44,7 @@ class Process:
 
     def __init__(self, name: str, args: list[str], env: Mapping[str, str]) -> None:
         self.name = name
-        self._log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)  # noqa: SIM115
+        self._log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)
         self.log_path = pathlib.Path(self._log.name)
         self.proc = subprocess.Popen(
             args, cwd=ROOT, env=dict(env), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
@@ -72,7 +72,9 @@ class ServerProcess(Process):
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        merged = python_env({"AIGC_GRPC_ADDRESS": self.address, "AIGC_SHUTDOWN_GRACE_SECONDS": "3", **(env or {})})
+        merged = python_env(
+            {"AIGC_GRPC_ADDRESS": self.address, "AIGC_SHUTDOWN_GRACE_SECONDS": "3", **(env or {})}
+        )
         super().__init__("server", [sys.executable, "-m", "server"], merged)
 
     def wait_serving(self, timeout: float = 60) -> None:
@@ -83,7 +85,9 @@ class ServerProcess(Process):
                 if not self.alive():
                     raise RuntimeError(f"server exited early:\n{self.output()}")
                 with contextlib.suppress(grpc.RpcError):
-                    reply = stub.Check(health_pb2.HealthCheckRequest(service="aigc.v1.AigcService"), timeout=1)
+                    reply = stub.Check(
+                        health_pb2.HealthCheckRequest(service="aigc.v1.AigcService"), timeout=1
+                    )
                     if reply.status == health_pb2.HealthCheckResponse.SERVING:
                         return
                 time.sleep(0.1)
