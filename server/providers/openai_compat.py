@@ -4,13 +4,16 @@ llama.cpp server behind the built-in `local` provider).
 
 Built on the official `openai` SDK: one `AsyncOpenAI` client per upstream,
 reused across requests. The SDK's own retries (connection errors, 408, 429,
-5xx, before any byte of a response) are the only retry layer in the service.
+5xx, before any byte of a response) are the only retry layer for it.
+
+Usage comes from `stream_options.include_usage` (a last chunk with empty
+`choices`); an upstream that ignores that option reports no usage, and we
+return `usage=None` rather than counting tokens ourselves.
 """
 
 from __future__ import annotations
 
-import email.utils
-import time
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -22,8 +25,11 @@ from server.providers.base import (
     Finish,
     GenerateRequest,
     Generation,
-    Provider,
+    RemoteProvider,
     Usage,
+    deadline_for,
+    next_before,
+    retry_after_seconds,
 )
 
 _FINISH = {
@@ -36,35 +42,16 @@ _FINISH = {
 _CONTEXT_CODES = {"context_length_exceeded", "exceed_context_size_error", "string_above_max_length"}
 _FILTER_CODES = {"content_filter", "content_policy_violation", "data_inspection_failed"}
 
+# What a chunk of the wrong shape raises when we read it (the SDK builds
+# chunks without validating them).
+_SHAPE_ERRORS = (AttributeError, TypeError, KeyError, IndexError)
 
-class OpenAICompatProvider(Provider):
-    def __init__(
-        self,
-        name: str,
-        *,
-        base_url: str,
-        api_key: str,
-        max_retries: int = 2,
-        timeout_seconds: float = 600.0,
-        default_headers: Mapping[str, str] | None = None,
-    ) -> None:
-        self.name = name
-        self._base_url = base_url
-        self._api_key = api_key
-        self._max_retries = max_retries
-        self._timeout = timeout_seconds
-        self._default_headers = dict(default_headers or {})
-        self._client: openai.AsyncOpenAI | None = None
+
+class OpenAICompatProvider(RemoteProvider):
+    _client: openai.AsyncOpenAI | None = None
 
     async def start(self) -> None:
-        self._client = openai.AsyncOpenAI(
-            base_url=self._base_url,
-            # The SDK refuses an empty key; keyless servers (Ollama, vLLM) ignore it.
-            api_key=self._api_key or "unused",
-            max_retries=self._max_retries,
-            timeout=self._timeout,
-            default_headers=self._default_headers,
-        )
+        _ = self.client
 
     async def close(self) -> None:
         if self._client is not None:
@@ -74,29 +61,40 @@ class OpenAICompatProvider(Provider):
     @property
     def client(self) -> openai.AsyncOpenAI:
         if self._client is None:
-            raise RuntimeError(f"provider {self.name} used before start()")
+            self._client = openai.AsyncOpenAI(
+                base_url=self.base_url,
+                # The SDK refuses an empty key; keyless servers (Ollama, vLLM) ignore it.
+                api_key=self.api_key or "unused",
+                max_retries=self.max_retries,
+                timeout=self.timeout_seconds,
+                default_headers=self.default_headers,
+            )
         return self._client
 
     async def generate(self, request: GenerateRequest) -> Generation:
+        deadline = deadline_for(request)
         try:
-            if request.messages is not None:
-                chat = await self.client.chat.completions.create(**self._body(request))
-                choice = chat.choices[0] if chat.choices else None
-                text = (choice.message.content or "") if choice else ""
-                finish_reason = choice.finish_reason if choice else None
-                response_id, usage = chat.id, chat.usage
-            else:
-                completion = await self.client.completions.create(**self._body(request))
-                choice = completion.choices[0] if completion.choices else None
-                text = choice.text if choice else ""
-                finish_reason = choice.finish_reason if choice else None
-                response_id, usage = completion.id, completion.usage
+            async with asyncio.timeout_at(deadline):
+                if request.messages is not None:
+                    chat = await self.client.chat.completions.create(**self._body(request))
+                    choice = chat.choices[0] if chat.choices else None
+                    text = (choice.message.content or "") if choice else ""
+                    finish_reason = choice.finish_reason if choice else None
+                    response_id, usage = chat.id, chat.usage
+                else:
+                    completion = await self.client.completions.create(**self._body(request))
+                    choice = completion.choices[0] if completion.choices else None
+                    text = (choice.text or "") if choice else ""
+                    finish_reason = choice.finish_reason if choice else None
+                    response_id, usage = completion.id, completion.usage
         except openai.OpenAIError as exc:
             raise self._map(exc) from exc
+        except TimeoutError as exc:
+            raise self._deadline_passed(request) from exc
+        except _SHAPE_ERRORS as exc:
+            raise self._malformed(f"unexpected response shape: {exc!r}") from exc
         if choice is None:
-            raise UpstreamError(
-                UpstreamFailure.MALFORMED_RESPONSE, "response has no choices", provider=self.name
-            )
+            raise self._malformed("response has no choices")
         return Generation(
             text=text,
             finish=_FINISH.get(finish_reason or "", Finish.OTHER),
@@ -105,42 +103,51 @@ class OpenAICompatProvider(Provider):
         )
 
     async def stream(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
+        deadline = deadline_for(request)
         body = self._body(request) | {"stream": True, "stream_options": {"include_usage": True}}
         try:
-            if request.messages is not None:
-                upstream = await self.client.chat.completions.create(**body)
-            else:
-                upstream = await self.client.completions.create(**body)
+            async with asyncio.timeout_at(deadline):
+                if request.messages is not None:
+                    upstream = await self.client.chat.completions.create(**body)
+                else:
+                    upstream = await self.client.completions.create(**body)
         except openai.OpenAIError as exc:
             raise self._map(exc) from exc
+        except TimeoutError as exc:
+            raise self._deadline_passed(request) from exc
+        request_id = upstream.response.headers.get("x-request-id")
+        finished = False
         # `async with` closes the HTTP response however we leave - including
         # when the caller cancels and this generator is closed mid-stream, so
         # the upstream stops generating instead of running on unobserved.
         async with upstream:
-            try:
-                async for event in upstream:
-                    choice = event.choices[0] if event.choices else None
-                    if choice is not None:
-                        text = getattr(choice, "text", None)
-                        if text is None:
-                            text = choice.delta.content if choice.delta else None
-                        finish = (
-                            _FINISH.get(choice.finish_reason, Finish.OTHER) if choice.finish_reason else None
-                        )
-                    else:
-                        text, finish = None, None
-                    usage = _usage(event.usage)
-                    if text or finish or usage:
-                        yield Chunk(text=text or "", finish=finish, usage=usage, response_id=event.id or "")
-            except openai.OpenAIError as exc:
-                raise self._map(exc, streaming=True) from exc
-            except ValueError as exc:  # a chunk that is not JSON
-                raise UpstreamError(
-                    UpstreamFailure.MALFORMED_RESPONSE,
-                    f"unparseable stream chunk: {exc}",
-                    provider=self.name,
-                    secrets=(self._api_key,),
-                ) from exc
+            while True:
+                try:
+                    event = await next_before(upstream, deadline)
+                except StopAsyncIteration:
+                    break
+                except openai.OpenAIError as exc:
+                    raise self._map(exc, streaming=True, request_id=request_id) from exc
+                except TimeoutError as exc:
+                    raise self._deadline_passed(request) from exc
+                except ValueError as exc:  # a chunk that is not JSON
+                    raise self._malformed(f"unparseable stream chunk: {exc}", request_id) from exc
+                try:
+                    chunk = _chunk(event)
+                except _SHAPE_ERRORS as exc:
+                    raise self._malformed(f"unexpected chunk shape: {exc!r}", request_id) from exc
+                finished = finished or chunk.finish is not None
+                if chunk.text or chunk.finish or chunk.usage:
+                    yield chunk
+        if not finished:
+            # The SDK ends quietly on a clean close without `[DONE]`; a stream
+            # without a finish reason was cut, whatever the socket said.
+            raise UpstreamError(
+                UpstreamFailure.STREAM_INTERRUPTED,
+                "the stream ended without a finish reason",
+                provider=self.name,
+                upstream_request_id=request_id,
+            )
 
     def _body(self, request: GenerateRequest) -> dict[str, Any]:
         s = request.sampling
@@ -162,20 +169,46 @@ class OpenAICompatProvider(Provider):
         body.update({k: v for k, v in optional.items() if v is not None})
         if request.vendor_params:
             body["extra_body"] = dict(request.vendor_params)
-        if request.timeout is not None:
-            body["timeout"] = request.timeout
+        body["timeout"] = self.request_timeout(request)
         return body
 
-    def _map(self, exc: openai.OpenAIError, *, streaming: bool = False) -> UpstreamError:
+    def _malformed(self, message: str, request_id: str | None = None) -> UpstreamError:
+        return UpstreamError(
+            UpstreamFailure.MALFORMED_RESPONSE,
+            message,
+            provider=self.name,
+            upstream_request_id=request_id,
+            secrets=self.secrets,
+        )
+
+    def _deadline_passed(self, request: GenerateRequest) -> UpstreamError:
+        return UpstreamError(
+            UpstreamFailure.TIMEOUT,
+            f"no answer within the caller's deadline ({request.timeout:.3g}s)",
+            provider=self.name,
+        )
+
+    def _map(
+        self, exc: openai.OpenAIError, *, streaming: bool = False, request_id: str | None = None
+    ) -> UpstreamError:
         """The SDK's exceptions, classified. Codes and reasons live in errors.py."""
-        secrets = (self._api_key,)
+        secrets = self.secrets
         if isinstance(exc, openai.APITimeoutError):
-            return UpstreamError(UpstreamFailure.TIMEOUT, "no answer in time", provider=self.name)
+            return UpstreamError(
+                UpstreamFailure.TIMEOUT,
+                f"no answer within {self.timeout_seconds:.3g}s",
+                provider=self.name,
+                upstream_request_id=request_id,
+            )
         if isinstance(exc, openai.APIConnectionError):
             failure = UpstreamFailure.STREAM_INTERRUPTED if streaming else UpstreamFailure.UNREACHABLE
             cause = exc.__cause__ or exc
             return UpstreamError(
-                failure, f"{type(cause).__name__}: {cause}", provider=self.name, secrets=secrets
+                failure,
+                f"{type(cause).__name__}: {cause}",
+                provider=self.name,
+                upstream_request_id=request_id,
+                secrets=secrets,
             )
         if isinstance(exc, openai.APIStatusError):
             code = _error_code(exc.body)
@@ -191,23 +224,50 @@ class OpenAICompatProvider(Provider):
                 provider=self.name,
                 upstream_status=exc.status_code,
                 upstream_request_id=exc.request_id,
-                retry_after_seconds=_retry_after(exc.response.headers.get("retry-after")),
+                retry_after_seconds=retry_after_seconds(exc.response.headers.get("retry-after")),
                 secrets=secrets,
             )
         if isinstance(exc, openai.APIResponseValidationError):
-            return UpstreamError(
-                UpstreamFailure.MALFORMED_RESPONSE, str(exc), provider=self.name, secrets=secrets
-            )
+            return self._malformed(str(exc), request_id)
         if isinstance(exc, openai.APIError) and streaming:
-            # An error event inside an SSE stream (the HTTP status was 200).
-            failure = UpstreamFailure.SERVER_ERROR
-            code = _error_code(exc.body)
+            # An error object inside an SSE stream (the HTTP status was 200).
+            code = _error_code({"error": exc.body})
             if code in _CONTEXT_CODES:
                 failure = UpstreamFailure.CONTEXT_TOO_LONG
             elif code in _FILTER_CODES:
                 failure = UpstreamFailure.CONTENT_FILTERED
-            return UpstreamError(failure, exc.message, provider=self.name, secrets=secrets)
-        return UpstreamError(UpstreamFailure.SERVER_ERROR, str(exc), provider=self.name, secrets=secrets)
+            elif code in ("rate_limit_exceeded", "rate_limit_error"):
+                failure = UpstreamFailure.RATE_LIMITED
+            else:
+                failure = UpstreamFailure.SERVER_ERROR
+            return UpstreamError(
+                failure,
+                f"error in stream: {exc.message}",
+                provider=self.name,
+                upstream_request_id=request_id,
+                secrets=secrets,
+            )
+        return UpstreamError(
+            UpstreamFailure.SERVER_ERROR,
+            str(exc),
+            provider=self.name,
+            upstream_request_id=request_id,
+            secrets=secrets,
+        )
+
+
+def _chunk(event: Any) -> Chunk:
+    """One SSE event (chat or legacy completion) as a Chunk."""
+    choice = event.choices[0] if event.choices else None
+    text, finish = None, None
+    if choice is not None:
+        text = getattr(choice, "text", None)
+        if text is None:
+            delta = getattr(choice, "delta", None)
+            text = delta.content if delta is not None else None
+        if choice.finish_reason:
+            finish = _FINISH.get(choice.finish_reason, Finish.OTHER)
+    return Chunk(text=text or "", finish=finish, usage=_usage(event.usage), response_id=event.id or "")
 
 
 def _usage(usage: Any) -> Usage | None:
@@ -237,21 +297,6 @@ def _error_message(exc: openai.APIStatusError) -> str:
     if isinstance(body, str) and body:
         return f"HTTP {exc.status_code}: {body[:500]}"
     return f"HTTP {exc.status_code}"
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds: either delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 __all__ = ["OpenAICompatProvider"]

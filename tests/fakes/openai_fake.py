@@ -1,0 +1,128 @@
+"""OpenAI's wire format: chat/completions and completions bodies, SSE chunks,
+the usage chunk with empty `choices`, `data: [DONE]`, and error bodies."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from tests.fakes.http import Respond, Stream
+
+DONE = b"data: [DONE]\n\n"
+CREATED = 1_764_000_000
+
+
+def event(obj: Any) -> bytes:
+    """One SSE event as OpenAI sends it (raw UTF-8, no `event:` line)."""
+    return b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n"
+
+
+def chat(
+    text: str, *, finish: str = "stop", usage: tuple[int, int] | None = (5, 7), id: str = "chatcmpl-1"
+) -> Respond:
+    body: dict[str, Any] = {
+        "id": id,
+        "object": "chat.completion",
+        "created": CREATED,
+        "model": "gpt-fake",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+    }
+    if usage is not None:
+        body["usage"] = _usage(*usage)
+    return Respond(200, body, {"x-request-id": "req-unary"})
+
+
+def completion(text: str, *, finish: str = "stop", usage: tuple[int, int] = (3, 4)) -> Respond:
+    body = {
+        "id": "cmpl-1",
+        "object": "text_completion",
+        "created": CREATED,
+        "model": "gpt-fake",
+        "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+        "usage": _usage(*usage),
+    }
+    return Respond(200, body)
+
+
+def chat_events(
+    pieces: list[str], *, finish: str | None = "stop", usage: tuple[int, int] | None = (5, 7)
+) -> list[bytes]:
+    """The SSE events of a streamed chat answer, one per piece, then finish, usage and [DONE]."""
+
+    def chunk(delta: Mapping[str, Any], finish_reason: str | None) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-s",
+            "object": "chat.completion.chunk",
+            "created": CREATED,
+            "model": "gpt-fake",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        }
+
+    events = [event(chunk({"role": "assistant", "content": ""}, None))]
+    events += [event(chunk({"content": piece}, None)) for piece in pieces]
+    if finish is not None:
+        events.append(event(chunk({}, finish)))
+    if usage is not None:
+        events.append(
+            event(
+                {
+                    "id": "chatcmpl-s",
+                    "object": "chat.completion.chunk",
+                    "created": CREATED,
+                    "model": "gpt-fake",
+                    "choices": [],
+                    "usage": _usage(*usage),
+                }
+            )
+        )
+    events.append(DONE)
+    return events
+
+
+def completion_events(pieces: list[str], *, usage: tuple[int, int] = (3, 4)) -> list[bytes]:
+    def chunk(text: str, finish_reason: str | None) -> dict[str, Any]:
+        return {
+            "id": "cmpl-s",
+            "object": "text_completion",
+            "created": CREATED,
+            "model": "gpt-fake",
+            "choices": [{"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}],
+        }
+
+    events = [event(chunk(piece, None)) for piece in pieces]
+    events.append(event(chunk("", "stop")))
+    events.append(
+        event(
+            {
+                "id": "cmpl-s",
+                "object": "text_completion",
+                "created": CREATED,
+                "model": "gpt-fake",
+                "choices": [],
+                "usage": _usage(*usage),
+            }
+        )
+    )
+    return [*events, DONE]
+
+
+def stream(events: list[bytes], **options: Any) -> Stream:
+    return Stream(events, headers={"x-request-id": "req-stream"}, **options)
+
+
+def error(
+    status: int,
+    message: str,
+    *,
+    type: str = "invalid_request_error",
+    code: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Respond:
+    """An error response as OpenAI sends it, with its `x-request-id` header."""
+    body = {"error": {"message": message, "type": type, "param": None, "code": code}}
+    return Respond(status, body, {"x-request-id": f"req-{status}", **(headers or {})})
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}

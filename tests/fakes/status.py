@@ -1,0 +1,55 @@
+"""Reads what a caller would get from an UpstreamError: its google.rpc.Status."""
+
+from __future__ import annotations
+
+import grpc
+from google.rpc import error_details_pb2
+
+from server.errors import UpstreamError, UpstreamFailure
+
+
+def check_error(
+    err: UpstreamError,
+    failure: UpstreamFailure,
+    code: grpc.StatusCode,
+    reason: str,
+    *,
+    provider: str,
+    upstream_status: int | None = None,
+    upstream_request_id: str | None = None,
+    retry_after: float | None = None,
+    secret: str | None = None,
+) -> None:
+    """Asserts the classification and everything `err.to_status()` tells the caller."""
+    assert err.failure is failure, err.message
+    status = err.to_status(request_id="rid-1")
+    assert status.code == code.value[0], (grpc.StatusCode(code), status)
+    infos, retries = [], []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            infos.append(error_details_pb2.ErrorInfo())
+            detail.Unpack(infos[-1])
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retries.append(error_details_pb2.RetryInfo())
+            detail.Unpack(retries[-1])
+    assert len(infos) == 1, status
+    info = infos[0]
+    assert info.reason == reason
+    assert info.domain == "aigc-service"
+    assert info.metadata["provider"] == provider
+    assert info.metadata["request_id"] == "rid-1"
+    if upstream_status is None:
+        assert "upstream_status" not in info.metadata, info.metadata
+    else:
+        assert info.metadata["upstream_status"] == str(upstream_status)
+    if upstream_request_id is not None:
+        assert info.metadata["upstream_request_id"] == upstream_request_id
+    if retry_after is None:
+        assert not retries, retries
+    else:
+        assert len(retries) == 1
+        delay = retries[0].retry_delay.seconds + retries[0].retry_delay.nanos / 1e9
+        assert abs(delay - retry_after) <= 2, delay
+    if secret:
+        assert secret not in status.message
+        assert secret not in str(err)
