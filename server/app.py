@@ -2,7 +2,9 @@
 
 `create_server` binds (port 0 works) and registers everything - the service,
 grpc.health.v1 and reflection - in one place; `serve` adds provider start-up,
-signal handling and graceful shutdown.
+the metrics endpoint and trace exporter, signal handling and graceful shutdown.
+`create_server` has no other side effects: each server gets its own metrics
+registry, so tests can build many in one process.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import logging
 import signal
 
 import grpc
+import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from aigc.v1 import aigc_service_pb2, aigc_service_pb2_grpc
 from server.config import Settings
+from server.observability import MetricsServer, Observability, ObservabilitySettings, tracing_for
 from server.routing import Router, build_router
 from server.service import AigcServicer
 
@@ -35,10 +39,12 @@ _SERVER_OPTIONS = [
 ]
 
 
-def create_server(router: Router, address: str) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+def create_server(
+    router: Router, address: str, observability: Observability | None = None
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A configured server bound to `address` (port 0 picks a free port), not started."""
     server = grpc.aio.server(options=_SERVER_OPTIONS)
-    aigc_service_pb2_grpc.add_AigcServiceServicer_to_server(AigcServicer(router), server)
+    aigc_service_pb2_grpc.add_AigcServiceServicer_to_server(AigcServicer(router, observability), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -48,11 +54,14 @@ def create_server(router: Router, address: str) -> tuple[grpc.aio.Server, int, h
     return server, port, health_servicer
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, observability_settings: ObservabilitySettings | None = None) -> None:
+    obs_settings = observability_settings or ObservabilitySettings.from_env()
+    observability = Observability(obs_settings, tracing=tracing_for(obs_settings.otlp_traces_endpoint))
+    metrics_server = _start_metrics(observability, obs_settings.metrics_address)
     router = build_router(settings)
     for provider in router.providers():
         await provider.start()
-    server, port, health_servicer = create_server(router, settings.grpc_address)
+    server, port, health_servicer = create_server(router, settings.grpc_address, observability)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -63,7 +72,13 @@ async def serve(settings: Settings) -> None:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "serving aigc.v1.AigcService",
-            extra={"address": settings.grpc_address, "port": port, "default_model": router.default.id},
+            extra={
+                "address": settings.grpc_address,
+                "port": port,
+                "default_model": router.default.id,
+                "metrics_port": metrics_server.port if metrics_server else None,
+                "tracing": observability.tracing.enabled,
+            },
         )
         await stop.wait()
         log.info("shutting down", extra={"grace_seconds": settings.shutdown_grace_seconds})
@@ -74,4 +89,29 @@ async def serve(settings: Settings) -> None:
     finally:
         for provider in router.providers():
             await provider.close()
+        if metrics_server is not None:
+            metrics_server.close()
+        # Flushes the spans still batched, so the last RPCs' traces are not lost.
+        await asyncio.to_thread(observability.tracing.shutdown)
     log.info("stopped")
+
+
+def _start_metrics(observability: Observability, address: str | None) -> MetricsServer | None:
+    """The /metrics endpoint, with process and Python runtime metrics added.
+
+    A port that cannot be bound is logged as an ERROR and the server runs on
+    without metrics: losing the metrics must not take the API down, and
+    Prometheus shows the missing target (`up == 0`).
+    """
+    if address is None:
+        return None
+    registry = observability.metrics.registry
+    prometheus_client.disable_created_metrics()
+    prometheus_client.ProcessCollector(registry=registry)
+    prometheus_client.PlatformCollector(registry=registry)
+    prometheus_client.GCCollector(registry=registry)
+    try:
+        return MetricsServer(registry, address)
+    except OSError as exc:
+        log.error("metrics endpoint not started", extra={"address": address, "error": str(exc)})
+        return None

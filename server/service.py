@@ -3,6 +3,11 @@
 Unary and streaming twins share one code path per shape (chat, completion):
 `_Shape` knows how to fill a ChatResponse or a CompleteResponse, everything
 else - request ids, deadlines, in-band stream errors, cancellation - is common.
+
+Every RPC runs inside `with call.record:` (server/observability/rpc.py), which
+puts the request id on every log line of the RPC and, however the RPC ends -
+answer, abort, or the caller going away - writes one access line, updates
+the metrics and ends the trace spans.
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ import contextlib
 import dataclasses
 import logging
 import re
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -26,11 +30,13 @@ from server.errors import (
     AigcError,
     InternalError,
     InvalidRequest,
+    ModelNotFound,
     ProviderNotConfigured,
     UpstreamError,
     UpstreamFailure,
     status_to_grpc,
 )
+from server.observability import Observability, RpcRecord
 from server.providers.base import Finish, GenerateRequest, Usage
 from server.routing import ModelRoute, Router
 
@@ -72,13 +78,13 @@ _COMPLETION = _Shape(aigc_service_pb2.CompleteResponse, _put_completion_text)
 
 
 class _Call:
-    """Per-RPC state: request id, route, timing."""
+    """Per-RPC state: request id, route, timing, and the observability record."""
 
-    def __init__(self, context: grpc.aio.ServicerContext, method: str) -> None:
+    def __init__(self, context: grpc.aio.ServicerContext, method: str, observability: Observability) -> None:
         self.context = context
         self.method = method
         self.request_id = _request_id(context)
-        self.started = time.monotonic()
+        self.record: RpcRecord = observability.rpc(method, self.request_id, context)
         self.create_time = timestamp_pb2.Timestamp()
         self.create_time.GetCurrentTime()
         self.route: ModelRoute | None = None
@@ -112,12 +118,21 @@ class _Call:
 
     async def abort(self, error: AigcError) -> None:
         """Ends the RPC with `error` as a rich google.rpc.Status."""
+        self.record.failed(error)
         await self.context.abort(*status_to_grpc(error.to_status(self.request_id)))
+
+    async def start(self) -> None:
+        """First thing in every RPC: the request id goes back before any answer or error."""
+        await self.context.send_initial_metadata((("x-request-id", self.request_id),))
+
+    def set_response_id(self, response_id: str) -> None:
+        self.response_id = self.record.response_id = response_id
 
 
 class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, observability: Observability | None = None) -> None:
         self._router = router
+        self._observability = observability or Observability()
 
     async def Chat(self, request, context):  # noqa: N802 - gRPC method names
         return await self._unary(context, "Chat", _CHAT, lambda call: self._prepare_chat(request, call))
@@ -140,8 +155,12 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
             yield response
 
     async def ListModels(self, request, context):  # noqa: N802
-        call = _Call(context, "ListModels")
-        await context.send_initial_metadata((("x-request-id", call.request_id),))
+        call = _Call(context, "ListModels", self._observability)
+        with call.record:
+            await call.start()
+            return await self._list_models(request, call)
+
+    async def _list_models(self, request, call: _Call) -> aigc_service_pb2.ListModelsResponse:
         try:
             offset = _page_offset(request.page_token)
             if request.page_size < 0:
@@ -172,77 +191,91 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
     # --- shared paths ---------------------------------------------------------
 
     def _prepare_chat(self, request: aigc_service_pb2.ChatRequest, call: _Call) -> GenerateRequest:
+        self._note_model(request.model, call)
         generate_request = validation.chat_request(request, call.timeout())
         return self._route(request.model, call, generate_request)
 
     def _prepare_completion(self, request: aigc_service_pb2.CompleteRequest, call: _Call) -> GenerateRequest:
+        self._note_model(request.model, call)
         generate_request = validation.complete_request(request, call.timeout())
         return self._route(request.model, call, generate_request)
+
+    def _note_model(self, model: str, call: _Call) -> None:
+        """Tells the record which model was asked for, before validation can fail,
+        so even an invalid request is counted under its (configured) model."""
+        try:
+            label: str | None = self._router.resolve(model).id
+        except ModelNotFound:
+            label = None
+        call.record.requested(model, label)
 
     def _route(self, model: str, call: _Call, generate_request: GenerateRequest) -> GenerateRequest:
         """Picks the provider; the request was validated first, so a bad request
         is INVALID_ARGUMENT whatever model it names."""
         call.route = route = self._router.resolve(model)
+        call.record.routed(route.id, route.provider.name, route.upstream_model)
         if not route.provider.ready():
             raise ProviderNotConfigured(route.id, route.provider.name, route.provider.not_ready_hint())
-        return dataclasses.replace(generate_request, upstream_model=route.upstream_model)
+        generate_request = dataclasses.replace(generate_request, upstream_model=route.upstream_model)
+        call.record.capture_prompt(generate_request)
+        return generate_request
 
     async def _unary(self, context, method: str, shape: _Shape, prepare) -> Response:
-        call = _Call(context, method)
-        await context.send_initial_metadata((("x-request-id", call.request_id),))
-        try:
-            with _unexpected_errors(call):
-                generate_request = prepare(call)
-                assert call.route is not None
-                result = await call.route.provider.generate(generate_request)
-        except AigcError as error:
-            _log_failure(call, error)
-            await call.abort(error)
-        call.response_id = result.response_id or _new_response_id()
-        return call.response(shape, result.text, result.finish, result.usage)
+        call = _Call(context, method, self._observability)
+        with call.record:
+            await call.start()
+            try:
+                with _unexpected_errors(call):
+                    generate_request = prepare(call)
+                    assert call.route is not None
+                    result = await call.record.upstream(call.route.provider.generate(generate_request))
+            except AigcError as error:
+                await call.abort(error)
+            call.set_response_id(result.response_id or _new_response_id())
+            return call.response(shape, result.text, result.finish, result.usage)
 
     async def _stream(self, context, method: str, shape: _Shape, prepare) -> AsyncIterator[Response]:
-        call = _Call(context, method)
-        await context.send_initial_metadata((("x-request-id", call.request_id),))
-        finish: Finish | None = None
-        usage: Usage | None = None
-        sent = 0
-        try:
-            with _unexpected_errors(call):
-                generate_request = prepare(call)
-                assert call.route is not None
-                # aclosing: if the caller cancels, the provider's stream is
-                # closed right here, which closes the upstream HTTP response.
-                async with contextlib.aclosing(call.route.provider.stream(generate_request)) as chunks:
-                    async for chunk in chunks:
-                        if not call.response_id:
-                            call.response_id = chunk.response_id or _new_response_id()
-                        finish = chunk.finish or finish
-                        usage = chunk.usage or usage
-                        if chunk.text:
-                            sent += 1
-                            yield call.response(shape, chunk.text)
-                if finish is None:
-                    raise UpstreamError(
-                        UpstreamFailure.STREAM_INTERRUPTED,
-                        "the stream ended without a finish reason",
-                        provider=call.route.provider.name,
-                    )
-        except AigcError as error:
-            _log_failure(call, error)
-            if sent:
-                # Already streaming: HTTP/SSE clients saw a 200 and cannot
-                # read trailers, so the failure goes in-band first.
-                status = error.to_status(call.request_id)
-                last = call.response(shape, usage=usage)
-                last.finish_reason = content_pb2.FINISH_REASON_ERROR
-                last.error.CopyFrom(status)
-                yield last
-            await call.abort(error)
-            return
-        if not call.response_id:
-            call.response_id = _new_response_id()
-        yield call.response(shape, finish=finish, usage=usage)
+        call = _Call(context, method, self._observability)
+        with call.record:
+            await call.start()
+            finish: Finish | None = None
+            usage: Usage | None = None
+            sent = 0
+            try:
+                with _unexpected_errors(call):
+                    generate_request = prepare(call)
+                    assert call.route is not None
+                    # aclosing: if the caller cancels, the provider's stream is
+                    # closed right here, which closes the upstream HTTP response.
+                    async with contextlib.aclosing(call.route.provider.stream(generate_request)) as chunks:
+                        async for chunk in call.record.upstream_stream(chunks):
+                            if not call.response_id:
+                                call.set_response_id(chunk.response_id or _new_response_id())
+                            finish = chunk.finish or finish
+                            usage = chunk.usage or usage
+                            if chunk.text:
+                                sent += 1
+                                yield call.response(shape, chunk.text)
+                    if finish is None:
+                        raise UpstreamError(
+                            UpstreamFailure.STREAM_INTERRUPTED,
+                            "the stream ended without a finish reason",
+                            provider=call.route.provider.name,
+                        )
+            except AigcError as error:
+                if sent:
+                    # Already streaming: HTTP/SSE clients saw a 200 and cannot
+                    # read trailers, so the failure goes in-band first.
+                    status = error.to_status(call.request_id)
+                    last = call.response(shape, usage=usage)
+                    last.finish_reason = content_pb2.FINISH_REASON_ERROR
+                    last.error.CopyFrom(status)
+                    yield last
+                await call.abort(error)
+                return
+            if not call.response_id:
+                call.set_response_id(_new_response_id())
+            yield call.response(shape, finish=finish, usage=usage)
 
 
 @contextlib.contextmanager
@@ -257,17 +290,6 @@ def _unexpected_errors(call: _Call):
         raise InternalError(
             f"internal error; the server log has details under request id {call.request_id}"
         ) from exc
-
-
-def _log_failure(call: _Call, error: AigcError) -> None:
-    log.warning(
-        "%s failed: %s %s: %s",
-        call.method,
-        error.code.name,
-        error.reason,
-        error.message,
-        extra={"request_id": call.request_id},
-    )
 
 
 def _request_id(context: grpc.aio.ServicerContext) -> str:

@@ -1,0 +1,102 @@
+"""Prometheus metrics, one CollectorRegistry per server (tests run many).
+
+Names follow the OpenTelemetry GenAI semantic conventions where one exists,
+translated Prometheus-style (dots to underscores, unit suffix), with the
+semconv attribute names as labels; the rest are `aigc_*`:
+
+    aigc_requests_total{method,model,provider,code}        counter
+    aigc_request_duration_seconds{method,model,provider}   histogram, the whole RPC
+    aigc_streams_in_flight{method,model,provider}          gauge
+    aigc_upstream_errors_total{provider,model,reason}      counter, reason = the ErrorInfo reason
+    aigc_overhead_seconds{method,model,provider}           histogram, RPC time minus time in the provider
+    gen_ai_server_time_to_first_token_seconds{GEN_AI}      histogram
+    gen_ai_client_token_usage{GEN_AI,gen_ai_token_type}    histogram of tokens per request (input|output)
+
+    GEN_AI = gen_ai_operation_name (chat|text_completion), gen_ai_provider_name, gen_ai_request_model
+
+Labels stay bounded: `model` is a configured model id ("unknown" when the
+request named none we serve), `provider` a configured provider name.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from server.observability.settings import split_address
+
+log = logging.getLogger(__name__)
+
+_RPC_LABELS = ("method", "model", "provider")
+_GEN_AI_LABELS = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model")
+# Buckets the GenAI semconv recommends for these two instruments.
+_TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+_TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
+_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_OVERHEAD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "aigc_requests", "RPCs served, by final gRPC status code.", (*_RPC_LABELS, "code"), registry=r
+        )
+        self.duration = Histogram(
+            "aigc_request_duration_seconds",
+            "Whole RPC time, from the request to the last message or the error.",
+            _RPC_LABELS,
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "gen_ai_server_time_to_first_token_seconds",
+            "Time from the request to the first generated text (streams: first message; unary: the answer).",
+            _GEN_AI_LABELS,
+            buckets=_TTFT_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Histogram(
+            "gen_ai_client_token_usage",
+            "Tokens per request as the provider reported them, by gen_ai_token_type (input, output).",
+            (*_GEN_AI_LABELS, "gen_ai_token_type"),
+            buckets=_TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.streams_in_flight = Gauge(
+            "aigc_streams_in_flight", "Streaming RPCs being served now.", _RPC_LABELS, registry=r
+        )
+        self.upstream_errors = Counter(
+            "aigc_upstream_errors",
+            "Provider failures, by the reason callers see in ErrorInfo.",
+            ("provider", "model", "reason"),
+            registry=r,
+        )
+        self.overhead = Histogram(
+            "aigc_overhead_seconds",
+            "Time the service adds: whole RPC time minus the time spent waiting on the provider.",
+            _RPC_LABELS,
+            buckets=_OVERHEAD_BUCKETS,
+            registry=r,
+        )
+
+
+class MetricsServer:
+    """The /metrics HTTP endpoint (prometheus_client's threaded WSGI server)."""
+
+    def __init__(self, registry: CollectorRegistry, address: str) -> None:
+        host, port = split_address(address, "AIGC_METRICS_ADDRESS")
+        self._httpd: WSGIServer
+        self._thread: threading.Thread
+        self._httpd, self._thread = start_http_server(port, host, registry=registry)
+        self.port = self._httpd.server_port
+        log.info("serving Prometheus metrics", extra={"address": f"{host}:{self.port}", "path": "/metrics"})
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)

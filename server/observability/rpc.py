@@ -1,0 +1,360 @@
+"""The per-RPC record: what the service reports once per call, to logs, metrics and traces.
+
+The service opens an `RpcRecord` around each RPC (`with record:`), tells it
+the route, wraps its provider call in `upstream` / `upstream_stream`, and
+hands it the error it aborts with. When the block exits - normally, by
+abort, or because the caller went away (CancelledError, or GeneratorExit when
+a streaming handler is closed) - the record writes exactly one access line,
+updates the metrics, and ends the spans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from server.errors import AigcError, UpstreamError
+from server.observability.logs import request_id_var
+from server.observability.metrics import Metrics
+from server.observability.settings import ObservabilitySettings
+from server.observability.tracing import NoTracing, Span, Tracing
+from server.providers.base import Chunk, Finish, GenerateRequest, Generation, Usage
+
+access_log = logging.getLogger("aigc.access")
+
+SERVICE = "aigc.v1.AigcService"
+# gen_ai.operation.name per RPC; ListModels is not a generation.
+_OPERATIONS = {
+    "Chat": "chat",
+    "StreamChat": "chat",
+    "Complete": "text_completion",
+    "StreamComplete": "text_completion",
+}
+# Codes that make a SERVER span an error (OpenTelemetry gRPC conventions):
+# the others are the caller's doing.
+_SERVER_FAULTS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+_ERROR_LEVEL_CODES = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.DATA_LOSS})
+UNKNOWN_MODEL = "unknown"
+_MAX_LOGGED_MODEL_CHARS = 128
+
+
+class Observability:
+    """Where the service reports: settings, one metrics registry, one tracer."""
+
+    def __init__(
+        self,
+        settings: ObservabilitySettings | None = None,
+        metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
+        self.settings = settings or ObservabilitySettings()
+        self.metrics = metrics or Metrics()
+        self.tracing = tracing or NoTracing()
+
+    def rpc(self, method: str, request_id: str, context: grpc.aio.ServicerContext) -> RpcRecord:
+        return RpcRecord(self, method, request_id, context)
+
+
+class RpcRecord:
+    def __init__(
+        self, owner: Observability, method: str, request_id: str, context: grpc.aio.ServicerContext
+    ) -> None:
+        self._owner = owner
+        self._context = context
+        self.method = method
+        self.request_id = request_id
+        self.streaming = method.startswith("Stream")
+        self.operation = _OPERATIONS.get(method, "")
+        self.started = time.perf_counter()
+        # What the caller asked for (logged), and the bounded metric label.
+        self.model = ""
+        self.model_label = UNKNOWN_MODEL if self.operation else ""
+        self.provider = ""
+        self.upstream_model = ""
+        self.error: AigcError | None = None
+        self.code: grpc.StatusCode | None = None
+        self.cancelled = False
+        self.ttft: float | None = None
+        self.upstream_seconds = 0.0
+        self.upstream_calls = 0
+        self.usage: Usage | None = None
+        self.finish: Finish | None = None
+        self.response_id = ""
+        self.prompt: Any = None
+        self._answer: list[str] | None = [] if owner.settings.log_prompts else None
+        self._in_flight: tuple[str, str, str] | None = None
+        self._client_span: Span | None = None
+        self._done = False
+        self._token: Any = None
+        self.span = owner.tracing.server_span(
+            f"{SERVICE}/{method}",
+            context.invocation_metadata() or (),
+            {
+                "rpc.system": "grpc",
+                "rpc.service": SERVICE,
+                "rpc.method": method,
+                "aigc.request_id": request_id,
+            },
+        )
+
+    # --- the RPC's extent -------------------------------------------------------
+
+    def __enter__(self) -> RpcRecord:
+        self._token = request_id_var.set(self.request_id)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if exc is None:
+                self.code = self.error.code if self.error else grpc.StatusCode.OK
+            elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
+                # The caller cancelled, hung up, or its deadline passed.
+                self.cancelled = True
+                remaining = self._context.time_remaining()
+                expired = remaining is not None and remaining <= 0
+                self.code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+            elif self.error is not None:
+                self.code = self.error.code  # context.abort raised after we recorded why
+            else:
+                self.code = grpc.StatusCode.UNKNOWN  # grpc reports an unhandled exception so
+            self._finish(exc if self.code == grpc.StatusCode.UNKNOWN else None)
+        finally:
+            try:
+                request_id_var.reset(self._token)
+            except ValueError:  # exited in another context (a generator closed by the GC)
+                pass
+
+    # --- what the service tells us ----------------------------------------------
+
+    def requested(self, model: str, label: str | None) -> None:
+        """The `model` the request named, and its configured id if we serve it."""
+        self.model = model[:_MAX_LOGGED_MODEL_CHARS]
+        if label:
+            self.model_label = label
+
+    def routed(self, model_id: str, provider: str, upstream_model: str) -> None:
+        self.model = self.model_label = model_id
+        self.provider = provider
+        self.upstream_model = upstream_model
+        if self.streaming and self._in_flight is None:
+            self._in_flight = (self.method, model_id, provider)
+            self._owner.metrics.streams_in_flight.labels(*self._in_flight).inc()
+
+    def capture_prompt(self, request: GenerateRequest) -> None:
+        """Keeps the prompt for the access line, when AIGC_LOG_PROMPTS is on."""
+        if not self._owner.settings.log_prompts:
+            return
+        if request.messages is not None:
+            self.prompt = [{"role": m.role, "content": m.content} for m in request.messages]
+        else:
+            self.prompt = request.prompt
+
+    def failed(self, error: AigcError) -> None:
+        self.error = error
+
+    async def upstream(self, generation: Awaitable[Generation]) -> Generation:
+        """Awaits a unary provider call, timed and traced."""
+        self._start_client()
+        began = time.perf_counter()
+        try:
+            result = await generation
+        except BaseException as exc:
+            self._end_client(exc)
+            raise
+        finally:
+            self.upstream_seconds += time.perf_counter() - began
+        self._first_token()
+        self.usage, self.finish = result.usage, result.finish
+        self.response_id = self.response_id or result.response_id
+        if self._answer is not None:
+            self._answer.append(result.text)
+        self._end_client(None)
+        return result
+
+    def upstream_stream(self, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+        """Wraps a provider stream: times each wait for a chunk, traces the whole stream."""
+        return _UpstreamStream(self, chunks)
+
+    # --- internals ----------------------------------------------------------------
+
+    def _first_token(self) -> None:
+        if self.ttft is None:
+            self.ttft = time.perf_counter() - self.started
+
+    def _observe_chunk(self, chunk: Chunk) -> None:
+        if chunk.text:
+            self._first_token()
+            if self._answer is not None:
+                self._answer.append(chunk.text)
+        self.finish = chunk.finish or self.finish
+        self.usage = chunk.usage or self.usage
+        self.response_id = self.response_id or chunk.response_id
+
+    def _start_client(self) -> None:
+        self.upstream_calls += 1
+        self._client_span = self._owner.tracing.client_span(
+            self.span,
+            f"{self.operation} {self.upstream_model}".strip(),
+            {
+                "gen_ai.operation.name": self.operation,
+                "gen_ai.provider.name": self.provider,
+                "gen_ai.request.model": self.upstream_model,
+            },
+        )
+
+    def _end_client(self, exc: BaseException | None) -> None:
+        span, self._client_span = self._client_span, None
+        if span is None:
+            return
+        span.set_attributes(self._gen_ai_result_attributes())
+        if isinstance(exc, UpstreamError):
+            span.set_error(exc.failure.value, exc.message)
+        elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
+            span.set_attributes({"aigc.cancelled": True})
+        elif exc is not None:
+            span.set_error(type(exc).__qualname__, str(exc))
+        span.end()
+
+    def _gen_ai_result_attributes(self) -> dict[str, Any]:
+        return {
+            "gen_ai.usage.input_tokens": self.usage.prompt_tokens if self.usage else None,
+            "gen_ai.usage.output_tokens": self.usage.completion_tokens if self.usage else None,
+            "gen_ai.response.id": self.response_id or None,
+            "gen_ai.response.finish_reasons": [self.finish.value] if self.finish else None,
+        }
+
+    def _finish(self, unhandled: BaseException | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        assert self.code is not None
+        elapsed = time.perf_counter() - self.started
+        self._end_client(asyncio.CancelledError() if self.cancelled else None)
+        self._record_metrics(elapsed)
+        self._end_span()
+        self._write_access_line(elapsed, unhandled)
+
+    def _record_metrics(self, elapsed: float) -> None:
+        m = self._owner.metrics
+        rpc_labels = (self.method, self.model_label, self.provider)
+        m.requests.labels(*rpc_labels, self.code.name).inc()
+        m.duration.labels(*rpc_labels).observe(elapsed)
+        if self._in_flight is not None:
+            m.streams_in_flight.labels(*self._in_flight).dec()
+            self._in_flight = None
+        if self.upstream_calls:
+            m.overhead.labels(*rpc_labels).observe(max(0.0, elapsed - self.upstream_seconds))
+        gen_ai = (self.operation, self.provider, self.model_label)
+        if self.ttft is not None:
+            m.ttft.labels(*gen_ai).observe(self.ttft)
+        if self.usage is not None:
+            m.tokens.labels(*gen_ai, "input").observe(self.usage.prompt_tokens)
+            m.tokens.labels(*gen_ai, "output").observe(self.usage.completion_tokens)
+        if isinstance(self.error, UpstreamError):
+            m.upstream_errors.labels(self.provider, self.model_label, self.error.reason).inc()
+
+    def _end_span(self) -> None:
+        self.span.set_attributes(
+            {
+                "rpc.grpc.status_code": self.code.value[0],
+                "gen_ai.operation.name": self.operation or None,
+                "gen_ai.request.model": self.model_label if self.operation else None,
+                "gen_ai.provider.name": self.provider or None,
+                "aigc.cancelled": self.cancelled,
+                **self._gen_ai_result_attributes(),
+            }
+        )
+        if self.error is not None:
+            self.span.set_attributes({"aigc.error.reason": self.error.reason})
+        if self.code in _SERVER_FAULTS:
+            reason = self.error.reason if self.error else self.code.name
+            self.span.set_error(reason, self.error.message if self.error else self.code.name)
+        self.span.end()
+
+    def _write_access_line(self, elapsed: float, unhandled: BaseException | None) -> None:
+        line: dict[str, Any] = {
+            "request_id": self.request_id,
+            "method": self.method,
+            "model": self.model,
+            "provider": self.provider,
+            "code": self.code.name,
+            "latency_ms": _ms(elapsed),
+            "ttft_ms": _ms(self.ttft),
+            "upstream_ms": _ms(self.upstream_seconds) if self.upstream_calls else None,
+            "prompt_tokens": self.usage.prompt_tokens if self.usage else None,
+            "completion_tokens": self.usage.completion_tokens if self.usage else None,
+            "finish_reason": self.finish.value if self.finish else None,
+            "response_id": self.response_id or None,
+            "cancelled": self.cancelled,
+            "peer": self._context.peer(),
+        }
+        if self.error is not None:
+            line["error_reason"] = self.error.reason
+            line["error_message"] = self.error.message
+        elif unhandled is not None:
+            line["error_reason"] = "UNHANDLED_EXCEPTION"
+            line["error_message"] = f"{type(unhandled).__qualname__}: {unhandled}"
+        if self.span.trace_id:
+            line["trace_id"] = self.span.trace_id
+        if self._answer is not None:
+            line["prompt"] = self.prompt
+            line["answer"] = "".join(self._answer)
+        if self.code in _ERROR_LEVEL_CODES:
+            level = logging.ERROR
+        elif self.code in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED):
+            level = logging.INFO
+        else:
+            level = logging.WARNING
+        access_log.log(level, "%s %s %.1fms", self.method, self.code.name, elapsed * 1000, extra=line)
+
+
+class _UpstreamStream:
+    """An async iterator (not a generator, so nothing is left to finalize) over a provider stream."""
+
+    def __init__(self, record: RpcRecord, chunks: AsyncIterator[Chunk]) -> None:
+        self._record = record
+        self._chunks = chunks
+        self._started = False
+
+    def __aiter__(self) -> _UpstreamStream:
+        return self
+
+    async def __anext__(self) -> Chunk:
+        record = self._record
+        if not self._started:
+            self._started = True
+            record._start_client()
+        began = time.perf_counter()
+        try:
+            chunk = await anext(self._chunks)
+        except StopAsyncIteration:
+            record._end_client(None)
+            raise
+        except BaseException as exc:
+            record._end_client(exc)
+            raise
+        finally:
+            record.upstream_seconds += time.perf_counter() - began
+        record._observe_chunk(chunk)
+        return chunk
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
