@@ -139,6 +139,7 @@ class FakeServer:
         self._replies: collections.deque[Reply] = collections.deque()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
         self.port = 0
 
     @property
@@ -156,14 +157,16 @@ class FakeServer:
     async def __aexit__(self, *exc_info: object) -> None:
         assert self._server is not None
         self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Closing our side ends every handler (reads see EOF, writes fail).
+        for writer in list(self._writers):
+            writer.close()
+        await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 5)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self._writers.add(writer)
         writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = Connection(reader, writer)
         try:
@@ -176,6 +179,7 @@ class FakeServer:
             pass
         finally:
             self._tasks.discard(task)
+            self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

@@ -14,13 +14,13 @@ import pytest
 
 from server.config import Settings
 from server.errors import UpstreamError, UpstreamFailure
-from server.providers.base import ChatMessage, Chunk, Finish, GenerateRequest, Sampling, Usage
+from server.providers.base import ChatMessage, Finish, GenerateRequest, Sampling, Usage
 from server.providers.local import LocalProvider
 from server.providers.openai_compat import OpenAICompatProvider
 from tests.fakes import KEY
 from tests.fakes import openai_fake as oa
+from tests.fakes.checks import check_error, collect, failure_of
 from tests.fakes.http import FakeServer, Hang, Respond, closed_port, split_inside
-from tests.fakes.status import check_error
 
 F = UpstreamFailure
 C = grpc.StatusCode
@@ -39,16 +39,6 @@ async def provider_for(fake: FakeServer, **options) -> AsyncIterator[OpenAICompa
         yield provider
     finally:
         await provider.close()
-
-
-async def collect(stream: AsyncIterator[Chunk]) -> list[Chunk]:
-    return [chunk async for chunk in stream]
-
-
-async def failure_of(coro) -> UpstreamError:
-    with pytest.raises(UpstreamError) as caught:
-        await asyncio.wait_for(coro, 20)
-    return caught.value
 
 
 # --- answers -------------------------------------------------------------------

@@ -1,11 +1,30 @@
-"""Reads what a caller would get from an UpstreamError: its google.rpc.Status."""
+"""Helpers for provider tests: drain a stream, catch the UpstreamError, and
+read what a caller would get from it (its google.rpc.Status)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
+
 import grpc
+import pytest
 from google.rpc import error_details_pb2
 
 from server.errors import UpstreamError, UpstreamFailure
+from server.providers.base import Chunk
+
+
+async def collect(stream: AsyncIterator[Chunk]) -> list[Chunk]:
+    return [chunk async for chunk in stream]
+
+
+async def failure_of(call: Awaitable[Any]) -> UpstreamError:
+    """The UpstreamError `call` raises; a bounded wait, so a hang fails the test."""
+    with pytest.raises(UpstreamError) as caught:
+        async with asyncio.timeout(20):
+            await call
+    return caught.value
 
 
 def check_error(
