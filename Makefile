@@ -9,13 +9,14 @@ PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 GRPC_PORT ?= 9000
 HTTP_PORT ?= 8000
+ADMIN_PORT ?= 9901
 export PYTHONPATH := $(CURDIR):$(CURDIR)/gen/python
 
 GOOGLEAPIS_PROTOS := api/annotations api/http api/field_behavior rpc/status rpc/error_details rpc/code
 
 .PHONY: help
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # --- installs (stamps make them idempotent and cheap to repeat) -------------
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-model.txt
@@ -62,3 +63,55 @@ lint: deps protos-deps ## buf lint + buf format check + ruff
 	$(BUF) format --diff --exit-code
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# --- run -----------------------------------------------------------------------
+.PHONY: run
+run: deps ## Run server (gRPC :9000) + Envoy (HTTP :8000) with the local model, in the foreground
+	$(PY) scripts/run_stack.py --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --admin-port $(ADMIN_PORT)
+
+.PHONY: server
+server: deps ## Run only the gRPC server on :9000
+	AIGC_GRPC_ADDRESS=0.0.0.0:$(GRPC_PORT) $(PY) -m server
+
+# --- checks ----------------------------------------------------------------------
+.PHONY: check-envoy
+check-envoy: deps ## Validate the rendered Envoy config with `envoy --mode validate`
+	@mkdir -p build
+	$(PY) gateway/render.py -o build/envoy-validate.yaml
+	$(VENV)/bin/envoy --mode validate -c build/envoy-validate.yaml --disable-hot-restart --log-level warn
+
+.PHONY: check-compose
+check-compose: deps ## Validate docker-compose.yml against the Compose spec (no Docker engine needed)
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+
+.PHONY: check-openapi
+check-openapi: deps ## Validate the generated OpenAPI spec
+	$(VENV)/bin/openapi-spec-validator gen/openapi/openapi.json
+
+# Headless Chromium checks that /docs really renders Swagger UI. It is a
+# Debian package (no browser download from the internet); installed once.
+.PHONY: browser
+browser:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian chromium for the Swagger UI test"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+.PHONY: pytest
+pytest: deps browser ## Run the test suite only
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: test
+test: lint check-gen check-envoy check-compose check-openapi pytest ## Every check and test (what CI runs)
+
+.PHONY: bench
+bench: deps ## Measure latency overhead against direct upstream calls (writes bench/RESULTS.md)
+	$(PY) bench/run.py
+
+.PHONY: clean
+clean: ## Remove build outputs (keeps .venv and node_modules)
+	rm -rf build .pytest_cache .ruff_cache
+
+.PHONY: distclean
+distclean: clean ## Remove everything installed into the repo too
+	rm -rf $(VENV) node_modules

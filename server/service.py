@@ -89,6 +89,7 @@ class _Call:
         self.create_time.GetCurrentTime()
         self.route: ModelRoute | None = None
         self.response_id = ""
+        self._headers_sent = False
 
     def timeout(self) -> float | None:
         return self.context.time_remaining()
@@ -117,13 +118,27 @@ class _Call:
         return response
 
     async def abort(self, error: AigcError) -> None:
-        """Ends the RPC with `error` as a rich google.rpc.Status."""
-        self.record.failed(error)
-        await self.context.abort(*status_to_grpc(error.to_status(self.request_id)))
+        """Ends the RPC with `error` as a rich google.rpc.Status.
 
-    async def start(self) -> None:
-        """First thing in every RPC: the request id goes back before any answer or error."""
-        await self.context.send_initial_metadata((("x-request-id", self.request_id),))
+        The request id rides in the trailers too: when no message was sent,
+        the error is a trailers-only response, which Envoy turns into the HTTP
+        status and headers.
+        """
+        self.record.failed(error)
+        code, message, trailers = status_to_grpc(error.to_status(self.request_id))
+        if not self._headers_sent:
+            trailers = (*trailers, ("x-request-id", self.request_id))
+        await self.context.abort(code, message, trailers)
+
+    async def send_headers(self) -> None:
+        """Sends the request id as initial metadata, once, right before the first answer.
+
+        Never earlier: headers commit Envoy to HTTP 200, and a stream that fails
+        before its first message must reach HTTP callers as a real 4xx/5xx.
+        """
+        if not self._headers_sent:
+            self._headers_sent = True
+            await self.context.send_initial_metadata((("x-request-id", self.request_id),))
 
     def set_response_id(self, response_id: str) -> None:
         self.response_id = self.record.response_id = response_id
@@ -157,8 +172,9 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
     async def ListModels(self, request, context):  # noqa: N802
         call = _Call(context, "ListModels", self._observability)
         with call.record:
-            await call.start()
-            return await self._list_models(request, call)
+            response = await self._list_models(request, call)
+            await call.send_headers()
+            return response
 
     async def _list_models(self, request, call: _Call) -> aigc_service_pb2.ListModelsResponse:
         try:
@@ -223,7 +239,6 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
     async def _unary(self, context, method: str, shape: _Shape, prepare) -> Response:
         call = _Call(context, method, self._observability)
         with call.record:
-            await call.start()
             try:
                 with _unexpected_errors(call):
                     generate_request = prepare(call)
@@ -232,12 +247,12 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
             except AigcError as error:
                 await call.abort(error)
             call.set_response_id(result.response_id or _new_response_id())
+            await call.send_headers()
             return call.response(shape, result.text, result.finish, result.usage)
 
     async def _stream(self, context, method: str, shape: _Shape, prepare) -> AsyncIterator[Response]:
         call = _Call(context, method, self._observability)
         with call.record:
-            await call.start()
             finish: Finish | None = None
             usage: Usage | None = None
             sent = 0
@@ -255,6 +270,7 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
                             usage = chunk.usage or usage
                             if chunk.text:
                                 sent += 1
+                                await call.send_headers()
                                 yield call.response(shape, chunk.text)
                     if finish is None:
                         raise UpstreamError(
@@ -275,6 +291,7 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
                 return
             if not call.response_id:
                 call.set_response_id(_new_response_id())
+            await call.send_headers()
             yield call.response(shape, finish=finish, usage=usage)
 
 

@@ -1,0 +1,47 @@
+"""The whole service as `make run` starts it (scripts/run_stack.py), on free ports."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Iterator, Mapping
+
+from tests.support.processes import Process, free_port, python_env
+
+
+class Stack(Process):
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        self.grpc_port, self.http_port, self.admin_port = free_port(), free_port(), free_port()
+        self.metrics_port = free_port()
+        self.http = f"http://127.0.0.1:{self.http_port}"
+        self.grpc_address = f"127.0.0.1:{self.grpc_port}"
+        args = [
+            sys.executable,
+            "scripts/run_stack.py",
+            "--host=127.0.0.1",
+            f"--grpc-port={self.grpc_port}",
+            f"--http-port={self.http_port}",
+            f"--admin-port={self.admin_port}",
+        ]
+        merged = {"AIGC_METRICS_ADDRESS": f"127.0.0.1:{self.metrics_port}", **(env or {})}
+        super().__init__("stack", args, python_env(merged))
+
+    def wait_up(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while "aigc-service is up" not in self.output():
+            if not self.alive():
+                raise RuntimeError(f"stack exited early:\n{self.output()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"stack not up after {timeout}s:\n{self.output()}")
+            time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def running_stack(env: Mapping[str, str] | None = None) -> Iterator[Stack]:
+    stack = Stack(env)
+    try:
+        stack.wait_up()
+        yield stack
+    finally:
+        stack.stop()
