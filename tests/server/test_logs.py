@@ -1,0 +1,131 @@
+"""The log formatters and the per-RPC request id, in process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from server.errors import ModelNotFound
+from server.observability import Observability, configure_logging
+from server.observability.logs import request_id_var
+
+
+class FakeContext:
+    """The parts of grpc.aio.ServicerContext an RpcRecord reads."""
+
+    def __init__(self, time_remaining: float | None = None) -> None:
+        self._time_remaining = time_remaining
+
+    def invocation_metadata(self):
+        return ()
+
+    def time_remaining(self) -> float | None:
+        return self._time_remaining
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:1234"
+
+
+@contextlib.contextmanager
+def capture(log_format: str) -> Iterator[io.StringIO]:
+    """Root logging configured as the server does it, into a buffer; restored after."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    stream = io.StringIO()
+    configure_logging("INFO", log_format, stream)
+    try:
+        yield stream
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    with capture("json") as stream:
+        yield stream
+
+
+def lines(stream: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_json_line_has_extra_fields_and_exceptions(captured):
+    log = logging.getLogger("test.json")
+    log.info("hello %s", "world", extra={"port": 9000, "path": object.__name__, "odd": {1, 2}})
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("failed")
+    hello, failed = lines(captured)
+    assert hello["message"] == "hello world"
+    assert hello["level"] == "INFO" and hello["logger"] == "test.json"
+    assert hello["port"] == 9000 and hello["path"] == "object"
+    assert hello["odd"] == "{1, 2}"  # not a JSON type: written as text, not dropped
+    assert "request_id" not in hello
+    assert failed["level"] == "ERROR"
+    assert "ValueError: boom" in failed["exception"]
+
+
+def test_every_line_inside_an_rpc_carries_its_request_id(captured):
+    observability = Observability()
+    with observability.rpc("Chat", "rid-1", FakeContext()):
+        logging.getLogger("server.providers.local").warning("slow upstream", extra={"seconds": 3})
+    logging.getLogger("test").info("after the RPC")
+    inside, access, after = lines(captured)
+    assert inside["request_id"] == "rid-1" and inside["seconds"] == 3
+    assert access["logger"] == "aigc.access" and access["request_id"] == "rid-1"
+    assert "request_id" not in after
+    assert request_id_var.get() is None
+
+
+async def test_cancelled_rpc_is_logged_as_cancelled_or_deadline(captured):
+    observability = Observability()
+
+    async def handler(request_id: str, context: FakeContext) -> None:
+        with observability.rpc("StreamChat", request_id, context):
+            await asyncio.sleep(10)
+
+    for request_id, context in (("c-1", FakeContext(None)), ("c-2", FakeContext(-0.1))):
+        task = asyncio.create_task(handler(request_id, context))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    cancelled, expired = lines(captured)
+    assert (cancelled["code"], cancelled["cancelled"]) == ("CANCELLED", True)
+    assert (expired["code"], expired["cancelled"]) == ("DEADLINE_EXCEEDED", True)
+    metrics = observability.metrics.registry
+    assert (
+        metrics.get_sample_value(
+            "aigc_requests_total",
+            {"method": "StreamChat", "model": "unknown", "provider": "", "code": "CANCELLED"},
+        )
+        == 1
+    )
+
+
+def test_aborted_rpc_keeps_its_error_code(captured):
+    observability = Observability()
+    with pytest.raises(RuntimeError), observability.rpc("Chat", "a-1", FakeContext()) as record:
+        record.failed(ModelNotFound("x"))
+        raise RuntimeError("what context.abort raises")
+    (line,) = lines(captured)
+    assert line["code"] == grpc.StatusCode.NOT_FOUND.name
+    assert line["error_reason"] == "MODEL_NOT_FOUND"
+
+
+def test_console_format():
+    with capture("console") as stream:
+        token = request_id_var.set("r-9")
+        logging.getLogger("test.console").info("two words", extra={"model": "smollm2", "note": "a b"})
+        request_id_var.reset(token)
+    line = stream.getvalue().strip()
+    assert line.endswith('INFO    test.console: two words  request_id=r-9 model=smollm2 note="a b"')
