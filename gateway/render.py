@@ -1,0 +1,147 @@
+"""Render gateway/envoy.yaml (a string.Template) into the config Envoy loads.
+
+gateway/envoy.yaml is the single source of the gateway's config; this script
+only fills in the values that differ between `make run`, docker-compose and
+the tests (ports, the upstream address and file paths). Stdlib only.
+
+    python gateway/render.py                          # defaults, -> build/envoy.yaml
+    python gateway/render.py --grpc-upstream server:9000 --listen-port 8000 -o -
+
+Every path defaults to its place in the repository; all are made absolute,
+so Envoy does not depend on its working directory. Missing input files are an
+error here (clearer than Envoy's), unless --no-check-files is given, for
+rendering a config whose paths exist only elsewhere (e.g. inside a container).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import string
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TEMPLATE = REPO / "gateway" / "envoy.yaml"
+
+#: The Swagger UI assets served under /docs/, by placeholder.
+SWAGGER_UI_FILES = {
+    "SWAGGER_UI_CSS": "swagger-ui.css",
+    "SWAGGER_UI_BUNDLE_JS": "swagger-ui-bundle.js",
+    "SWAGGER_UI_PRESET_JS": "swagger-ui-standalone-preset.js",
+}
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), _port(port)
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"port out of range: {port}")
+    return port
+
+
+def _path(value: str) -> Path:
+    # Given paths are relative to the working directory, as with any CLI;
+    # the defaults are anchored to the repository root.
+    return Path(value).resolve()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--grpc-upstream",
+        type=_host_port,
+        default="127.0.0.1:9000",
+        help="the gRPC server, HOST:PORT (default 127.0.0.1:9000)",
+    )
+    p.add_argument(
+        "--listen-address",
+        default="0.0.0.0",
+        help="HTTP listener address (default 0.0.0.0; use 127.0.0.1 to stay local)",
+    )
+    p.add_argument("--listen-port", type=_port, default=8000, help="HTTP/gRPC port (default 8000)")
+    p.add_argument(
+        "--admin-port", type=_port, default=9901, help="admin port, always on 127.0.0.1 (default 9901)"
+    )
+    p.add_argument(
+        "--descriptor",
+        type=_path,
+        default=REPO / "gen/descriptor/aigc.binpb",
+        help="descriptor set for the transcoder (default gen/descriptor/aigc.binpb)",
+    )
+    p.add_argument(
+        "--openapi",
+        type=_path,
+        default=REPO / "gen/openapi/openapi.json",
+        help="spec served at /openapi.json (default gen/openapi/openapi.json)",
+    )
+    p.add_argument(
+        "--swagger-ui",
+        type=_path,
+        default=REPO / "node_modules/swagger-ui-dist",
+        help="swagger-ui-dist folder (default node_modules/swagger-ui-dist)",
+    )
+    p.add_argument(
+        "--docs-html",
+        type=_path,
+        default=REPO / "gateway/docs.html",
+        help="page served at /docs (default gateway/docs.html)",
+    )
+    p.add_argument("--no-check-files", action="store_true", help="do not require the input files to exist")
+    p.add_argument(
+        "-o",
+        "--output",
+        default=str(REPO / "build" / "envoy.yaml"),
+        help="where to write the config; '-' for stdout (default build/envoy.yaml)",
+    )
+    return p.parse_args(argv)
+
+
+def render(args: argparse.Namespace) -> str:
+    """Return the config text for the parsed arguments."""
+    host, port = args.grpc_upstream
+    files = {
+        "DESCRIPTOR": args.descriptor,
+        "OPENAPI": args.openapi,
+        "DOCS_HTML": args.docs_html,
+        **{name: args.swagger_ui / fname for name, fname in SWAGGER_UI_FILES.items()},
+    }
+    missing = [f"{name}: {path}" for name, path in files.items() if not path.is_file()]
+    if missing and not args.no_check_files:
+        hint = "run `make gen` (descriptor, OpenAPI) and `make deps` (swagger-ui-dist)"
+        raise SystemExit("render.py: missing input files (" + hint + "):\n  " + "\n  ".join(missing))
+    # json.dumps gives a double-quoted string that YAML reads back verbatim.
+    values = {name: json.dumps(str(path)) for name, path in files.items()}
+    values |= {
+        "GRPC_HOST": json.dumps(host),
+        "GRPC_PORT": str(port),
+        "LISTEN_ADDRESS": json.dumps(args.listen_address),
+        "LISTEN_PORT": str(args.listen_port),
+        "ADMIN_PORT": str(args.admin_port),
+    }
+    # substitute (not safe_substitute): a placeholder left unfilled is a bug.
+    return string.Template(TEMPLATE.read_text()).substitute(values)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    text = render(args)
+    if args.output == "-":
+        sys.stdout.write(text)
+        return
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
