@@ -2,7 +2,9 @@
 
 A bad value stops the server with a message naming the variable, rather than
 surfacing later as a confusing runtime error (starlette's config.py does the
-same). Every variable is listed in the README.
+same). Which upstreams and models exist (presets, the AIGC_CONFIG file) is
+server/catalog.py's part; proxies are read here. Every variable is listed in
+docs/configuration.md.
 """
 
 from __future__ import annotations
@@ -11,15 +13,20 @@ import dataclasses
 import importlib.util
 import os
 import pathlib
+import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import TypeVar
+
+from server.catalog import Catalog, ConfigError, load_catalog
 
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _T = TypeVar("_T")
 
-
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the message names the variable."""
+# Never sent through a proxy, whatever NO_PROXY says: the built-in model's
+# llama.cpp server listens on 127.0.0.1, and a proxy elsewhere cannot reach
+# our loopback anyway (Go's net/http has the same rule).
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+_PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +47,90 @@ class LocalModelSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class ProxySettings:
+    """The standard proxy variables, as httpx (under the vendor SDKs) reads them.
+
+    Lower-case names win over upper-case ones, as in urllib and curl. Values
+    may hold credentials (http://user:pass@host): they are kept out of reprs
+    and shown only through `describe()`, which strips them.
+    """
+
+    http: str = dataclasses.field(default="", repr=False)
+    https: str = dataclasses.field(default="", repr=False)
+    all: str = dataclasses.field(default="", repr=False)
+    no_proxy: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ProxySettings:
+        values = {scheme: _proxy_var(env, scheme) for scheme in ("http", "https", "all", "no")}
+        for scheme in ("http", "https", "all"):
+            name, url = values[scheme]
+            if url:
+                _check_proxy_url(name, url)
+        return cls(
+            http=values["http"][1], https=values["https"][1], all=values["all"][1], no_proxy=values["no"][1]
+        )
+
+    def describe(self) -> dict[str, str]:
+        """The proxies in effect, credentials removed: safe to log."""
+        shown = {"http": self.http, "https": self.https, "all": self.all}
+        described = {f"{k}_proxy": redact_url(v) for k, v in shown.items() if v}
+        if described and self.no_proxy:
+            described["no_proxy"] = self.no_proxy
+        return described
+
+    def no_proxy_with_loopback(self) -> str:
+        """NO_PROXY plus LOOPBACK_HOSTS (what the process must use)."""
+        present = [h.strip() for h in self.no_proxy.split(",") if h.strip()]
+        missing = [h for h in LOOPBACK_HOSTS if h not in present]
+        return ",".join(present + missing)
+
+
+def redact_url(url: str) -> str:
+    """`url` without its user:password part, for logs."""
+    try:
+        parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+    except ValueError:
+        return "(unparseable URL)"
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _proxy_var(env: Mapping[str, str], scheme: str) -> tuple[str, str]:
+    """(name, value) of <scheme>_proxy: the lower-case variable wins if set."""
+    lower = f"{scheme}_proxy"
+    if lower in env:
+        return lower, env[lower].strip()
+    upper = lower.upper()
+    return upper, env.get(upper, "").strip()
+
+
+def _check_proxy_url(name: str, url: str) -> None:
+    scheme = url.split("://", 1)[0].lower() if "://" in url else "http"
+    # Messages never show the URL: it may hold a password.
+    if scheme not in _PROXY_SCHEMES:
+        raise ConfigError(
+            f"{name}: proxy scheme {scheme!r} is not supported; use {', '.join(_PROXY_SCHEMES)}"
+        )
+    try:
+        parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ConfigError(f"{name}: not a valid proxy URL (value not shown)") from None
+    if not parts.hostname:
+        raise ConfigError(f"{name}: the proxy URL has no host (value not shown)")
+    if scheme.startswith("socks") and importlib.util.find_spec("socksio") is None:
+        raise ConfigError(
+            f"{name}: a SOCKS proxy needs the socksio package (pip install -r requirements.txt)"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     # host:port the gRPC server listens on.
     grpc_address: str
@@ -50,6 +141,11 @@ class Settings:
     # Model used when a request leaves `model` empty.
     default_model: str
     local: LocalModelSettings
+    # Upstreams and models from the presets, the AIGC_CONFIG file and the environment.
+    catalog: Catalog = dataclasses.field(
+        default_factory=lambda: Catalog(upstreams={}, models=(), default_model="", allow_passthrough=False)
+    )
+    proxy: ProxySettings = ProxySettings()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -62,13 +158,33 @@ class Settings:
             context_tokens=_get(env, "AIGC_LOCAL_CONTEXT_TOKENS", 2048, _positive_int),
             threads=_get(env, "AIGC_LOCAL_THREADS", 0, _non_negative_int),
         )
+        reserved = {local.model_id: "the built-in local model (AIGC_LOCAL_MODEL_ID)"} if local.enabled else {}
+        catalog = load_catalog(env, reserved_models=reserved)
         return cls(
             grpc_address=_get(env, "AIGC_GRPC_ADDRESS", "0.0.0.0:9000", _address),
             shutdown_grace_seconds=_get(env, "AIGC_SHUTDOWN_GRACE_SECONDS", 10.0, _non_negative_float),
             log_level=_get(env, "AIGC_LOG_LEVEL", "INFO", _log_level),
-            default_model=_get(env, "AIGC_DEFAULT_MODEL", local.model_id, _name),
+            default_model=_default_model(catalog, local),
             local=local,
+            catalog=catalog,
+            proxy=ProxySettings.from_env(env),
         )
+
+
+def _default_model(catalog: Catalog, local: LocalModelSettings) -> str:
+    """AIGC_DEFAULT_MODEL or the file's default_model (checked by the catalog);
+    else the local model; else the first model whose upstream is ready."""
+    if catalog.default_model:
+        return catalog.default_model
+    if local.enabled:
+        return local.model_id
+    for model in catalog.models:
+        if catalog.upstreams[model.upstream].ready:
+            return model.id
+    raise ConfigError(
+        "no default model: the local model is off (AIGC_LOCAL_ENABLED=false) and no configured "
+        "model is ready; set AIGC_DEFAULT_MODEL or default_model in the AIGC_CONFIG file"
+    )
 
 
 def smollm2_path() -> pathlib.Path:
@@ -147,3 +263,14 @@ def _log_level(raw: str) -> str:
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ValueError("expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
     return level
+
+
+__all__ = [
+    "LOOPBACK_HOSTS",
+    "ConfigError",
+    "LocalModelSettings",
+    "ProxySettings",
+    "Settings",
+    "redact_url",
+    "smollm2_path",
+]

@@ -1,14 +1,34 @@
-"""Which provider serves which model: model names and aliases to routes."""
+"""Which provider serves which model: model names, aliases and `upstream/model`.
+
+`build_router(settings)` turns the catalog (server/catalog.py) into one
+provider per upstream and one route per model name. A request's `model` is
+looked up as a model id or alias first; failing that, `upstream/model` (when
+passthrough is allowed) sends `model` as is to that upstream, e.g.
+`openai/gpt-4.1-nano` or `ollama/qwen2.5:7b`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+import importlib
+import logging
+import os
+from collections.abc import AsyncIterator, Iterable, Mapping, MutableMapping
 
-from server.config import Settings
+from server.catalog import Upstream
+from server.config import Settings, redact_url
 from server.errors import ModelNotFound
-from server.providers.base import Provider
+from server.providers.base import Chunk, GenerateRequest, Generation, Provider
 from server.providers.local import LocalProvider
+
+log = logging.getLogger(__name__)
+
+# kind -> (module, class). Imported when an upstream of that kind is configured.
+_PROVIDER_CLASSES = {
+    "openai": ("server.providers.openai_compat", "OpenAICompatProvider"),
+    "gemini": ("server.providers.gemini", "GeminiProvider"),
+    "anthropic": ("server.providers.anthropic", "AnthropicProvider"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,39 +43,132 @@ class ModelRoute:
 
 
 class Router:
-    def __init__(self, routes: Iterable[ModelRoute], default_model: str) -> None:
+    def __init__(
+        self,
+        routes: Iterable[ModelRoute],
+        default_model: str,
+        *,
+        passthrough: Mapping[str, Provider] | None = None,
+    ) -> None:
         self._routes = sorted(routes, key=lambda r: r.id)
+        self._passthrough = dict(passthrough or {})
         self._by_name: dict[str, ModelRoute] = {}
         for route in self._routes:
             for name in (route.id, *route.aliases):
                 if name in self._by_name:
                     raise ValueError(f"model name {name!r} is used twice")
                 self._by_name[name] = route
-        if default_model not in self._by_name:
+        default = self._lookup(default_model)
+        if default is None:
             raise ValueError(f"default model {default_model!r} is not configured")
-        self.default = self._by_name[default_model]
+        self.default = default
 
     def resolve(self, name: str) -> ModelRoute:
         """The route for a request's `model`; empty means the default."""
         if not name:
             return self.default
-        route = self._by_name.get(name)
+        route = self._lookup(name)
         if route is None:
             raise ModelNotFound(name)
         return route
 
     def models(self) -> list[ModelRoute]:
-        """Default model first, then by id."""
+        """Default model first, then by id. Passthrough names are not listed."""
         return [self.default, *(r for r in self._routes if r is not self.default)]
 
     def providers(self) -> list[Provider]:
         unique: dict[int, Provider] = {}
-        for route in self._routes:
-            unique.setdefault(id(route.provider), route.provider)
+        for provider in (*(r.provider for r in self._routes), *self._passthrough.values()):
+            unique.setdefault(id(provider), provider)
         return list(unique.values())
 
+    def _lookup(self, name: str) -> ModelRoute | None:
+        route = self._by_name.get(name)
+        if route is not None:
+            return route
+        upstream, sep, upstream_model = name.partition("/")
+        provider = self._passthrough.get(upstream) if sep else None
+        if provider is None or not upstream_model:
+            return None
+        return ModelRoute(id=name, provider=provider, upstream_model=upstream_model)
 
-def build_router(settings: Settings) -> Router:
+
+class UpstreamProvider(Provider):
+    """A configured upstream: its vendor provider plus what the catalog knows.
+
+    Readiness and the hint come from the catalog, which knows the name of the
+    variable that holds the key ("set DEEPSEEK_API_KEY"), not just that a key
+    is missing. Everything else is the vendor provider's.
+    """
+
+    def __init__(self, upstream: Upstream, inner: Provider | None, unavailable: str = "") -> None:
+        self.name = upstream.name
+        self.upstream = upstream
+        self.inner = inner
+        self._unavailable = unavailable
+
+    def __repr__(self) -> str:
+        return f"UpstreamProvider({self.upstream!r})"
+
+    async def start(self) -> None:
+        if self.inner is not None:
+            await self.inner.start()
+
+    async def close(self) -> None:
+        if self.inner is not None:
+            await self.inner.close()
+
+    def ready(self) -> bool:
+        return self.inner is not None and self.upstream.ready and self.inner.ready()
+
+    def not_ready_hint(self) -> str:
+        if self.inner is None:
+            return self._unavailable
+        if not self.upstream.ready:
+            return f"set {self.upstream.api_key_env} in the server's environment"
+        return self.inner.not_ready_hint()
+
+    async def generate(self, request: GenerateRequest) -> Generation:
+        return await self._require_inner().generate(request)
+
+    def stream(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
+        # The vendor's generator itself, so closing it closes the HTTP stream.
+        return self._require_inner().stream(request)
+
+    def _require_inner(self) -> Provider:
+        if self.inner is None:
+            raise RuntimeError(f"upstream {self.name} is not available: {self._unavailable}")
+        return self.inner
+
+
+def build_provider(upstream: Upstream) -> UpstreamProvider:
+    module_name, class_name = _PROVIDER_CLASSES[upstream.kind]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise  # the module is there but broken: a bad install, fail loudly
+        return UpstreamProvider(upstream, None, f"this build has no {upstream.kind!r} provider")
+    cls = getattr(module, class_name)
+    inner = cls(
+        upstream.name,
+        base_url=upstream.base_url,
+        api_key=upstream.api_key,
+        requires_key=upstream.requires_key,
+        max_retries=upstream.max_retries,
+        timeout_seconds=upstream.timeout_seconds,
+        default_headers=dict(upstream.headers),
+    )
+    return UpstreamProvider(upstream, inner)
+
+
+def build_router(settings: Settings, *, environ: MutableMapping[str, str] | None = None) -> Router:
+    """Providers and routes for `settings`. Call once, before providers start.
+
+    Also pins the loopback proxy bypass into `environ` (os.environ by
+    default), where httpx and urllib read NO_PROXY when clients are created.
+    """
+    _bypass_proxy_for_loopback(settings, os.environ if environ is None else environ)
     routes: list[ModelRoute] = []
     if settings.local.enabled:
         routes.append(
@@ -67,4 +180,38 @@ def build_router(settings: Settings) -> Router:
                 "no API key or network needed.",
             )
         )
-    return Router(routes, settings.default_model)
+    catalog = settings.catalog
+    providers = {name: build_provider(upstream) for name, upstream in catalog.upstreams.items()}
+    for model in catalog.models:
+        routes.append(
+            ModelRoute(
+                id=model.id,
+                provider=providers[model.upstream],
+                upstream_model=model.upstream_model,
+                aliases=model.aliases,
+                description=model.description,
+            )
+        )
+    for provider in providers.values():
+        upstream = provider.upstream
+        log.info(
+            "upstream %s (%s) at %s: %s",
+            upstream.name,
+            upstream.kind,
+            redact_url(upstream.base_url),
+            "ready" if provider.ready() else f"not ready: {provider.not_ready_hint()}",
+            extra={"upstream": upstream.name, "source": upstream.source},
+        )
+    passthrough = providers if catalog.allow_passthrough else None
+    return Router(routes, settings.default_model, passthrough=passthrough)
+
+
+def _bypass_proxy_for_loopback(settings: Settings, environ: MutableMapping[str, str]) -> None:
+    proxies = settings.proxy.describe()
+    if not proxies:
+        return
+    value = settings.proxy.no_proxy_with_loopback()
+    # Both spellings: urllib lets the lower-case one win when both are set.
+    environ["NO_PROXY"] = environ["no_proxy"] = value
+    proxies["no_proxy"] = value
+    log.info("upstream calls use proxies %s", proxies, extra={"proxies": proxies})

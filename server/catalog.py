@@ -1,0 +1,573 @@
+"""What upstreams and models exist: built-in presets, the config file, env overrides.
+
+    load_catalog(env, local_model_id)     -> Catalog (upstreams, models, default, passthrough)
+        1. PRESETS                            built in; each knows its key's env var
+        2. the TOML file named by AIGC_CONFIG  adds upstreams/models, overrides presets
+        3. environment                        keys, <PRESET>_BASE_URL, AIGC_PRESETS,
+                                              AIGC_DEFAULT_MODEL, AIGC_ALLOW_PASSTHROUGH
+
+Everything is checked here, once, at start-up: a mistake raises `ConfigError`
+with the file and key (or the variable) in its message, and the server does not
+start. API keys are only ever read from the environment - the file names the
+variable (`api_key_env`), never holds the key - and the key's value is kept out
+of every repr. docs/configuration.md describes the format for operators.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+Kind = Literal["openai", "gemini", "anthropic"]
+KINDS: tuple[Kind, ...] = ("openai", "gemini", "anthropic")
+
+# Upper case, as environment variables are named by convention. Also what
+# tells a variable name from a key pasted by mistake (keys have lower case or
+# punctuation), so the check can refuse without ever echoing the value.
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+_UPSTREAM_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+# Header names whose values are credentials: they come from `header_envs`.
+_SECRET_HEADER = re.compile(
+    r"(^|[-_])(authorization|api[-_]?key|token|secret|cookie|password)($|[-_])", re.IGNORECASE
+)
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable or file key.
+
+    Defined here, re-exported by server.config (which builds on this module).
+    """
+
+
+@dataclasses.dataclass(frozen=True)
+class Upstream:
+    """One vendor endpoint: everything needed to build its provider."""
+
+    # Name in ListModels, responses and `upstream/model` passthrough, e.g. "deepseek".
+    name: str
+    kind: Kind
+    base_url: str
+    # Name of the environment variable holding the key ("" = none).
+    api_key_env: str
+    # False for servers without auth (Ollama, vLLM): ready without a key.
+    requires_key: bool
+    timeout_seconds: float
+    max_retries: int
+    # Extra HTTP headers sent with every request (values may be secrets).
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
+    # Names of the headers whose values came from header_envs (secrets).
+    secret_headers: tuple[str, ...] = ()
+    # The key itself, read from `api_key_env`. Never printed.
+    api_key: str = dataclasses.field(default="", repr=False)
+    # Where it was defined, for messages: "preset" or "FILE [upstreams.NAME]".
+    source: str = "preset"
+
+    @property
+    def has_key(self) -> bool:
+        return bool(self.api_key)
+
+    @property
+    def ready(self) -> bool:
+        return self.has_key or not self.requires_key
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never be shown: the key and secret header values."""
+        values = [self.api_key, *(self.headers[h] for h in self.secret_headers)]
+        return tuple(v for v in values if v)
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    # The name callers use.
+    id: str
+    upstream: str
+    # The model's name at the vendor.
+    upstream_model: str
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Catalog:
+    # Upstreams that serve models or passthrough, in definition order (presets first).
+    upstreams: Mapping[str, Upstream]
+    models: tuple[Model, ...]
+    # A model id or alias, `upstream/model`, or "" (the caller of load_catalog picks).
+    default_model: str
+    # Whether `upstream/model` reaches any model of a configured upstream.
+    allow_passthrough: bool
+    # The config file that was read, "" if none.
+    path: str = ""
+
+
+# --- presets ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    name: str
+    kind: Kind
+    base_url: str
+    # Env var holding the key; for keyless servers an optional one (vLLM --api-key).
+    api_key_env: str
+    requires_key: bool
+    # (id, upstream model, aliases, description); ids are what callers send.
+    models: tuple[tuple[str, str, tuple[str, ...], str], ...] = ()
+    # Keyless presets without a usual address are enabled only when
+    # <NAME>_BASE_URL is set (nothing to talk to otherwise).
+    needs_base_url_env: bool = False
+    timeout_seconds: float = 600.0
+    max_retries: int = 2
+
+    @property
+    def base_url_env(self) -> str:
+        return f"{self.name.upper()}_BASE_URL"
+
+
+PRESETS: tuple[Preset, ...] = (
+    Preset(
+        "openai",
+        "openai",
+        "https://api.openai.com/v1",
+        "OPENAI_API_KEY",
+        True,
+        (
+            ("gpt-4o-mini", "gpt-4o-mini", (), "OpenAI GPT-4o mini"),
+            ("gpt-4o", "gpt-4o", (), "OpenAI GPT-4o"),
+            ("gpt-4.1-mini", "gpt-4.1-mini", (), "OpenAI GPT-4.1 mini"),
+            ("gpt-4.1", "gpt-4.1", (), "OpenAI GPT-4.1"),
+        ),
+    ),
+    Preset(
+        "deepseek",
+        "openai",
+        "https://api.deepseek.com",
+        "DEEPSEEK_API_KEY",
+        True,
+        (
+            ("deepseek-chat", "deepseek-chat", (), "DeepSeek-V3 chat"),
+            ("deepseek-reasoner", "deepseek-reasoner", (), "DeepSeek-R1 reasoning"),
+        ),
+    ),
+    Preset(
+        "qwen",
+        "openai",
+        "https://dashscope.aliyuncs.com/compatible-mode/v1",
+        "DASHSCOPE_API_KEY",
+        True,
+        (
+            ("qwen-plus", "qwen-plus", (), "Alibaba Qwen Plus (DashScope compatible mode)"),
+            ("qwen-turbo", "qwen-turbo", (), "Alibaba Qwen Turbo (DashScope compatible mode)"),
+            ("qwen-max", "qwen-max", (), "Alibaba Qwen Max (DashScope compatible mode)"),
+        ),
+    ),
+    Preset(
+        "ernie",
+        "openai",
+        "https://qianfan.baidubce.com/v2",
+        "QIANFAN_API_KEY",
+        True,
+        (
+            ("ernie-4.0-8k", "ernie-4.0-8k", ("ernie-bot-4",), "Baidu ERNIE 4.0 (Qianfan v2)"),
+            ("ernie-4.0-turbo-8k", "ernie-4.0-turbo-8k", (), "Baidu ERNIE 4.0 Turbo (Qianfan v2)"),
+            ("ernie-3.5-8k", "ernie-3.5-8k", ("ernie-bot",), "Baidu ERNIE 3.5 (Qianfan v2)"),
+            ("ernie-speed-128k", "ernie-speed-128k", (), "Baidu ERNIE Speed, 128K context (Qianfan v2)"),
+        ),
+    ),
+    Preset(
+        "zhipu",
+        "openai",
+        "https://open.bigmodel.cn/api/paas/v4",
+        "ZHIPUAI_API_KEY",
+        True,
+        (
+            ("glm-4-flash", "glm-4-flash", (), "Zhipu GLM-4 Flash"),
+            ("glm-4-plus", "glm-4-plus", (), "Zhipu GLM-4 Plus"),
+        ),
+    ),
+    Preset(
+        "moonshot",
+        "openai",
+        "https://api.moonshot.cn/v1",
+        "MOONSHOT_API_KEY",
+        True,
+        (
+            ("moonshot-v1-8k", "moonshot-v1-8k", ("kimi",), "Moonshot Kimi, 8K context"),
+            ("moonshot-v1-32k", "moonshot-v1-32k", (), "Moonshot Kimi, 32K context"),
+            ("moonshot-v1-128k", "moonshot-v1-128k", (), "Moonshot Kimi, 128K context"),
+        ),
+    ),
+    Preset(
+        "gemini",
+        "gemini",
+        "https://generativelanguage.googleapis.com",
+        "GEMINI_API_KEY",
+        True,
+        (
+            ("gemini-2.0-flash", "gemini-2.0-flash", (), "Google Gemini 2.0 Flash"),
+            ("gemini-2.5-flash", "gemini-2.5-flash", (), "Google Gemini 2.5 Flash"),
+            ("gemini-2.5-pro", "gemini-2.5-pro", (), "Google Gemini 2.5 Pro"),
+        ),
+    ),
+    Preset(
+        "anthropic",
+        "anthropic",
+        "https://api.anthropic.com",
+        "ANTHROPIC_API_KEY",
+        True,
+        (
+            ("claude-sonnet-4-5", "claude-sonnet-4-5", ("claude",), "Anthropic Claude Sonnet 4.5"),
+            ("claude-haiku-4-5", "claude-haiku-4-5", (), "Anthropic Claude Haiku 4.5"),
+        ),
+    ),
+    # Self-hosted servers: which models they serve is up to you, so they list
+    # none; call them as `ollama/<model>` or add [[models]] entries.
+    Preset("ollama", "openai", "http://localhost:11434/v1", "", False),
+    Preset("vllm", "openai", "http://localhost:8000/v1", "VLLM_API_KEY", False, needs_base_url_env=True),
+    Preset(
+        "llamacpp", "openai", "http://localhost:8080/v1", "LLAMACPP_API_KEY", False, needs_base_url_env=True
+    ),
+)
+PRESETS_BY_NAME = {p.name: p for p in PRESETS}
+
+# --- the file ---------------------------------------------------------------------------------
+
+_TOP_KEYS = {"default_model", "presets", "allow_passthrough", "upstreams", "models"}
+_UPSTREAM_KEYS = {
+    "kind",
+    "base_url",
+    "api_key_env",
+    "requires_key",
+    "timeout_seconds",
+    "max_retries",
+    "headers",
+    "header_envs",
+}
+_MODEL_KEYS = {"id", "upstream", "upstream_model", "aliases", "description"}
+
+
+def load_catalog(env: Mapping[str, str], *, reserved_models: Mapping[str, str] | None = None) -> Catalog:
+    """Presets + the AIGC_CONFIG file + environment, validated.
+
+    `reserved_models` maps names already taken (the built-in local model) to
+    the setting that took them, so the file cannot reuse them.
+    """
+    reserved = dict(reserved_models or {})
+    path = _env(env, "AIGC_CONFIG")
+    data: dict[str, Any] = _read_toml(path) if path else {}
+    where = _Where(path)
+
+    _no_unknown_keys(data, _TOP_KEYS, where, "")
+    preset_names = _preset_names(env, data, where)
+    allow_passthrough = _env_bool(env, "AIGC_ALLOW_PASSTHROUGH")
+    if allow_passthrough is None:
+        allow_passthrough = _typed(data, "allow_passthrough", bool, where, "", default=True)
+
+    file_upstreams = _typed(data, "upstreams", dict, where, "", default={})
+    upstreams: dict[str, Upstream] = {}
+    for preset in PRESETS:
+        override = file_upstreams.get(preset.name)
+        if preset.name not in preset_names and override is None:
+            continue
+        if preset.needs_base_url_env and not _env(env, preset.base_url_env) and override is None:
+            continue
+        upstreams[preset.name] = _upstream(preset.name, override, preset, env, where)
+    for name, table in file_upstreams.items():
+        if name in PRESETS_BY_NAME:
+            continue
+        upstreams[name] = _upstream(name, table, None, env, where)
+
+    file_models = _file_models(data, upstreams, where)
+    taken: dict[str, str] = dict(reserved)
+    models: list[Model] = []
+    for model in file_models:
+        for name in (model.id, *model.aliases):
+            if name in taken:
+                raise ConfigError(
+                    f"{where.models(model.id)}: model name {name!r} is already used by {taken[name]}"
+                )
+            taken[name] = where.models(model.id)
+        models.append(model)
+    # Preset models: a name the file (or the local model) already uses yields
+    # to it - the file is the operator's explicit choice.
+    for preset in PRESETS:
+        if preset.name not in upstreams or preset.name not in preset_names:
+            continue
+        for model_id, upstream_model, aliases, description in preset.models:
+            if model_id in taken:
+                continue
+            free_aliases = tuple(a for a in aliases if a not in taken)
+            model = Model(model_id, preset.name, upstream_model, free_aliases, description)
+            for name in (model_id, *free_aliases):
+                taken[name] = f"preset {preset.name}"
+            models.append(model)
+
+    default_model = _env(env, "AIGC_DEFAULT_MODEL")
+    default_source = "AIGC_DEFAULT_MODEL"
+    if not default_model:
+        default_model = _typed(data, "default_model", str, where, "", default="")
+        default_source = where.key("default_model")
+    if default_model and default_model not in taken:
+        upstream, sep, rest = default_model.partition("/")
+        if not (allow_passthrough and sep and rest and upstream in upstreams):
+            known = ", ".join(sorted(taken)) or "none"
+            raise ConfigError(
+                f"{default_source} = {default_model!r}: no such model (configured: {known}; "
+                "or use upstream/model with allow_passthrough)"
+            )
+
+    # Upstreams nothing can reach are dropped (a file-only preset override
+    # with no models and no passthrough, say).
+    used = {m.upstream for m in models}
+    if allow_passthrough:
+        used |= set(upstreams)
+    return Catalog(
+        upstreams={n: u for n, u in upstreams.items() if n in used},
+        models=tuple(models),
+        default_model=default_model,
+        allow_passthrough=allow_passthrough,
+        path=path,
+    )
+
+
+class _Where:
+    """Names places in the file for error messages."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path or "(no config file)"
+
+    def key(self, key: str, table: str = "") -> str:
+        return f"{self.path}: {table + ' ' if table else ''}{key}".rstrip()
+
+    def upstream(self, name: str) -> str:
+        return f"{self.path} [upstreams.{name}]"
+
+    def models(self, model_id: str) -> str:
+        return f"{self.path} [[models]] id={model_id!r}"
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as file:
+            return tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"AIGC_CONFIG={path!r}: file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"AIGC_CONFIG={path!r}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        # Its message has the line and column; it never quotes values.
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _preset_names(env: Mapping[str, str], data: Mapping[str, Any], where: _Where) -> set[str]:
+    raw = _env(env, "AIGC_PRESETS")
+    if raw:
+        names = [n.strip() for n in raw.split(",") if n.strip()]
+        source = "AIGC_PRESETS"
+    else:
+        names = _typed(data, "presets", list, where, "", default=[p.name for p in PRESETS])
+        source = where.key("presets")
+        if not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"{source}: expected a list of preset names")
+    if names in (["none"], ["off"]):
+        return set()
+    unknown = [n for n in names if n not in PRESETS_BY_NAME]
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown preset {unknown[0]!r}; presets are {', '.join(PRESETS_BY_NAME)}"
+        )
+    return set(names)
+
+
+def _upstream(
+    name: str, table: Any, preset: Preset | None, env: Mapping[str, str], where: _Where
+) -> Upstream:
+    if table is None:
+        table = {}
+        source = "preset"
+    else:
+        source = where.upstream(name)
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: expected a table of upstream settings")
+    if not _UPSTREAM_NAME.match(name):
+        raise ConfigError(f"{source}: upstream name must be lower-case letters, digits, '-', '_' or '.'")
+    if name == "local":
+        raise ConfigError(f"{source}: 'local' is the built-in model's provider; pick another name")
+    if "api_key" in table or "key" in table:
+        raise ConfigError(
+            f"{source}: api_key must not be written in the file; put the key in an environment "
+            "variable and name that variable with api_key_env"
+        )
+    _no_unknown_keys(table, _UPSTREAM_KEYS, where, source)
+
+    def get(key: str, kind: type, default: Any) -> Any:
+        return _typed(table, key, kind, where, source, default=default)
+
+    kind = get("kind", str, preset.kind if preset else None)
+    if kind is None:
+        raise ConfigError(f"{source}: missing required key 'kind' ({' | '.join(KINDS)})")
+    if kind not in KINDS:
+        raise ConfigError(f"{source}: kind = {kind!r}: unknown kind; expected one of {', '.join(KINDS)}")
+    if preset is not None and kind != preset.kind:
+        raise ConfigError(f"{source}: kind = {kind!r}: preset {name!r} is {preset.kind!r}")
+
+    base_url = get("base_url", str, preset.base_url if preset else None)
+    base_url_source = f"{source} base_url"
+    if preset is not None and _env(env, preset.base_url_env):
+        base_url, base_url_source = _env(env, preset.base_url_env), preset.base_url_env
+    if not base_url:
+        raise ConfigError(f"{source}: missing required key 'base_url'")
+    if not re.match(r"^https?://[^/\s]+", base_url):
+        # The URL may carry credentials: do not echo it.
+        raise ConfigError(f"{base_url_source}: expected an http:// or https:// URL")
+
+    requires_key = get("requires_key", bool, preset.requires_key if preset else True)
+    api_key_env = get("api_key_env", str, preset.api_key_env if preset else "")
+    if api_key_env and not _ENV_NAME.match(api_key_env):
+        raise ConfigError(
+            f"{source}: api_key_env must be the NAME of an environment variable in upper case "
+            "(like OPENAI_API_KEY), not the key itself; the value was not shown"
+        )
+    if requires_key and not api_key_env:
+        raise ConfigError(
+            f"{source}: missing required key 'api_key_env' (or set requires_key = false for a "
+            "server without authentication)"
+        )
+
+    timeout = get("timeout_seconds", (int, float), preset.timeout_seconds if preset else 600.0)
+    if isinstance(timeout, bool) or not timeout > 0:
+        raise ConfigError(f"{source}: timeout_seconds must be a number above 0")
+    max_retries = get("max_retries", int, preset.max_retries if preset else 2)
+    if isinstance(max_retries, bool) or max_retries < 0:
+        raise ConfigError(f"{source}: max_retries must be 0 or more")
+
+    headers: dict[str, str] = {}
+    for header, value in get("headers", dict, {}).items():
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: headers.{header} must be a string")
+        if _SECRET_HEADER.search(header):
+            raise ConfigError(
+                f"{source}: headers.{header} looks like a credential, which must not be written in "
+                f'the file; use header_envs = {{ "{header}" = "ENV_VAR_NAME" }}'
+            )
+        headers[header] = value
+    secret_headers: list[str] = []
+    for header, var in get("header_envs", dict, {}).items():
+        if not isinstance(var, str) or not _ENV_NAME.match(var):
+            raise ConfigError(
+                f"{source}: header_envs.{header} must be the NAME of an environment variable in "
+                "upper case; the value was not shown"
+            )
+        value = _env(env, var)
+        if not value:
+            raise ConfigError(f"{source}: header_envs.{header} names {var}, which is not set")
+        headers[header] = value
+        secret_headers.append(header)
+
+    return Upstream(
+        name=name,
+        kind=kind,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        requires_key=requires_key,
+        timeout_seconds=float(timeout),
+        max_retries=max_retries,
+        headers=headers,
+        secret_headers=tuple(secret_headers),
+        api_key=_env(env, api_key_env) if api_key_env else "",
+        source=source,
+    )
+
+
+def _file_models(data: Mapping[str, Any], upstreams: Mapping[str, Upstream], where: _Where) -> list[Model]:
+    entries = _typed(data, "models", list, where, "", default=[])
+    models = []
+    for index, entry in enumerate(entries):
+        label = f"{where.path} [[models]] #{index + 1}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{label}: expected a table ([[models]])")
+        model_id = entry.get("id")
+        if not isinstance(model_id, str) or not model_id:
+            raise ConfigError(f"{label}: missing required key 'id'")
+        label = where.models(model_id)
+        if any(ch.isspace() for ch in model_id):
+            raise ConfigError(f"{label}: id must not contain spaces")
+        _no_unknown_keys(entry, _MODEL_KEYS, where, label)
+        upstream = entry.get("upstream")
+        if not isinstance(upstream, str) or not upstream:
+            raise ConfigError(f"{label}: missing required key 'upstream'")
+        if upstream not in upstreams:
+            hint = (
+                f"preset {upstream!r} is not enabled (see presets / AIGC_PRESETS, and "
+                f"{PRESETS_BY_NAME[upstream].base_url_env})"
+                if upstream in PRESETS_BY_NAME
+                else f"no [upstreams.{upstream}] table"
+            )
+            raise ConfigError(f"{label}: upstream = {upstream!r}: {hint}")
+        upstream_model = _typed(entry, "upstream_model", str, where, label, default=model_id)
+        aliases = _typed(entry, "aliases", list, where, label, default=[])
+        if not all(isinstance(a, str) and a and not any(c.isspace() for c in a) for a in aliases):
+            raise ConfigError(f"{label}: aliases must be a list of names without spaces")
+        description = _typed(entry, "description", str, where, label, default="")
+        models.append(Model(model_id, upstream, upstream_model, tuple(aliases), description))
+    return models
+
+
+def _no_unknown_keys(table: Mapping[str, Any], allowed: Iterable[str], where: _Where, label: str) -> None:
+    allowed = set(allowed)
+    for key in table:
+        if key not in allowed:
+            place = label or where.path
+            raise ConfigError(f"{place}: unknown key {key!r}; expected one of {', '.join(sorted(allowed))}")
+
+
+def _typed(
+    table: Mapping[str, Any],
+    key: str,
+    kind: type | tuple[type, ...],
+    where: _Where,
+    label: str,
+    *,
+    default: Any,
+) -> Any:
+    if key not in table:
+        return default
+    value = table[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        type_names = {"str": "a string", "bool": "true or false", "list": "a list", "dict": "a table"}
+        expected = type_names.get(names, f"a number ({names})")
+        raise ConfigError(f"{label or where.path}: {key} must be {expected}")
+    return value
+
+
+def _env(env: Mapping[str, str], name: str) -> str:
+    return env.get(name, "").strip()
+
+
+def _env_bool(env: Mapping[str, str], name: str) -> bool | None:
+    raw = _env(env, name).lower()
+    if not raw:
+        return None
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r}: expected true or false")
+
+
+__all__ = [
+    "KINDS",
+    "PRESETS",
+    "Catalog",
+    "ConfigError",
+    "Kind",
+    "Model",
+    "Preset",
+    "Upstream",
+    "load_catalog",
+]
