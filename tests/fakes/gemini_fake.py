@@ -1,0 +1,89 @@
+"""The Generative Language API (v1beta) wire format: GenerateContentResponse
+bodies, `alt=sse` streams (`data: {...}\\r\\n\\r\\n`, no end marker), and
+google.rpc-style error bodies with ErrorInfo / RetryInfo details."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from tests.fakes.http import Respond, Stream
+
+
+def response_body(
+    text: str,
+    *,
+    finish: str | None = "STOP",
+    usage: tuple[int, int] | None = (8, 4),
+    thoughts: int = 0,
+    response_id: str = "resp-g1",
+) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": text}]}, "index": 0}
+    if finish is not None:
+        candidate["finishReason"] = finish
+    body: dict[str, Any] = {
+        "candidates": [candidate],
+        "modelVersion": "gemini-fake",
+        "responseId": response_id,
+    }
+    if usage is not None:
+        meta = {"promptTokenCount": usage[0], "candidatesTokenCount": usage[1],
+                "totalTokenCount": usage[0] + usage[1] + thoughts}  # fmt: skip
+        if thoughts:
+            meta["thoughtsTokenCount"] = thoughts
+        body["usageMetadata"] = meta
+    return body
+
+
+def generate(text: str, **options: Any) -> Respond:
+    return Respond(200, response_body(text, **options))
+
+
+def event(obj: Mapping[str, Any]) -> bytes:
+    return b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\r\n\r\n"
+
+
+def stream_events(
+    pieces: list[str], *, finish: str | None = "STOP", usage: tuple[int, int] | None = (8, 4)
+) -> list[bytes]:
+    """One event per piece; usageMetadata on every chunk (as Gemini does), finishReason on the last."""
+    events = []
+    for i, piece in enumerate(pieces):
+        last = i == len(pieces) - 1
+        done = (usage[0], usage[1] if last else i + 1) if usage else None
+        events.append(
+            event(response_body(piece, finish=finish if last else None, usage=done, response_id="resp-gs"))
+        )
+    return events
+
+
+def blocked(reason: str = "SAFETY") -> Respond:
+    return Respond(200, {"promptFeedback": {"blockReason": reason}, "usageMetadata": {"promptTokenCount": 3}})
+
+
+def stream(events: list[bytes], **options: Any) -> Stream:
+    return Stream(events, **options)
+
+
+def error(
+    code: int,
+    status: str,
+    message: str,
+    *,
+    reason: str | None = None,
+    retry_delay: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Respond:
+    details: list[dict[str, Any]] = []
+    if reason:
+        info = {
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": reason,
+            "domain": "googleapis.com",
+        }
+        details.append(info | {"metadata": {"service": "generativelanguage.googleapis.com"}})
+    if retry_delay:
+        details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay})
+    body = {"error": {"code": code, "message": message, "status": status, "details": details}}
+    return Respond(code, body, dict(headers or {}))
