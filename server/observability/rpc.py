@@ -75,12 +75,16 @@ class RpcRecord:
         self, owner: Observability, method: str, request_id: str, context: grpc.aio.ServicerContext
     ) -> None:
         self._owner = owner
-        self._context = context
         self.method = method
         self.request_id = request_id
         self.streaming = method.startswith("Stream")
         self.operation = _OPERATIONS.get(method, "")
         self.started = time.perf_counter()
+        # Read from the context now: after a cancelled RPC ends, grpc.aio has
+        # freed the call, and touching the context then can crash the process.
+        self.peer = context.peer()
+        remaining = context.time_remaining()
+        self._deadline = None if remaining is None else self.started + remaining
         # What the caller asked for (logged), and the bounded metric label.
         self.model = ""
         self.model_label = UNKNOWN_MODEL if self.operation else ""
@@ -127,8 +131,7 @@ class RpcRecord:
             elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
                 # The caller cancelled, hung up, or its deadline passed.
                 self.cancelled = True
-                remaining = self._context.time_remaining()
-                expired = remaining is not None and remaining <= 0
+                expired = self._deadline is not None and time.perf_counter() >= self._deadline
                 self.code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
             elif self.error is not None:
                 self.code = self.error.code  # context.abort raised after we recorded why
@@ -303,7 +306,7 @@ class RpcRecord:
             "finish_reason": self.finish.value if self.finish else None,
             "response_id": self.response_id or None,
             "cancelled": self.cancelled,
-            "peer": self._context.peer(),
+            "peer": self.peer,
         }
         if self.error is not None:
             line["error_reason"] = self.error.reason

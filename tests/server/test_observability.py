@@ -349,8 +349,9 @@ def test_unknown_model_request_id_in_log_error_info_and_metadata(observed):
     after = observed.scrape()
     error = caught.value
     assert error.code() == grpc.StatusCode.NOT_FOUND
-    # The id is sent as initial metadata before the abort, and is in ErrorInfo.
-    assert ("x-request-id", request_id) in error.initial_metadata()
+    # Nothing was answered, so the id rides in the trailers (a trailers-only
+    # response, which Envoy turns into HTTP headers), and in ErrorInfo.
+    assert ("x-request-id", request_id) in error.trailing_metadata()
     assert error_info(error).metadata["request_id"] == request_id
 
     line = observed.access_line(request_id)
@@ -407,7 +408,7 @@ def test_upstream_error_is_logged_and_counted_by_reason(observed, method):
     info = error_info(error)
     assert info.reason == "UPSTREAM_INVALID_REQUEST"
     assert info.metadata["request_id"] == request_id
-    assert ("x-request-id", request_id) in error.initial_metadata()
+    assert ("x-request-id", request_id) in error.trailing_metadata()
 
     line = observed.access_line(request_id)
     assert_access_line(
@@ -552,3 +553,17 @@ def test_tracing_off_imports_no_opentelemetry():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_stream_past_its_deadline_is_logged_as_deadline_exceeded(observed):
+    request_id = rid("deadline")
+    stream = observed.stub.StreamChat(
+        chat(max_output_tokens=1000, text="Write a long essay."),
+        metadata=(("x-request-id", request_id),),
+        timeout=0.5,
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        list(stream)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    line = observed.access_line(request_id)
+    assert_access_line(line, method="StreamChat", code="DEADLINE_EXCEEDED", completion_tokens=None)
