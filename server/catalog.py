@@ -62,16 +62,14 @@ class Upstream:
     secret_headers: tuple[str, ...] = ()
     # The key itself, read from `api_key_env`. Never printed.
     api_key: str = dataclasses.field(default="", repr=False)
+    # Variables this upstream needs that are unset (its key, header_envs): not ready.
+    missing_env: tuple[str, ...] = ()
     # Where it was defined, for messages: "preset" or "FILE [upstreams.NAME]".
     source: str = "preset"
 
     @property
-    def has_key(self) -> bool:
-        return bool(self.api_key)
-
-    @property
     def ready(self) -> bool:
-        return self.has_key or not self.requires_key
+        return not self.missing_env
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -456,6 +454,7 @@ def _upstream(
             )
         headers[header] = value
     secret_headers: list[str] = []
+    missing: list[str] = []
     for header, var in get("header_envs", dict, {}).items():
         if not isinstance(var, str) or not _ENV_NAME.match(var):
             raise ConfigError(
@@ -463,11 +462,15 @@ def _upstream(
                 "upper case; the value was not shown"
             )
         value = _env(env, var)
-        if not value:
-            raise ConfigError(f"{source}: header_envs.{header} names {var}, which is not set")
-        headers[header] = value
-        secret_headers.append(header)
+        if value:
+            headers[header] = value
+            secret_headers.append(header)
+        else:
+            missing.append(var)
 
+    api_key = _env(env, api_key_env) if api_key_env else ""
+    if requires_key and not api_key:
+        missing.insert(0, api_key_env)
     return Upstream(
         name=name,
         kind=kind,
@@ -478,7 +481,8 @@ def _upstream(
         max_retries=max_retries,
         headers=headers,
         secret_headers=tuple(secret_headers),
-        api_key=_env(env, api_key_env) if api_key_env else "",
+        api_key=api_key,
+        missing_env=tuple(missing),
         source=source,
     )
 

@@ -125,7 +125,7 @@ class UpstreamProvider(Provider):
         if self.inner is None:
             return self._unavailable
         if not self.upstream.ready:
-            return f"set {self.upstream.api_key_env} in the server's environment"
+            return f"set {' and '.join(self.upstream.missing_env)} in the server's environment"
         return self.inner.not_ready_hint()
 
     async def generate(self, request: GenerateRequest) -> Generation:
