@@ -227,6 +227,42 @@ def test_unreachable_proxy_is_unavailable_and_its_password_stays_hidden(tmp_path
     assert KEY not in output
 
 
+@pytest.mark.parametrize(
+    "scheme",
+    [
+        "https",  # CONNECT refused: httpcore raises ProxyError, a connection failure
+        pytest.param(
+            "http",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="a forwarding proxy's 407 reaches the provider as an HTTP status and "
+                "errors.failure_for_http_status maps 407 to BAD_REQUEST (INVALID_ARGUMENT); it should "
+                "be UNREACHABLE - our proxy setup is wrong, not the caller's request",
+            ),
+        ),
+    ],
+)
+def test_proxy_refusing_our_credentials_is_unavailable(loop, tmp_path, scheme):
+    proxy = HttpProxy(hosts={UPSTREAM_NAME: "127.0.0.1"}, username="proxyuser", password="right-pass")
+    loop.run(proxy.start())
+    env = isolated_env(
+        AIGC_CONFIG=fake_upstream_config(tmp_path, f"{scheme}://{UPSTREAM_NAME}:4430"),
+        FAKE_API_KEY=KEY,
+        HTTP_PROXY=f"http://proxyuser:wrong-pass-202@127.0.0.1:{proxy.port}",
+        HTTPS_PROXY=f"http://proxyuser:wrong-pass-202@127.0.0.1:{proxy.port}",
+    )
+    try:
+        with running_server(env) as server:
+            with pytest.raises(grpc.RpcError) as caught:
+                chat(server.address)
+            output = server.output()
+    finally:
+        loop.run(proxy.stop())
+    assert proxy.refused >= 1 and proxy.relayed == []
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "wrong-pass-202" not in (caught.value.details() or "") + output
+
+
 # --- reading the variables ---------------------------------------------------------------------
 
 
