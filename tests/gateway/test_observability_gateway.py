@@ -73,8 +73,9 @@ def json_lines(stack: Stack) -> list[dict[str, Any]]:
     return out
 
 
-def wait_line(stack: Stack, match, what: str, timeout: float = 10) -> dict[str, Any]:
-    """The one JSON line `match` accepts; Envoy flushes its access log about once a second."""
+def wait_line(stack: Stack, match, what: str, timeout: float = 20) -> dict[str, Any]:
+    """The one JSON line `match` accepts. Envoy flushes its access log every
+    10 s by default (`--file-flush-interval-msec`), hence the long wait."""
     deadline = time.monotonic() + timeout
     while True:
         found = [line for line in json_lines(stack) if match(line)]
