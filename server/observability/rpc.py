@@ -128,15 +128,15 @@ class RpcRecord:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
-            if exc is None:
-                self.code = self.error.code if self.error else grpc.StatusCode.OK
+            if self._done:
+                pass  # reported by `failed`, before the abort
+            elif exc is None:
+                self.code = grpc.StatusCode.OK
             elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
                 # The caller cancelled, hung up, or its deadline passed.
                 self.cancelled = True
                 expired = self._deadline is not None and time.perf_counter() >= self._deadline
                 self.code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
-            elif self.error is not None:
-                self.code = self.error.code  # context.abort raised after we recorded why
             else:
                 self.code = grpc.StatusCode.UNKNOWN  # grpc reports an unhandled exception so
             self._finish(exc if self.code == grpc.StatusCode.UNKNOWN else None)
@@ -172,7 +172,12 @@ class RpcRecord:
             self.prompt = request.prompt
 
     def failed(self, error: AigcError) -> None:
+        """The RPC ends with `error`: reported now, right before the abort, so
+        that by the time the caller sees the error, the metrics and the
+        access line already count it (a caller may scrape at once)."""
         self.error = error
+        self.code = error.code
+        self._finish(None)
 
     async def upstream(self, generation: Awaitable[Generation]) -> Generation:
         """Awaits a unary provider call, timed and traced."""

@@ -48,6 +48,7 @@ ACCESS_FIELDS = {
     "peer",
 }
 GEN_AI = {"gen_ai_operation_name": "chat", "gen_ai_provider_name": "local", "gen_ai_request_model": "smollm2"}
+FINISH = {content_pb2.FINISH_REASON_STOP: "stop", content_pb2.FINISH_REASON_MAX_TOKENS: "max_tokens"}
 # A prompt no log line may contain unless AIGC_LOG_PROMPTS=true.
 SECRET_PROMPT = "Say hello to the purple walrus"
 
@@ -208,10 +209,10 @@ def test_unary_chat_access_line_and_metrics(observed):
         cancelled=False,
         prompt_tokens=response.usage.prompt_tokens,
         completion_tokens=response.usage.completion_tokens,
-        finish_reason="max_tokens",
+        finish_reason=FINISH[response.finish_reason],
         response_id=response.id,
     )
-    assert response.usage.completion_tokens == 6
+    assert 0 < response.usage.completion_tokens <= 6
     assert 0 < line["upstream_ms"] <= line["latency_ms"]
     # Unary: the first token arrives with the whole answer.
     assert 0 < line["ttft_ms"] <= line["latency_ms"]
@@ -262,7 +263,7 @@ def test_stream_access_line_and_metrics(observed):
     after = observed.scrape()
 
     usage = responses[-1].usage
-    assert usage.completion_tokens == 12
+    assert 1 < usage.completion_tokens <= 12
     line = observed.access_line(request_id)
     assert_access_line(
         line,
@@ -274,7 +275,7 @@ def test_stream_access_line_and_metrics(observed):
         cancelled=False,
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
-        finish_reason="max_tokens",
+        finish_reason=FINISH[responses[-1].finish_reason],
         response_id=responses[0].id,
     )
     # The first token comes well before the end of a 12-token stream.
