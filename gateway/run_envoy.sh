@@ -14,4 +14,7 @@ config="${ENVOY_CONFIG:-$repo/build/envoy.yaml}"
 "$python" "$repo/gateway/render.py" -o "$config" "$@"
 # --disable-hot-restart: no shared-memory hot-restart region, so several
 # Envoys (tests, a dev run) coexist and containers need no /dev/shm tuning.
-exec "$envoy" -c "$config" --disable-hot-restart --log-level "${ENVOY_LOG_LEVEL:-info}"
+# --file-flush-interval-msec: write the JSON access log every second, not
+# every 10 s, so `tail -f` and log shippers see requests as they happen.
+exec "$envoy" -c "$config" --disable-hot-restart --file-flush-interval-msec 1000 \
+  --log-level "${ENVOY_LOG_LEVEL:-info}"

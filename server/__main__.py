@@ -20,8 +20,9 @@ def main() -> int:
     # line per RPC plus application logs, all with the request id.
     configure_logging(settings.log_level, observability.log_format)
     # httpx/httpx2 log every upstream request at INFO, including llama.cpp's
-    # internal port; our access lines say what matters.
-    for name in ("httpx", "httpx2"):
+    # internal port; our access lines say what matters. httpcore's DEBUG trace
+    # would print SOCKS proxy credentials: never below WARNING, even at DEBUG.
+    for name in ("httpx", "httpx2", "httpcore", "httpcore2"):
         logging.getLogger(name).setLevel(logging.WARNING)
     asyncio.run(serve(settings, observability))
     return 0

@@ -10,6 +10,7 @@ registry, so tests can build many in one process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 
@@ -40,11 +41,16 @@ _SERVER_OPTIONS = [
 
 
 def create_server(
-    router: Router, address: str, observability: Observability | None = None
+    router: Router,
+    address: str,
+    observability: Observability | None = None,
+    *,
+    servicer: AigcServicer | None = None,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A configured server bound to `address` (port 0 picks a free port), not started."""
     server = grpc.aio.server(options=_SERVER_OPTIONS)
-    aigc_service_pb2_grpc.add_AigcServiceServicer_to_server(AigcServicer(router, observability), server)
+    servicer = servicer or AigcServicer(router, observability)
+    aigc_service_pb2_grpc.add_AigcServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -61,7 +67,8 @@ async def serve(settings: Settings, observability_settings: ObservabilitySetting
     router = build_router(settings)
     for provider in router.providers():
         await provider.start()
-    server, port, health_servicer = create_server(router, settings.grpc_address, observability)
+    servicer = AigcServicer(router, observability)
+    server, port, health_servicer = create_server(router, settings.grpc_address, servicer=servicer)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -85,7 +92,14 @@ async def serve(settings: Settings, observability_settings: ObservabilitySetting
         # NOT_SERVING first, so load balancers stop sending new work while
         # in-flight streams get the grace period to finish.
         await health_servicer.enter_graceful_shutdown()
-        await server.stop(settings.shutdown_grace_seconds)
+        # stop(grace) refuses new RPCs at once and waits for open ones - but
+        # health Watch streams never end by themselves, so it would always
+        # take the whole grace. Wait for our own RPCs only, then stop at once.
+        stopping = asyncio.create_task(server.stop(settings.shutdown_grace_seconds))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(servicer.drained(), settings.shutdown_grace_seconds)
+        await server.stop(0)
+        await stopping
     finally:
         for provider in router.providers():
             await provider.close()

@@ -12,6 +12,7 @@ the metrics and ends the trace spans.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import dataclasses
@@ -148,6 +149,24 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
     def __init__(self, router: Router, observability: Observability | None = None) -> None:
         self._router = router
         self._observability = observability or Observability()
+        self._active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def drained(self) -> None:
+        """Returns once no AigcService RPC is in flight (used by graceful shutdown)."""
+        await self._idle.wait()
+
+    @contextlib.contextmanager
+    def _in_flight(self):
+        self._active += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._active -= 1
+            if not self._active:
+                self._idle.set()
 
     async def Chat(self, request, context):  # noqa: N802 - gRPC method names
         return await self._unary(context, "Chat", _CHAT, lambda call: self._prepare_chat(request, call))
@@ -171,7 +190,7 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
 
     async def ListModels(self, request, context):  # noqa: N802
         call = _Call(context, "ListModels", self._observability)
-        with call.record:
+        with self._in_flight(), call.record:
             response = await self._list_models(request, call)
             await call.send_headers()
             return response
@@ -238,7 +257,7 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
 
     async def _unary(self, context, method: str, shape: _Shape, prepare) -> Response:
         call = _Call(context, method, self._observability)
-        with call.record:
+        with self._in_flight(), call.record:
             try:
                 with _unexpected_errors(call):
                     generate_request = prepare(call)
@@ -252,7 +271,7 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
 
     async def _stream(self, context, method: str, shape: _Shape, prepare) -> AsyncIterator[Response]:
         call = _Call(context, method, self._observability)
-        with call.record:
+        with self._in_flight(), call.record:
             finish: Finish | None = None
             usage: Usage | None = None
             sent = 0

@@ -135,11 +135,6 @@ def test_all_proxy_socks5_with_credentials_carries_the_call_and_hides_the_passwo
     assert KEY not in output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="httpcore2's DEBUG trace logs the SOCKS username/password; the logging setup "
-    "(server/__main__.py / server/observability) must keep the httpcore2 logger at WARNING",
-)
 def test_debug_logging_does_not_show_the_socks_password(loop, socks_proxy, tmp_path):
     reply, output, _ = socks_call(loop, socks_proxy, tmp_path, "DEBUG")
     assert reply.message.content == "via socks"

@@ -73,7 +73,12 @@ class ServerProcess(Process):
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         merged = python_env(
-            {"AIGC_GRPC_ADDRESS": self.address, "AIGC_SHUTDOWN_GRACE_SECONDS": "3", **(env or {})}
+            {
+                "AIGC_GRPC_ADDRESS": self.address,
+                "AIGC_SHUTDOWN_GRACE_SECONDS": "3",
+                "AIGC_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
+                **(env or {}),
+            }
         )
         super().__init__("server", [sys.executable, "-m", "server"], merged)
 
