@@ -38,9 +38,7 @@ def main() -> int:
             response.error = "grpc_tools.protoc failed: " + " ".join(args[1:])
         else:
             for path in sorted(out.rglob("*.py")):
-                response.file.add(
-                    name=path.relative_to(out).as_posix(), content=path.read_text()
-                )
+                response.file.add(name=path.relative_to(out).as_posix(), content=path.read_text())
     sys.stdout.buffer.write(response.SerializeToString())
     return 0
 

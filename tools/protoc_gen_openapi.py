@@ -104,14 +104,32 @@ ERROR_DETAILS = [
 # HTTP statuses our errors come with (google/rpc/code.proto's mapping, as
 # Envoy applies it), and when each happens.
 ERROR_RESPONSES = [
-    ("400", "InvalidArgument", "INVALID_ARGUMENT: the request is invalid; a `google.rpc.BadRequest` detail names the fields."),
+    (
+        "400",
+        "InvalidArgument",
+        "INVALID_ARGUMENT: the request is invalid; a `google.rpc.BadRequest` detail names the fields. "
+        "Also FAILED_PRECONDITION: the model's provider is not configured (its API key is unset).",
+    ),
     ("404", "NotFound", "NOT_FOUND: something the request names (e.g. the model) does not exist."),
-    ("429", "ResourceExhausted", "RESOURCE_EXHAUSTED: a rate limit or quota was hit; a `google.rpc.RetryInfo` detail says when to retry."),
+    (
+        "429",
+        "ResourceExhausted",
+        "RESOURCE_EXHAUSTED: a rate limit or quota was hit; "
+        "a `google.rpc.RetryInfo` detail says when to retry.",
+    ),
     ("499", "Cancelled", "CANCELLED: the client cancelled the request."),
-    ("500", "Internal", "INTERNAL: a bug, or an unexpected answer from the provider."),
-    ("503", "Unavailable", "UNAVAILABLE: the provider (or the service) cannot be reached right now; retrying later may succeed."),
+    (
+        "500",
+        "Internal",
+        "INTERNAL: a bug, a provider answer we cannot parse, or the provider rejected our own API key.",
+    ),
+    (
+        "503",
+        "Unavailable",
+        "UNAVAILABLE: the provider (or the service) cannot be reached right now; retrying later may succeed.",
+    ),
     ("504", "DeadlineExceeded", "DEADLINE_EXCEEDED: the request took longer than its deadline."),
-]  # fmt: skip
+]
 
 JSON_NOTES = """\
 ## JSON mapping
@@ -170,9 +188,7 @@ class Generator:
         for f in self.files:
             for loc in f.source_code_info.location:
                 if loc.leading_comments:
-                    self.comments[(f.name, tuple(loc.path))] = clean_comment(
-                        loc.leading_comments
-                    )
+                    self.comments[(f.name, tuple(loc.path))] = clean_comment(loc.leading_comments)
             prefix = f".{f.package}" if f.package else ""
             for i, m in enumerate(f.message_type):
                 self._index_message(f.name, prefix, m, (4, i))
@@ -301,18 +317,13 @@ class Generator:
     def spec(self) -> dict:
         generate = set(self.request.file_to_generate)
         services = [
-            (f, i, s)
-            for f in self.request.proto_file
-            if f.name in generate
-            for i, s in enumerate(f.service)
+            (f, i, s) for f in self.request.proto_file if f.name in generate for i, s in enumerate(f.service)
         ]
         if not services:
             raise ValueError("protoc_gen_openapi: no service in the files to generate")
         versions = {f.package.rsplit(".", 1)[-1] for f, _, _ in services}
         if len(versions) != 1:
-            raise ValueError(
-                f"protoc_gen_openapi: services span versions {sorted(versions)}"
-            )
+            raise ValueError(f"protoc_gen_openapi: services span versions {sorted(versions)}")
 
         paths: dict[str, dict] = {}
         tags, service_docs = [], []
@@ -331,13 +342,9 @@ class Generator:
                     verb, template = self.route(binding)
                     if verb is None:
                         continue
-                    path, operation = self.operation(
-                        service, method, method_doc, binding, template
-                    )
+                    path, operation = self.operation(service, method, method_doc, binding, template)
                     if verb in paths.setdefault(path, {}):
-                        raise ValueError(
-                            f"protoc_gen_openapi: two methods bind {verb.upper()} {path}"
-                        )
+                        raise ValueError(f"protoc_gen_openapi: two methods bind {verb.upper()} {path}")
                     if n:  # operationIds must be unique
                         operation["operationId"] += f"_{n + 1}"
                     paths[path][verb] = operation
@@ -388,9 +395,7 @@ class Generator:
             "tags": [service.name],
         }
         if doc:
-            op["summary"] = (
-                doc.split("\n\n")[0].replace("\n", " ").split(". ")[0].rstrip(".")
-            )
+            op["summary"] = doc.split("\n\n")[0].replace("\n", " ").split(". ")[0].rstrip(".")
             op["description"] = doc
 
         parameters = []
@@ -407,9 +412,7 @@ class Generator:
         if binding.body == "*":
             op["requestBody"] = {
                 "required": True,
-                "content": {
-                    "application/json": {"schema": self.ref(method.input_type)}
-                },
+                "content": {"application/json": {"schema": self.ref(method.input_type)}},
             }
         elif binding.body:
             bound.add(binding.body)
@@ -442,9 +445,7 @@ class Generator:
             op["parameters"] = parameters
 
         if binding.response_body:
-            payload, _ = self.field_path_schema(
-                method.output_type, binding.response_body
-            )
+            payload, _ = self.field_path_schema(method.output_type, binding.response_body)
         else:
             payload = self.ref(method.output_type)
         if method.server_streaming:
@@ -468,9 +469,7 @@ class Generator:
         for part in field_path.split("."):
             fields = [f.name for f in self.messages[type_name].field]
             if part not in fields:
-                raise ValueError(
-                    f"protoc_gen_openapi: {type_name[1:]} has no field {part!r}"
-                )
+                raise ValueError(f"protoc_gen_openapi: {type_name[1:]} has no field {part!r}")
             i = fields.index(part)
             field = self.messages[type_name].field[i]
             doc = self.comment(type_name, 2, i)
@@ -503,13 +502,9 @@ class Generator:
         return text
 
     def error_responses(self) -> dict:
-        status = (
-            {"application/json": {"schema": self.ref(STATUS)}}
-            if STATUS in self.messages
-            else {}
-        )
+        status = {"application/json": {"schema": self.ref(STATUS)}} if STATUS in self.messages else {}
         responses = {}
-        for code, name, doc in ERROR_RESPONSES:
+        for _status, name, doc in ERROR_RESPONSES:
             responses[name] = {"description": doc, "content": dict(status)}
         # Envoy answers a body it cannot parse itself, before the service
         # sees it, and in plain text.
@@ -517,9 +512,7 @@ class Generator:
             " A body that is not valid JSON, or a value of the wrong type, is "
             "rejected by Envoy with a `text/plain` message instead."
         )
-        responses["InvalidArgument"]["content"]["text/plain"] = {
-            "schema": {"type": "string"}
-        }
+        responses["InvalidArgument"]["content"]["text/plain"] = {"schema": {"type": "string"}}
         responses["Error"] = {
             "description": "Any other error, as a `google.rpc.Status`.",
             "content": dict(status),

@@ -31,9 +31,7 @@ def buf_generate(workdir: pathlib.Path, out: pathlib.Path) -> str:
     template = {
         "version": "v2",
         "inputs": [{"directory": "proto"}],
-        "plugins": [
-            {"local": [sys.executable, str(PLUGIN)], "out": str(out), "strategy": "all"}
-        ],
+        "plugins": [{"local": [sys.executable, str(PLUGIN)], "out": str(out), "strategy": "all"}],
     }
     subprocess.run(
         [BUF, "generate", "--template", json.dumps(template)],
@@ -106,7 +104,7 @@ def test_output_is_formatted_and_deterministic(spec_text, spec, tmp_path):
 
 def test_routes_match_http_annotations(spec, contract):
     expected = {}
-    for name, service in contract.items():
+    for service in contract.values():
         if not isinstance(service, descriptor_pb2.ServiceDescriptorProto):
             continue
         for method in service.method:
@@ -172,34 +170,23 @@ def test_every_error_response_is_a_google_rpc_status(spec):
         "message",
         "details",
     }
-    assert schemas["google.rpc.Status"]["properties"]["details"]["items"]["properties"][
-        "@type"
-    ]
+    assert schemas["google.rpc.Status"]["properties"]["details"]["items"]["properties"]["@type"]
     assert "metadata" in schemas["google.rpc.ErrorInfo"]["properties"]
     assert "field_violations" in schemas["google.rpc.BadRequest"]["properties"]
-    assert (
-        schemas["google.rpc.RetryInfo"]["properties"]["retry_delay"]["type"] == "string"
-    )
+    assert schemas["google.rpc.RetryInfo"]["properties"]["retry_delay"]["type"] == "string"
 
 
 def test_schemas_use_proto_field_names_and_required(spec, contract):
     schemas = spec["components"]["schemas"]
-    messages = {
-        name: m
-        for name, m in contract.items()
-        if isinstance(m, descriptor_pb2.DescriptorProto)
-    }
+    messages = {name: m for name, m in contract.items() if isinstance(m, descriptor_pb2.DescriptorProto)}
     assert messages
     for name, message in messages.items():
         schema = schemas[name]
-        assert list(schema.get("properties", {})) == [f.name for f in message.field], (
-            name
-        )
+        assert list(schema.get("properties", {})) == [f.name for f in message.field], name
         required = [
             f.name
             for f in message.field
-            if field_behavior_pb2.REQUIRED
-            in f.options.Extensions[field_behavior_pb2.field_behavior]
+            if field_behavior_pb2.REQUIRED in f.options.Extensions[field_behavior_pb2.field_behavior]
         ]
         assert schema.get("required", []) == required, name
     assert "generation_config" in schemas["aigc.v1.ChatRequest"]["properties"]
@@ -209,14 +196,10 @@ def test_schemas_use_proto_field_names_and_required(spec, contract):
 
 def test_descriptions_come_from_proto_comments(spec):
     schemas = spec["components"]["schemas"]
-    assert schemas["aigc.v1.ChatRequest"]["description"] == (
-        "A chat request: the conversation so far."
-    )
+    assert schemas["aigc.v1.ChatRequest"]["description"] == ("A chat request: the conversation so far.")
     model = schemas["aigc.v1.ChatRequest"]["properties"]["model"]["description"]
     assert model.startswith("The model to use: an `id` or alias from ListModels.")
-    assert spec["info"]["description"].startswith(
-        "One API in front of many large-language-model vendors."
-    )
+    assert spec["info"]["description"].startswith("One API in front of many large-language-model vendors.")
     assert "lowerCamel" in spec["info"]["description"]
     finish = schemas["aigc.v1.FinishReason"]
     assert finish["enum"][0] == "FINISH_REASON_UNSPECIFIED"
@@ -241,14 +224,9 @@ def test_json_mapping_of_contract_types(spec):
     assert config["stop_sequences"]["items"] == {"type": "string"}
     response = schemas["aigc.v1.ChatResponse"]["properties"]
     assert response["create_time"]["format"] == "date-time"
-    assert (
-        response["finish_reason"]["$ref"] == "#/components/schemas/aigc.v1.FinishReason"
-    )
+    assert response["finish_reason"]["$ref"] == "#/components/schemas/aigc.v1.FinishReason"
     assert response["error"]["$ref"] == "#/components/schemas/google.rpc.Status"
-    assert (
-        schemas["aigc.v1.ChatRequest"]["properties"]["vendor_params"]["type"]
-        == "object"
-    )
+    assert schemas["aigc.v1.ChatRequest"]["properties"]["vendor_params"]["type"] == "object"
 
 
 # --- a fixture proto: what the contract does not use yet ----------------------
@@ -362,9 +340,7 @@ def fixture_spec(googleapis, tmp_path_factory) -> dict:
     (work / "proto/demo/v2").mkdir(parents=True)
     (work / "proto/demo/v2/library.proto").write_text(textwrap.dedent(FIXTURE_PROTO))
     shutil.copytree(googleapis, work / "googleapis")
-    (work / "buf.yaml").write_text(
-        "version: v2\nmodules:\n  - path: proto\n  - path: googleapis\n"
-    )
+    (work / "buf.yaml").write_text("version: v2\nmodules:\n  - path: proto\n  - path: googleapis\n")
     spec = json.loads(buf_generate(work, work / "out"))
     validate(spec)
     return spec
@@ -382,9 +358,7 @@ def test_fixture_path_and_query_parameters(fixture_spec):
         "fields",
         "version",
     }
-    assert params["view"]["schema"] == {
-        "$ref": "#/components/schemas/demo.v2.Shelf.View"
-    }
+    assert params["view"]["schema"] == {"$ref": "#/components/schemas/demo.v2.Shelf.View"}
     assert params["fields"]["schema"] == {"type": "array", "items": {"type": "string"}}
     assert params["version"]["schema"] == {"type": "string", "format": "uint64"}
     # The additional binding has no path variable: `name` is a query parameter.
@@ -421,10 +395,7 @@ def test_fixture_json_mapping(fixture_spec):
     }
     assert shelf["create_time"]["format"] == "date-time"
     assert shelf["ttl"]["type"] == "string"
-    assert (
-        shelf["max_books"]["type"] == "string"
-        and shelf["max_books"]["format"] == "int64"
-    )
+    assert shelf["max_books"]["type"] == "string" and shelf["max_books"]["format"] == "int64"
     assert "type" not in shelf["extra"]
     assert shelf["payload"]["properties"]["@type"]["type"] == "string"
     assert shelf["payload"]["additionalProperties"] is True
