@@ -57,6 +57,19 @@ check-gen: gen ## Regenerate gen/ and fail if it differs from what is committed
 	  echo "gen/ is out of date: run 'make gen' and commit the result"; \
 	  git status --porcelain -- gen; git --no-pager diff --stat -- gen; exit 1; fi
 
+# The v1 contract may still change until the first release; from then on every
+# change is checked against the latest v* tag (FILE rules, see buf.yaml).
+.PHONY: check-breaking
+check-breaking: deps protos-deps ## buf breaking against the latest release tag (none yet: skipped, said so)
+	@tag=$$(git tag --list 'v*' --sort=-v:refname | head -n 1); \
+	if [ -z "$$tag" ]; then echo "buf breaking: no release tag yet, nothing to compare against"; \
+	else echo "buf breaking against $$tag"; rm -rf build/against && mkdir -p build/against/build && \
+	  git archive "$$tag" proto buf.yaml | tar -x -C build/against && \
+	  cp -r build/googleapis build/against/build/ && \
+	  $(BUF) build build/against -o build/against.binpb && \
+	  $(BUF) build -o build/current.binpb && \
+	  $(BUF) breaking build/current.binpb --against build/against.binpb; fi
+
 .PHONY: lint
 lint: deps protos-deps ## buf lint + buf format check + ruff
 	$(BUF) lint
@@ -102,7 +115,7 @@ pytest: deps browser ## Run the test suite only
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test
-test: lint check-gen check-envoy check-compose check-openapi pytest ## Every check and test (what CI runs)
+test: lint check-breaking check-gen check-envoy check-compose check-openapi pytest ## Every check and test (what CI runs)
 
 .PHONY: bench
 bench: deps ## Measure latency overhead against direct upstream calls (writes bench/RESULTS.md)
