@@ -123,7 +123,7 @@ class UpstreamFailure(enum.Enum):
     TIMEOUT = "timeout"  # 408, or no answer in time
     RATE_LIMITED = "rate_limited"  # 429
     SERVER_ERROR = "server_error"  # 5xx
-    UNREACHABLE = "unreachable"  # connection refused/reset, DNS, proxy failure
+    UNREACHABLE = "unreachable"  # connection refused/reset, DNS, proxy failure (incl. a 407)
     STREAM_INTERRUPTED = "stream_interrupted"  # the stream ended before its end marker
     MALFORMED_RESPONSE = "malformed_response"  # a body or chunk we cannot parse
 
@@ -146,6 +146,10 @@ UPSTREAM_TABLE: dict[UpstreamFailure, tuple[grpc.StatusCode, str]] = {
 
 def failure_for_http_status(status: int) -> UpstreamFailure:
     """Classifies a vendor's HTTP error status when its body says nothing more specific."""
+    if status == 407:
+        # A forwarding proxy refused our proxy credentials: the path to the
+        # vendor failed, not the caller's request (like a CONNECT refused).
+        return UpstreamFailure.UNREACHABLE
     if status in (401, 403):
         return UpstreamFailure.AUTHENTICATION
     if status == 404:

@@ -226,15 +226,7 @@ def test_unreachable_proxy_is_unavailable_and_its_password_stays_hidden(tmp_path
     "scheme",
     [
         "https",  # CONNECT refused: httpcore raises ProxyError, a connection failure
-        pytest.param(
-            "http",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="a forwarding proxy's 407 reaches the provider as an HTTP status and "
-                "errors.failure_for_http_status maps 407 to BAD_REQUEST (INVALID_ARGUMENT); it should "
-                "be UNREACHABLE - our proxy setup is wrong, not the caller's request",
-            ),
-        ),
+        "http",  # the forwarding proxy answers 407 itself; failure_for_http_status: UNREACHABLE
     ],
 )
 def test_proxy_refusing_our_credentials_is_unavailable(loop, tmp_path, scheme):
