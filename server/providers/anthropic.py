@@ -17,9 +17,12 @@ Mapping to the unified shape:
 - `temperature` and `top_p` are sent as body fields (see `_body`); `seed`,
   `presence_penalty` and `frequency_penalty` do not exist in the Messages
   API and are not sent; `user_id` goes to `metadata.user_id`.
+- Unary calls are the stream folded (Provider.generate), so a caller that
+  goes away closes a stream: `messages.create` is always called with stream=True.
 - Usage: prompt tokens = input_tokens + cache_creation_input_tokens +
   cache_read_input_tokens (Anthropic counts cached tokens separately);
-  completion tokens = output_tokens. Anthropic always reports usage.
+  completion tokens = output_tokens, from the cumulative usage on
+  `message_delta`. A stream without it reports usage=None.
 - A stream is finished only by `message_stop`; a stream that ends before it
   is STREAM_INTERRUPTED. `error` events inside a 200 stream are classified by
   their `error.type`, like error bodies.
@@ -42,10 +45,10 @@ from server.providers.base import (
     Chunk,
     Finish,
     GenerateRequest,
-    Generation,
     RemoteProvider,
     Usage,
     deadline_for,
+    is_event_stream,
     next_before,
     retry_after_seconds,
 )
@@ -101,24 +104,6 @@ class AnthropicProvider(RemoteProvider):
                 default_headers=self.default_headers,
             )
         return self._client
-
-    async def generate(self, request: GenerateRequest) -> Generation:
-        try:
-            async with asyncio.timeout_at(deadline_for(request)):
-                message = await self.client.messages.create(**self._body(request))
-            text = "".join(block.text for block in message.content if block.type == "text")
-            return Generation(
-                text=text,
-                finish=_FINISH.get(message.stop_reason or "", Finish.OTHER),
-                usage=_usage(message.usage, message.usage.input_tokens),
-                response_id=message.id or "",
-            )
-        except anthropic.AnthropicError as exc:
-            raise self._map(exc) from exc
-        except TimeoutError as exc:
-            raise self._deadline_passed(request) from exc
-        except _SHAPE_ERRORS as exc:
-            raise self._malformed(f"unexpected response shape: {exc!r}") from exc
 
     async def stream(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
         deadline = deadline_for(request)
@@ -183,6 +168,11 @@ class AnthropicProvider(RemoteProvider):
                         return
                 except _SHAPE_ERRORS as exc:
                     raise self._malformed(f"unexpected {event.type!r} event: {exc!r}", request_id) from exc
+        if not is_event_stream(upstream.response.headers):
+            raise self._malformed(
+                f"expected an event stream, got {upstream.response.headers.get('content-type')!r}",
+                request_id,
+            )
         raise self._error(
             UpstreamFailure.STREAM_INTERRUPTED, "the stream ended before message_stop", request_id
         )
@@ -279,14 +269,6 @@ def _prompt_tokens(usage: Any, input_tokens: int | None) -> int:
         getattr(usage, "cache_read_input_tokens", None) or 0
     )
     return (input_tokens or 0) + cached
-
-
-def _usage(usage: Any, input_tokens: int | None) -> Usage | None:
-    if usage is None:
-        return None
-    return Usage(
-        prompt_tokens=_prompt_tokens(usage, input_tokens), completion_tokens=usage.output_tokens or 0
-    )
 
 
 __all__ = ["DEFAULT_MAX_TOKENS", "AnthropicProvider"]

@@ -23,6 +23,9 @@ _T = TypeVar("_T")
 
 Role = Literal["system", "user", "assistant"]
 
+# Header values this long are treated as secrets (see RemoteProvider.secrets).
+_MIN_SECRET_HEADER = 8
+
 
 @dataclasses.dataclass(frozen=True)
 class ChatMessage:
@@ -124,13 +127,17 @@ class Provider(abc.ABC):
         return "see the server log"
 
     async def generate(self, request: GenerateRequest) -> Generation:
-        """Returns the whole answer: by default, the provider's own stream folded.
+        """Returns the whole answer: the provider's own stream folded.
 
-        Why not the vendor's unary endpoint: when the caller goes away (cancel,
-        deadline) we close the upstream connection, and only a *stream* is
-        reliably stopped by that - llama.cpp, for one, finishes a unary
-        request for nobody. Folding also gives unary and streaming identical
-        response processing. Override only for a vendor without streaming.
+        Every provider here uses this (none overrides it). Why not the vendor's
+        unary endpoint: when the caller goes away (cancel, deadline) we close
+        the upstream connection, and only a *stream* is reliably stopped by
+        that - llama.cpp, for one, finishes a unary request for nobody.
+        Folding also gives unary and streaming identical response processing
+        and identical errors: a failure before the first byte (e.g. a 429 with
+        Retry-After) is raised by the stream as it would be by a unary call.
+        `usage` is the last the stream reported, None if it reported none.
+        Override only for a vendor without streaming.
         """
         text: list[str] = []
         finish: Finish | None = None
@@ -201,8 +208,15 @@ class RemoteProvider(Provider):
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """What error messages must never show (see errors.redact)."""
-        return (self.api_key,) if self.api_key else ()
+        """What error messages must never show (see errors.redact): the API key
+        and every `default_headers` value of 8 characters or more.
+
+        Header values from `header_envs` are credentials, but a provider is not
+        told which headers those are; a long value is treated as one (hiding a
+        harmless value costs little; a short one would redact ordinary words).
+        """
+        headers = tuple(v for v in self.default_headers.values() if len(v) >= _MIN_SECRET_HEADER)
+        return ((self.api_key,) if self.api_key else ()) + headers
 
     def request_timeout(self, request: GenerateRequest) -> float:
         """Per-operation HTTP timeout for `request`: never beyond the caller's deadline."""
@@ -228,6 +242,16 @@ async def next_before(iterator: AsyncIterator[_T], deadline: float | None) -> _T
         return await anext(iterator)
     async with asyncio.timeout_at(deadline):
         return await anext(iterator)
+
+
+def is_event_stream(headers: Mapping[str, str]) -> bool:
+    """True when a response says it is server-sent events.
+
+    Asked only of a stream that ended without its end marker: a 200 that is
+    not SSE at all (a proxy's HTML page, a server ignoring `stream`) is
+    MALFORMED_RESPONSE, not a stream cut short.
+    """
+    return headers.get("content-type", "").split(";")[0].strip().lower() == "text/event-stream"
 
 
 def retry_after_seconds(value: str | None) -> float | None:

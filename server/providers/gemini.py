@@ -1,12 +1,14 @@
 """Native provider for Google's Generative Language API (Gemini), v1beta.
 
-    POST {base_url}/v1beta/models/{model}:generateContent
     POST {base_url}/v1beta/models/{model}:streamGenerateContent?alt=sse
     header x-goog-api-key: {api_key}
 
+Only the streaming endpoint: unary calls are the stream folded
+(Provider.generate), so a caller that goes away closes a stream.
+
 Why httpx2 and not the official `google-genai` SDK: google-genai 3.3 pulls in
-google-auth, requests, cryptography, websockets and tenacity for two JSON
-endpoints we need; it retries through tenacity in a layer of its own; and
+google-auth, requests, cryptography, websockets and tenacity for the one
+JSON endpoint we need; it retries through tenacity in a layer of its own; and
 what we classify on (HTTP status, the google.rpc `status`, ErrorInfo reasons
 and RetryInfo in `error.details`, the cut of an SSE stream) is plain JSON and
 plain HTTP that we read here directly. httpx2 is the HTTP client the openai
@@ -49,10 +51,10 @@ from server.providers.base import (
     Chunk,
     Finish,
     GenerateRequest,
-    Generation,
     RemoteProvider,
     Usage,
     deadline_for,
+    is_event_stream,
     next_before,
     retry_after_seconds,
 )
@@ -112,33 +114,11 @@ class GeminiProvider(RemoteProvider):
             )
         return self._client
 
-    async def generate(self, request: GenerateRequest) -> Generation:
-        deadline = deadline_for(request)
-        url = f"/v1beta/models/{request.upstream_model}:generateContent"
-        async with self._opening(request, deadline):
-            response = await self._send(url, request, deadline, stream=False)
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
-        try:
-            body = response.json()
-            _raise_for_block(body, self)
-            text, finish = _candidate(body)
-            usage = _usage(body)
-        except UpstreamError:
-            raise
-        except _SHAPE_ERRORS as exc:
-            raise self._error(UpstreamFailure.MALFORMED_RESPONSE, f"unreadable response: {exc!r}") from exc
-        return Generation(
-            text=text, finish=finish or Finish.OTHER, usage=usage, response_id=body.get("responseId", "")
-        )
-
     async def stream(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
         deadline = deadline_for(request)
         url = f"/v1beta/models/{request.upstream_model}:streamGenerateContent"
         async with self._opening(request, deadline):
-            response = await self._send(url, request, deadline, stream=True)
+            response = await self._send(url, request, deadline)
         finish: Finish | None = None
         usage: Usage | None = None
         response_id = ""
@@ -177,6 +157,11 @@ class GeminiProvider(RemoteProvider):
         finally:
             await events.aclose()
             await response.aclose()
+        if finish is None and not is_event_stream(response.headers):
+            raise self._error(
+                UpstreamFailure.MALFORMED_RESPONSE,
+                f"expected an event stream, got {response.headers.get('content-type')!r}",
+            )
         if finish is None:
             raise self._error(UpstreamFailure.STREAM_INTERRUPTED, "the stream ended without a finishReason")
         yield Chunk(finish=finish, usage=usage, response_id=response_id)
@@ -198,13 +183,15 @@ class GeminiProvider(RemoteProvider):
         except httpx2.TransportError as exc:
             raise self._error(UpstreamFailure.UNREACHABLE, f"{type(exc).__name__}: {exc}") from exc
 
-    async def _send(
-        self, url: str, request: GenerateRequest, deadline: float | None, *, stream: bool
-    ) -> httpx2.Response:
-        """POSTs the request, retrying what may pass; returns a 200 response, body unread."""
-        params = {"alt": "sse"} if stream else None
+    async def _send(self, url: str, request: GenerateRequest, deadline: float | None) -> httpx2.Response:
+        """POSTs the request for an SSE stream, retrying what may pass; returns a 200
+        response, body unread."""
         http_request = self.client.build_request(
-            "POST", url, json=self._body(request), params=params, timeout=self.request_timeout(request)
+            "POST",
+            url,
+            json=self._body(request),
+            params={"alt": "sse"},
+            timeout=self.request_timeout(request),
         )
         loop = asyncio.get_running_loop()
         for attempt in range(self.max_retries + 1):

@@ -67,7 +67,12 @@ class LocalProvider(Provider):
             extra={"model_path": path, "llama_server": self.address, "slots": self._settings.parallel},
         )
         # No retries: the server is in this process; a failure will not pass.
-        self._api = OpenAICompatProvider(self.name, base_url=f"{self.address}/v1", api_key=key, max_retries=0)
+        # trust_env=False: loopback traffic never goes through a proxy, whatever
+        # HTTP_PROXY/ALL_PROXY/NO_PROXY say (the NO_PROXY that routing adds for
+        # loopback is a second line of defence, not the only one).
+        self._api = OpenAICompatProvider(
+            self.name, base_url=f"{self.address}/v1", api_key=key, max_retries=0, trust_env=False
+        )
         await self._api.start()
 
     async def close(self) -> None:
@@ -94,8 +99,11 @@ class LocalProvider(Provider):
             f"{self.address}/slots", headers={"Authorization": f"Bearer {self._key}"}
         )
 
+        # No proxy handler: like the API calls, never through a proxy.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
         def fetch() -> list[dict]:
-            with urllib.request.urlopen(request, timeout=5) as response:
+            with opener.open(request, timeout=5) as response:
                 return json.load(response)
 
         return sum(1 for slot in await asyncio.to_thread(fetch) if slot.get("is_processing"))

@@ -6,6 +6,9 @@ Built on the official `openai` SDK: one `AsyncOpenAI` client per upstream,
 reused across requests. The SDK's own retries (connection errors, 408, 429,
 5xx, before any byte of a response) are the only retry layer for it.
 
+Unary calls are the stream folded (Provider.generate): no `generate`
+override here, so a cancelled caller closes a stream, which stops the upstream.
+
 Usage comes from `stream_options.include_usage` (a last chunk with empty
 `choices`); an upstream that ignores that option reports no usage, and we
 return `usage=None` rather than counting tokens ourselves.
@@ -24,10 +27,10 @@ from server.providers.base import (
     Chunk,
     Finish,
     GenerateRequest,
-    Generation,
     RemoteProvider,
     Usage,
     deadline_for,
+    is_event_stream,
     next_before,
     retry_after_seconds,
 )
@@ -48,7 +51,19 @@ _SHAPE_ERRORS = (AttributeError, TypeError, KeyError, IndexError)
 
 
 class OpenAICompatProvider(RemoteProvider):
+    """RemoteProvider's constructor, plus `trust_env`.
+
+    trust_env=False makes the client ignore the environment (HTTP(S)_PROXY,
+    ALL_PROXY, NO_PROXY, SSL_CERT_FILE, .netrc): the `local` provider sets it,
+    so loopback traffic to llama.cpp never goes through a proxy, whatever
+    NO_PROXY says.
+    """
+
     _client: openai.AsyncOpenAI | None = None
+
+    def __init__(self, name: str, *, trust_env: bool = True, **options: Any) -> None:
+        super().__init__(name, **options)
+        self.trust_env = trust_env
 
     async def start(self) -> None:
         _ = self.client
@@ -68,39 +83,10 @@ class OpenAICompatProvider(RemoteProvider):
                 max_retries=self.max_retries,
                 timeout=self.timeout_seconds,
                 default_headers=self.default_headers,
+                # None: the SDK's own client, which reads proxies from the environment.
+                http_client=None if self.trust_env else openai.DefaultAsyncHttpxClient(trust_env=False),
             )
         return self._client
-
-    async def generate(self, request: GenerateRequest) -> Generation:
-        deadline = deadline_for(request)
-        try:
-            async with asyncio.timeout_at(deadline):
-                if request.messages is not None:
-                    chat = await self.client.chat.completions.create(**self._body(request))
-                    choice = chat.choices[0] if chat.choices else None
-                    text = (choice.message.content or "") if choice else ""
-                    finish_reason = choice.finish_reason if choice else None
-                    response_id, usage = chat.id, chat.usage
-                else:
-                    completion = await self.client.completions.create(**self._body(request))
-                    choice = completion.choices[0] if completion.choices else None
-                    text = (choice.text or "") if choice else ""
-                    finish_reason = choice.finish_reason if choice else None
-                    response_id, usage = completion.id, completion.usage
-        except openai.OpenAIError as exc:
-            raise self._map(exc) from exc
-        except TimeoutError as exc:
-            raise self._deadline_passed(request) from exc
-        except _SHAPE_ERRORS as exc:
-            raise self._malformed(f"unexpected response shape: {exc!r}") from exc
-        if choice is None:
-            raise self._malformed("response has no choices")
-        return Generation(
-            text=text,
-            finish=_FINISH.get(finish_reason or "", Finish.OTHER),
-            usage=_usage(usage),
-            response_id=response_id or "",
-        )
 
     async def stream(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
         deadline = deadline_for(request)
@@ -139,6 +125,11 @@ class OpenAICompatProvider(RemoteProvider):
                 finished = finished or chunk.finish is not None
                 if chunk.text or chunk.finish or chunk.usage:
                     yield chunk
+        if not finished and not is_event_stream(upstream.response.headers):
+            raise self._malformed(
+                f"expected an event stream, got {upstream.response.headers.get('content-type')!r}",
+                request_id,
+            )
         if not finished:
             # The SDK ends quietly on a clean close without `[DONE]`; a stream
             # without a finish reason was cut, whatever the socket said.

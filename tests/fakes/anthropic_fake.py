@@ -1,6 +1,9 @@
 """Anthropic's Messages API wire format: message bodies, SSE with `event:`
 lines (message_start, content_block_*, ping, message_delta, message_stop,
-error), error bodies, and the `request-id` header."""
+error), error bodies, and the `request-id` header.
+
+`message()` answers like Anthropic: as SSE when the request says
+`"stream": true`, else as one JSON body."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from tests.fakes.http import Respond, Stream
+from tests.fakes.http import ByRequest, Respond, Stream
 
 
 def event(name: str, data: Mapping[str, Any]) -> bytes:
@@ -17,7 +20,7 @@ def event(name: str, data: Mapping[str, Any]) -> bytes:
 
 def message(
     text: str, *, stop_reason: str = "end_turn", usage: tuple[int, int] = (12, 5), cache_read: int = 0
-) -> Respond:
+) -> ByRequest:
     body = {
         "id": "msg_unary",
         "type": "message",
@@ -33,11 +36,17 @@ def message(
             "cache_read_input_tokens": cache_read,
         },
     }
-    return Respond(200, body, {"request-id": "req_unary"})
+    unary = Respond(200, body, {"request-id": "req_unary"})
+    streamed = stream(message_events([text], stop_reason=stop_reason, usage=usage, cache_read=cache_read))
+    return ByRequest(unary, streamed, lambda request: request.json().get("stream") is True)
 
 
 def message_events(
-    pieces: list[str], *, stop_reason: str = "end_turn", usage: tuple[int, int] = (25, 15)
+    pieces: list[str],
+    *,
+    stop_reason: str = "end_turn",
+    usage: tuple[int, int] = (25, 15),
+    cache_read: int = 0,
 ) -> list[bytes]:
     """A streamed answer, event by event, as Anthropic sends it (including a ping)."""
     start = {
@@ -50,9 +59,10 @@ def message_events(
             "model": "claude-fake",
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": usage[0], "output_tokens": 1},
+            "usage": {"input_tokens": usage[0], "output_tokens": 1, "cache_creation_input_tokens": 0,
+                      "cache_read_input_tokens": cache_read},
         },
-    }
+    }  # fmt: skip
     events = [
         event("message_start", start),
         event("content_block_start", {"type": "content_block_start", "index": 0,

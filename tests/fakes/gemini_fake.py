@@ -1,6 +1,9 @@
 """The Generative Language API (v1beta) wire format: GenerateContentResponse
 bodies, `alt=sse` streams (`data: {...}\\r\\n\\r\\n`, no end marker), and
-google.rpc-style error bodies with ErrorInfo / RetryInfo details."""
+google.rpc-style error bodies with ErrorInfo / RetryInfo details.
+
+`generate()` answers like Gemini: as SSE on `:streamGenerateContent`, else
+as one JSON body."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from tests.fakes.http import Respond, Stream
+from tests.fakes.http import ByRequest, Respond, Stream
 
 
 def response_body(
@@ -36,8 +39,9 @@ def response_body(
     return body
 
 
-def generate(text: str, **options: Any) -> Respond:
-    return Respond(200, response_body(text, **options))
+def generate(text: str, **options: Any) -> ByRequest:
+    body = response_body(text, **options)
+    return ByRequest(Respond(200, body), stream([event(body)]), lambda r: ":streamGenerateContent" in r.path)
 
 
 def event(obj: Mapping[str, Any]) -> bytes:

@@ -5,6 +5,8 @@ Real sockets on 127.0.0.1, port 0, TCP_NODELAY. Each request is recorded
 
     fake.script(Respond(200, body), Stream([b"data: ...\\n\\n", ...]), Hang())
 
+(`ByRequest` picks one of two replies by what the request asked for.)
+
 `Stream` writes each piece as its own HTTP chunk and drains it before the
 next, so a piece boundary is a real network write: split a character's UTF-8
 bytes across two pieces and the client gets them in two reads. It can end
@@ -24,7 +26,7 @@ import contextlib
 import dataclasses
 import json
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 
@@ -119,6 +121,24 @@ class Stream(Reply):
             await conn.wait_client_gone()
             server.client_gone.set()
         return False
+
+
+@dataclasses.dataclass
+class ByRequest(Reply):
+    """`streamed` if the request asked for a stream (`wants_stream(request)`), else `unary`.
+
+    What a vendor does: the same call answers as JSON or as SSE depending on
+    the request. The provider tests script the exact shape they expect; this
+    serves tests further away (the whole server) that should not care.
+    """
+
+    unary: Reply
+    streamed: Reply
+    wants_stream: Callable[[Recorded], bool]
+
+    async def send(self, conn: Connection, server: FakeServer) -> bool:
+        reply = self.streamed if self.wants_stream(server.requests[-1]) else self.unary
+        return await reply.send(conn, server)
 
 
 class Hang(Reply):

@@ -1,5 +1,8 @@
 """OpenAI's wire format: chat/completions and completions bodies, SSE chunks,
-the usage chunk with empty `choices`, `data: [DONE]`, and error bodies."""
+the usage chunk with empty `choices`, `data: [DONE]`, and error bodies.
+
+`chat()` and `completion()` answer like OpenAI: as SSE when the request says
+`"stream": true`, else as one JSON body."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from tests.fakes.http import Respond, Stream
+from tests.fakes.http import ByRequest, Recorded, Respond, Stream
 
 DONE = b"data: [DONE]\n\n"
 CREATED = 1_764_000_000
@@ -20,7 +23,7 @@ def event(obj: Any) -> bytes:
 
 def chat(
     text: str, *, finish: str = "stop", usage: tuple[int, int] | None = (5, 7), id: str = "chatcmpl-1"
-) -> Respond:
+) -> ByRequest:
     body: dict[str, Any] = {
         "id": id,
         "object": "chat.completion",
@@ -30,10 +33,11 @@ def chat(
     }
     if usage is not None:
         body["usage"] = _usage(*usage)
-    return Respond(200, body, {"x-request-id": "req-unary"})
+    unary = Respond(200, body, {"x-request-id": "req-unary"})
+    return ByRequest(unary, stream(chat_events([text], finish=finish, usage=usage, id=id)), _wants_stream)
 
 
-def completion(text: str, *, finish: str = "stop", usage: tuple[int, int] = (3, 4)) -> Respond:
+def completion(text: str, *, finish: str = "stop", usage: tuple[int, int] = (3, 4)) -> ByRequest:
     body = {
         "id": "cmpl-1",
         "object": "text_completion",
@@ -42,17 +46,22 @@ def completion(text: str, *, finish: str = "stop", usage: tuple[int, int] = (3, 
         "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
         "usage": _usage(*usage),
     }
-    return Respond(200, body)
+    streamed = stream(completion_events([text], finish=finish, usage=usage, id="cmpl-1"))
+    return ByRequest(Respond(200, body), streamed, _wants_stream)
 
 
 def chat_events(
-    pieces: list[str], *, finish: str | None = "stop", usage: tuple[int, int] | None = (5, 7)
+    pieces: list[str],
+    *,
+    finish: str | None = "stop",
+    usage: tuple[int, int] | None = (5, 7),
+    id: str = "chatcmpl-s",
 ) -> list[bytes]:
     """The SSE events of a streamed chat answer, one per piece, then finish, usage and [DONE]."""
 
     def chunk(delta: Mapping[str, Any], finish_reason: str | None) -> dict[str, Any]:
         return {
-            "id": "chatcmpl-s",
+            "id": id,
             "object": "chat.completion.chunk",
             "created": CREATED,
             "model": "gpt-fake",
@@ -67,7 +76,7 @@ def chat_events(
         events.append(
             event(
                 {
-                    "id": "chatcmpl-s",
+                    "id": id,
                     "object": "chat.completion.chunk",
                     "created": CREATED,
                     "model": "gpt-fake",
@@ -80,10 +89,12 @@ def chat_events(
     return events
 
 
-def completion_events(pieces: list[str], *, usage: tuple[int, int] = (3, 4)) -> list[bytes]:
+def completion_events(
+    pieces: list[str], *, finish: str = "stop", usage: tuple[int, int] = (3, 4), id: str = "cmpl-s"
+) -> list[bytes]:
     def chunk(text: str, finish_reason: str | None) -> dict[str, Any]:
         return {
-            "id": "cmpl-s",
+            "id": id,
             "object": "text_completion",
             "created": CREATED,
             "model": "gpt-fake",
@@ -91,11 +102,11 @@ def completion_events(pieces: list[str], *, usage: tuple[int, int] = (3, 4)) -> 
         }
 
     events = [event(chunk(piece, None)) for piece in pieces]
-    events.append(event(chunk("", "stop")))
+    events.append(event(chunk("", finish)))
     events.append(
         event(
             {
-                "id": "cmpl-s",
+                "id": id,
                 "object": "text_completion",
                 "created": CREATED,
                 "model": "gpt-fake",
@@ -126,3 +137,7 @@ def error(
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _wants_stream(request: Recorded) -> bool:
+    return request.json().get("stream") is True

@@ -44,7 +44,8 @@ async def provider_for(fake: FakeServer, **options) -> AsyncIterator[AnthropicPr
 
 
 async def test_unary_maps_request_and_answer(fake):
-    fake.script(an.message("你好", usage=(12, 5), cache_read=100))
+    # Unary is the stream folded: the upstream gets a streaming request.
+    fake.script(an.stream(an.message_events(["你", "好"], usage=(12, 5), cache_read=100)))
     request = chat(
         ChatMessage("system", "Be brief."),
         ChatMessage("user", "hello"),
@@ -61,7 +62,7 @@ async def test_unary_maps_request_and_answer(fake):
     assert result.finish is Finish.STOP
     # cached prompt tokens count as prompt tokens
     assert result.usage == Usage(prompt_tokens=112, completion_tokens=5)
-    assert result.response_id == "msg_unary"
+    assert result.response_id == "msg_stream"
     sent = fake.requests[0]
     assert (sent.method, sent.path) == ("POST", "/v1/messages")
     assert sent.headers["x-api-key"] == KEY
@@ -80,14 +81,14 @@ async def test_unary_maps_request_and_answer(fake):
     assert body["metadata"] == {"user_id": "u-7"}
     assert body["top_k"] == 5
     assert "seed" not in body  # not part of the Messages API
-    assert "stream" not in body
+    assert body["stream"] is True
 
 
 async def test_max_tokens_defaults_and_prompt_is_one_user_message(fake):
-    fake.script(an.message(" there", stop_reason="max_tokens"))
+    fake.script(an.stream(an.message_events([" there"], stop_reason="max_tokens", usage=(3, 1))))
     async with provider_for(fake) as provider:
         result = await provider.generate(GenerateRequest(upstream_model="claude-fake", prompt="hello"))
-    assert result.finish is Finish.MAX_TOKENS
+    assert (result.text, result.finish, result.usage) == (" there", Finish.MAX_TOKENS, Usage(3, 1))
     body = fake.requests[0].json()
     assert body["max_tokens"] == DEFAULT_MAX_TOKENS == 1024
     assert body["messages"] == [{"role": "user", "content": "hello"}]
@@ -100,9 +101,10 @@ async def test_max_tokens_defaults_and_prompt_is_one_user_message(fake):
      ("refusal", Finish.CONTENT_FILTER), ("tool_use", Finish.OTHER)],
 )  # fmt: skip
 async def test_stop_reasons(fake, stop_reason, finish):
-    fake.script(an.stream(an.message_events(["x"], stop_reason=stop_reason)))
+    fake.script(*[an.stream(an.message_events(["x"], stop_reason=stop_reason))] * 2)
     async with provider_for(fake) as provider:
         chunks = await collect(provider.stream(chat()))
+        assert (await provider.generate(chat())).finish is finish
     assert [c.finish for c in chunks if c.finish] == [finish]
 
 
@@ -177,7 +179,8 @@ async def test_429_retry_after(fake, retry_after):
 
 async def test_sdk_retries_are_the_one_retry_layer(fake):
     fake.script(
-        an.error(529, "overloaded_error", "Overloaded", headers={"retry-after": "0.01"}), an.message("ok")
+        an.error(529, "overloaded_error", "Overloaded", headers={"retry-after": "0.01"}),
+        an.stream(an.message_events(["ok"])),
     )
     async with provider_for(fake, max_retries=1) as provider:
         result = await asyncio.wait_for(provider.generate(chat()), 20)
@@ -226,28 +229,45 @@ async def test_stream_cut_mid_way(fake):
     )  # fmt: skip
 
 
-async def test_stream_ending_before_message_stop_is_interrupted(fake):
+async def test_unary_stream_cut_mid_way(fake):
+    fake.script(an.stream(an.message_events(["one", "two"])[:4], end="cut"))
+    async with provider_for(fake) as provider:
+        err = await failure_of(provider.generate(chat()))
+    check_error(
+        err, F.STREAM_INTERRUPTED, C.UNAVAILABLE, "UPSTREAM_STREAM_INTERRUPTED", provider="anthropic",
+        upstream_request_id="req_stream",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["unary", "stream"])
+async def test_stream_ending_before_message_stop_is_interrupted(fake, streaming):
     # A complete HTTP body that simply lacks message_stop.
     fake.script(an.stream(an.message_events(["one"])[:-1]))
     async with provider_for(fake) as provider:
-        err = await failure_of(collect(provider.stream(chat())))
+        call = collect(provider.stream(chat())) if streaming else provider.generate(chat())
+        err = await failure_of(call)
     check_error(err, F.STREAM_INTERRUPTED, C.UNAVAILABLE, "UPSTREAM_STREAM_INTERRUPTED", provider="anthropic")
 
 
-async def test_malformed_event(fake):
+@pytest.mark.parametrize("streaming", [False, True], ids=["unary", "stream"])
+async def test_malformed_event(fake, streaming):
     events = an.message_events(["ok"])
     fake.script(
         an.stream([*events[:3], b'event: content_block_delta\ndata: {"type": "content_\n\n', *events[3:]])
     )
     async with provider_for(fake) as provider:
-        err = await failure_of(collect(provider.stream(chat())))
+        call = collect(provider.stream(chat())) if streaming else provider.generate(chat())
+        err = await failure_of(call)
     check_error(err, F.MALFORMED_RESPONSE, C.INTERNAL, "UPSTREAM_MALFORMED_RESPONSE", provider="anthropic")
 
 
-async def test_malformed_unary_body(fake):
+@pytest.mark.parametrize("streaming", [False, True], ids=["unary", "stream"])
+async def test_200_that_is_not_an_event_stream_is_malformed(fake, streaming):
+    # A proxy's HTML page with status 200: not a stream cut short.
     fake.script(Respond(200, b"<html>proxy error</html>", content_type="text/html"))
     async with provider_for(fake) as provider:
-        err = await failure_of(provider.generate(chat()))
+        call = collect(provider.stream(chat())) if streaming else provider.generate(chat())
+        err = await failure_of(call)
     check_error(err, F.MALFORMED_RESPONSE, C.INTERNAL, "UPSTREAM_MALFORMED_RESPONSE", provider="anthropic")
 
 
@@ -266,6 +286,29 @@ async def test_error_event_inside_200_stream(fake, type, failure, code, reason):
                 got.append(chunk.text)
     assert got == ["partial"]
     check_error(caught.value, failure, code, reason, provider="anthropic", upstream_request_id="req_stream")
+
+
+async def test_unary_error_event_inside_200_stream(fake):
+    fake.script(an.stream([*an.message_events(["partial"])[:4], an.error_event("overloaded_error", "later")]))
+    async with provider_for(fake) as provider:
+        err = await failure_of(provider.generate(chat()))
+    check_error(
+        err, F.SERVER_ERROR, C.UNAVAILABLE, "UPSTREAM_SERVER_ERROR", provider="anthropic",
+        upstream_request_id="req_stream",
+    )  # fmt: skip
+
+
+async def test_unary_cancelled_mid_answer_closes_the_upstream_stream(fake):
+    fake.script(an.stream(an.message_events(["first", "never"])[:4], end="hold"))
+    async with provider_for(fake) as provider:
+        task = asyncio.create_task(provider.generate(chat()))
+        await asyncio.sleep(0.3)  # the first delta arrives; the fold waits for more
+        assert fake.requests[0].json()["stream"] is True
+        assert not task.done() and not fake.client_gone.is_set()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(fake.client_gone.wait(), 5)
 
 
 async def test_closing_the_stream_closes_the_upstream_connection(fake):
@@ -290,7 +333,7 @@ def test_ready_needs_a_key_unless_keyless():
 
 async def test_key_is_not_taken_from_the_environment(fake, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "env-key-must-not-be-used")
-    fake.script(an.message("ok"))
+    fake.script(an.stream(an.message_events(["ok"])))
     provider = AnthropicProvider("anthropic", base_url=fake.base_url, api_key=KEY, max_retries=0)
     await provider.generate(chat())
     await provider.close()

@@ -44,7 +44,9 @@ async def provider_for(fake: FakeServer, **options) -> AsyncIterator[GeminiProvi
 
 
 async def test_unary_maps_request_and_answer(fake):
-    fake.script(gm.generate("你好", usage=(8, 4), thoughts=10))
+    # Unary is the stream folded: the upstream gets the streaming request.
+    body = gm.response_body("你好", usage=(8, 4), thoughts=10)
+    fake.script(gm.stream([gm.event(gm.response_body("", finish=None, usage=None)), gm.event(body)]))
     request = chat(
         ChatMessage("system", "Be brief."),
         ChatMessage("user", "hello"),
@@ -63,7 +65,7 @@ async def test_unary_maps_request_and_answer(fake):
     assert result.usage == Usage(prompt_tokens=8, completion_tokens=14)  # thinking tokens are output
     assert result.response_id == "resp-g1"
     sent = fake.requests[0]
-    assert (sent.method, sent.path) == ("POST", "/v1beta/models/gemini-fake:generateContent")
+    assert (sent.method, sent.path) == ("POST", "/v1beta/models/gemini-fake:streamGenerateContent?alt=sse")
     assert sent.headers["x-goog-api-key"] == KEY
     body = sent.json()
     assert body["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
@@ -80,7 +82,7 @@ async def test_unary_maps_request_and_answer(fake):
 
 
 async def test_prompt_is_one_user_turn_and_no_usage_is_none(fake):
-    fake.script(gm.generate(" there", finish="MAX_TOKENS", usage=None))
+    fake.script(gm.stream(gm.stream_events([" th", "ere"], finish="MAX_TOKENS", usage=None)))
     async with provider_for(fake) as provider:
         result = await provider.generate(GenerateRequest(upstream_model="gemini-fake", prompt="hello"))
     assert (result.text, result.finish, result.usage) == (" there", Finish.MAX_TOKENS, None)
@@ -95,9 +97,10 @@ async def test_prompt_is_one_user_turn_and_no_usage_is_none(fake):
      ("RECITATION", Finish.CONTENT_FILTER), ("OTHER", Finish.OTHER)],
 )  # fmt: skip
 async def test_finish_reasons(fake, reason, finish):
-    fake.script(gm.stream(gm.stream_events(["x"], finish=reason)))
+    fake.script(*[gm.stream(gm.stream_events(["x"], finish=reason))] * 2)
     async with provider_for(fake) as provider:
         chunks = await collect(provider.stream(chat()))
+        assert (await provider.generate(chat())).finish is finish
     assert [c.finish for c in chunks if c.finish] == [finish]
 
 
@@ -175,7 +178,9 @@ async def test_429_delay(fake, source):
 
 
 async def test_retries_honour_retry_info_then_succeed(fake):
-    fake.script(gm.error(429, "RESOURCE_EXHAUSTED", "Quota", retry_delay="0.05s"), gm.generate("ok"))
+    fake.script(
+        gm.error(429, "RESOURCE_EXHAUSTED", "Quota", retry_delay="0.05s"), gm.stream(gm.stream_events(["ok"]))
+    )
     async with provider_for(fake, max_retries=1) as provider:
         result = await asyncio.wait_for(provider.generate(chat()), 10)
     assert result.text == "ok"
@@ -207,7 +212,7 @@ async def test_no_retry_on_client_errors(fake):
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["unary", "stream"])
 async def test_blocked_prompt_is_content_filtered(fake, streaming):
-    fake.script(gm.blocked("SAFETY") if not streaming else gm.stream([gm.event(gm.blocked().body)]))
+    fake.script(gm.stream([gm.event(gm.blocked("SAFETY").body)]))
     async with provider_for(fake) as provider:
         call = collect(provider.stream(chat())) if streaming else provider.generate(chat())
         err = await failure_of(call)
@@ -265,34 +270,50 @@ async def test_stream_cut_mid_way(fake):
     )
 
 
-async def test_stream_ending_without_finish_reason_is_interrupted(fake):
-    fake.script(gm.stream(gm.stream_events(["one", "two"])[:1]))  # a complete body, no finishReason
+async def test_unary_stream_cut_mid_way(fake):
+    fake.script(gm.stream(gm.stream_events(["one", "two"])[:1], end="cut"))
     async with provider_for(fake) as provider:
-        err = await failure_of(collect(provider.stream(chat())))
+        err = await failure_of(provider.generate(chat()))
     check_error(err, F.STREAM_INTERRUPTED, C.UNAVAILABLE, "UPSTREAM_STREAM_INTERRUPTED", provider="gemini")
 
 
-async def test_malformed_chunk(fake):
+@pytest.mark.parametrize("streaming", [False, True], ids=["unary", "stream"])
+async def test_stream_ending_without_finish_reason_is_interrupted(fake, streaming):
+    fake.script(gm.stream(gm.stream_events(["one", "two"])[:1]))  # a complete body, no finishReason
+    async with provider_for(fake) as provider:
+        call = collect(provider.stream(chat())) if streaming else provider.generate(chat())
+        err = await failure_of(call)
+    check_error(err, F.STREAM_INTERRUPTED, C.UNAVAILABLE, "UPSTREAM_STREAM_INTERRUPTED", provider="gemini")
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["unary", "stream"])
+async def test_malformed_chunk(fake, streaming):
     events = gm.stream_events(["a", "b"])
     fake.script(gm.stream([events[0], b'data: {"candidates": [{"content": \r\n\r\n', events[1]]))
     async with provider_for(fake) as provider:
-        err = await failure_of(collect(provider.stream(chat())))
+        call = collect(provider.stream(chat())) if streaming else provider.generate(chat())
+        err = await failure_of(call)
     check_error(err, F.MALFORMED_RESPONSE, C.INTERNAL, "UPSTREAM_MALFORMED_RESPONSE", provider="gemini")
 
 
-async def test_malformed_unary_body(fake):
+@pytest.mark.parametrize("streaming", [False, True], ids=["unary", "stream"])
+async def test_200_that_is_not_an_event_stream_is_malformed(fake, streaming):
+    # A proxy's HTML page with status 200: not a stream cut short.
     fake.script(Respond(200, b"<html>proxy</html>", content_type="text/html"))
     async with provider_for(fake) as provider:
-        err = await failure_of(provider.generate(chat()))
+        call = collect(provider.stream(chat())) if streaming else provider.generate(chat())
+        err = await failure_of(call)
     check_error(err, F.MALFORMED_RESPONSE, C.INTERNAL, "UPSTREAM_MALFORMED_RESPONSE", provider="gemini")
 
 
-async def test_error_object_inside_200_stream(fake):
+@pytest.mark.parametrize("streaming", [False, True], ids=["unary", "stream"])
+async def test_error_object_inside_200_stream(fake, streaming):
     events = gm.stream_events(["partial", "x"])
     error = gm.event({"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}})
     fake.script(gm.stream([events[0], error]))
     async with provider_for(fake) as provider:
-        err = await failure_of(collect(provider.stream(chat())))
+        call = collect(provider.stream(chat())) if streaming else provider.generate(chat())
+        err = await failure_of(call)
     check_error(err, F.SERVER_ERROR, C.UNAVAILABLE, "UPSTREAM_SERVER_ERROR", provider="gemini")
 
 
@@ -303,6 +324,19 @@ async def test_closing_the_stream_closes_the_upstream_connection(fake):
         assert (await asyncio.wait_for(anext(stream), 5)).text == "first"
         assert not fake.client_gone.is_set()
         await stream.aclose()  # what the service does when the caller cancels
+        await asyncio.wait_for(fake.client_gone.wait(), 5)
+
+
+async def test_unary_cancelled_mid_answer_closes_the_upstream_stream(fake):
+    fake.script(gm.stream(gm.stream_events(["first", "never"])[:1], end="hold"))
+    async with provider_for(fake) as provider:
+        task = asyncio.create_task(provider.generate(chat()))
+        await asyncio.sleep(0.3)  # the first chunk arrives; the fold waits for more
+        assert fake.requests[0].path.endswith(":streamGenerateContent?alt=sse")
+        assert not task.done() and not fake.client_gone.is_set()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
         await asyncio.wait_for(fake.client_gone.wait(), 5)
 
 
@@ -317,7 +351,7 @@ def test_ready_needs_a_key_unless_keyless():
 
 
 async def test_default_headers_and_no_key_header_when_keyless(fake):
-    fake.script(gm.generate("ok"))
+    fake.script(gm.stream(gm.stream_events(["ok"])))
     provider = GeminiProvider(
         "gemini", base_url=fake.base_url, api_key="", requires_key=False, default_headers={"x-team": "aigc"}
     )

@@ -45,7 +45,8 @@ async def provider_for(fake: FakeServer, **options) -> AsyncIterator[OpenAICompa
 
 
 async def test_unary_chat_maps_request_and_answer(fake):
-    fake.script(oa.chat("你好!", usage=(11, 3)))
+    # Unary is the stream folded: the upstream gets a streaming request.
+    fake.script(oa.stream(oa.chat_events(["你", "好!"], usage=(11, 3), id="chatcmpl-1")))
     request = chat(
         "hello",
         sampling=Sampling(max_output_tokens=50, temperature=0.5, top_p=0.9, stop_sequences=("END",), seed=7),
@@ -71,29 +72,33 @@ async def test_unary_chat_maps_request_and_answer(fake):
     assert body["seed"] == 7
     assert body["user"] == "u-1"
     assert body["logit_bias"] == {"42": -100}
-    assert "stream" not in body
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
 
 
 async def test_unary_without_usage_returns_none(fake):
-    fake.script(oa.chat("ok", usage=None))
+    # A server that ignores stream_options.include_usage: no usage is invented.
+    fake.script(oa.stream(oa.chat_events(["o", "k"], usage=None)))
     async with provider_for(fake) as provider:
         result = await provider.generate(chat())
-    assert result.usage is None
+    assert (result.text, result.finish, result.usage) == ("ok", Finish.STOP, None)
 
 
 async def test_unary_length_finish(fake):
-    fake.script(oa.chat("cut sho", finish="length"))
+    fake.script(oa.stream(oa.chat_events(["cut sho"], finish="length")))
     async with provider_for(fake) as provider:
         assert (await provider.generate(chat())).finish is Finish.MAX_TOKENS
 
 
 async def test_completion_uses_completions_endpoint(fake):
-    fake.script(oa.completion(" world", usage=(2, 1)))
+    fake.script(oa.stream(oa.completion_events([" wor", "ld"], usage=(2, 1))))
     async with provider_for(fake) as provider:
         result = await provider.generate(GenerateRequest(upstream_model="gpt-fake", prompt="hello"))
-    assert (result.text, result.usage) == (" world", Usage(2, 1))
+    assert (result.text, result.finish, result.usage) == (" world", Finish.STOP, Usage(2, 1))
+    assert result.response_id == "cmpl-s"
     assert fake.requests[0].path == "/v1/completions"
     assert fake.requests[0].json()["prompt"] == "hello"
+    assert fake.requests[0].json()["stream"] is True
 
 
 async def test_stream_chat_text_finish_usage(fake):
@@ -198,7 +203,9 @@ async def test_429_retry_after_http_date(fake):
 
 
 async def test_sdk_retries_are_the_one_retry_layer(fake):
-    fake.script(oa.error(500, "flaky", headers={"retry-after": "0.01"}), oa.chat("second try"))
+    fake.script(
+        oa.error(500, "flaky", headers={"retry-after": "0.01"}), oa.stream(oa.chat_events(["second try"]))
+    )
     async with provider_for(fake, max_retries=1) as provider:
         result = await asyncio.wait_for(provider.generate(chat()), 20)
     assert result.text == "second try"
@@ -257,35 +264,54 @@ async def test_stream_cut_mid_way(fake):
     )  # fmt: skip
 
 
-async def test_stream_ending_without_finish_is_interrupted(fake):
+async def test_unary_stream_cut_mid_way(fake):
+    fake.script(oa.stream(oa.chat_events(["one", "two"])[:2], end="cut"))
+    async with provider_for(fake) as provider:
+        err = await failure_of(provider.generate(chat()))
+    check_error(
+        err, F.STREAM_INTERRUPTED, C.UNAVAILABLE, "UPSTREAM_STREAM_INTERRUPTED", provider="openai",
+        upstream_request_id="req-stream",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["unary", "stream"])
+async def test_stream_ending_without_finish_is_interrupted(fake, streaming):
     # Properly terminated HTTP body, but no finish_reason and no [DONE].
     fake.script(oa.stream(oa.chat_events(["one"], finish=None, usage=None)[:-1]))
     async with provider_for(fake) as provider:
-        err = await failure_of(collect(provider.stream(chat())))
+        call = collect(provider.stream(chat())) if streaming else provider.generate(chat())
+        err = await failure_of(call)
     check_error(err, F.STREAM_INTERRUPTED, C.UNAVAILABLE, "UPSTREAM_STREAM_INTERRUPTED", provider="openai")
 
 
-async def test_malformed_chunk(fake):
+@pytest.mark.parametrize("streaming", [False, True], ids=["unary", "stream"])
+async def test_malformed_chunk(fake, streaming):
     events = oa.chat_events(["ok"])
     fake.script(oa.stream([events[0], b'data: {"id": "x", "choices": [{"delta": \n\n', *events[1:]]))
     async with provider_for(fake) as provider:
-        err = await failure_of(collect(provider.stream(chat())))
+        call = collect(provider.stream(chat())) if streaming else provider.generate(chat())
+        err = await failure_of(call)
     check_error(err, F.MALFORMED_RESPONSE, C.INTERNAL, "UPSTREAM_MALFORMED_RESPONSE", provider="openai")
 
 
-async def test_malformed_unary_body(fake):
+@pytest.mark.parametrize("streaming", [False, True], ids=["unary", "stream"])
+async def test_200_that_is_not_an_event_stream_is_malformed(fake, streaming):
+    # A proxy's HTML page with status 200: not a stream cut short.
     fake.script(Respond(200, b"<html>gateway</html>", content_type="text/html"))
     async with provider_for(fake) as provider:
-        err = await failure_of(provider.generate(chat()))
+        call = collect(provider.stream(chat())) if streaming else provider.generate(chat())
+        err = await failure_of(call)
     check_error(err, F.MALFORMED_RESPONSE, C.INTERNAL, "UPSTREAM_MALFORMED_RESPONSE", provider="openai")
 
 
-async def test_error_event_inside_200_stream(fake):
+@pytest.mark.parametrize("streaming", [False, True], ids=["unary", "stream"])
+async def test_error_event_inside_200_stream(fake, streaming):
     events = oa.chat_events(["partial"])
     error = oa.event({"error": {"message": "The server had an error", "type": "server_error", "code": None}})
     fake.script(oa.stream([*events[:2], error]))
     async with provider_for(fake) as provider:
-        err = await failure_of(collect(provider.stream(chat())))
+        call = collect(provider.stream(chat())) if streaming else provider.generate(chat())
+        err = await failure_of(call)
     check_error(
         err, F.SERVER_ERROR, C.UNAVAILABLE, "UPSTREAM_SERVER_ERROR", provider="openai",
         upstream_request_id="req-stream",
@@ -316,6 +342,49 @@ async def test_cancelled_unary_call_closes_the_upstream_connection(fake):
         await asyncio.wait_for(fake.client_gone.wait(), 5)
 
 
+async def test_unary_cancelled_mid_answer_closes_the_upstream_stream(fake):
+    # The answer has begun (the upstream is generating) when the caller goes away.
+    fake.script(oa.stream(oa.chat_events(["first", "never"])[:2], end="hold"))
+    async with provider_for(fake) as provider:
+        task = asyncio.create_task(provider.generate(chat()))
+        await asyncio.sleep(0.3)  # the first chunk arrives; the fold waits for more
+        assert fake.requests[0].json()["stream"] is True
+        assert not task.done() and not fake.client_gone.is_set()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(fake.client_gone.wait(), 5)
+
+
+async def test_unary_caller_deadline_mid_answer_closes_the_upstream_stream(fake):
+    fake.script(oa.stream(oa.chat_events(["first", "never"])[:2], end="hold"))
+    async with provider_for(fake, timeout_seconds=60) as provider:
+        err = await failure_of(provider.generate(chat(timeout=0.5)))
+        await asyncio.wait_for(fake.client_gone.wait(), 5)
+    check_error(err, F.TIMEOUT, C.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT", provider="openai")
+
+
+def test_secrets_are_the_key_and_long_header_values():
+    provider = OpenAICompatProvider(
+        "x", base_url="http://127.0.0.1:1/v1", api_key=KEY,
+        default_headers={"x-team": "aigc", "x-api-token": "hdr-token-424242"},
+    )  # fmt: skip
+    assert provider.secrets == (KEY, "hdr-token-424242")
+
+
+async def test_secret_header_value_never_shows_in_an_error(fake):
+    token = "hdr-token-424242"
+    fake.script(oa.error(403, f"token {token} is not allowed for this project"))
+    async with provider_for(fake, default_headers={"x-api-token": token}) as provider:
+        err = await failure_of(provider.generate(chat()))
+    assert fake.requests[0].headers["x-api-token"] == token
+    check_error(
+        err, F.AUTHENTICATION, C.INTERNAL, "UPSTREAM_AUTH_FAILED", provider="openai", upstream_status=403,
+        secret=token,
+    )  # fmt: skip
+    assert "[REDACTED]" in err.message
+
+
 def test_ready_needs_a_key_unless_keyless():
     def make(**options) -> OpenAICompatProvider:
         return OpenAICompatProvider("x", base_url="http://127.0.0.1:1/v1", **options)
@@ -327,7 +396,7 @@ def test_ready_needs_a_key_unless_keyless():
 
 
 async def test_keyless_upstream_gets_placeholder_key(fake):
-    fake.script(oa.chat("ok"))
+    fake.script(oa.stream(oa.chat_events(["ok"])))
     provider = OpenAICompatProvider("ollama", base_url=f"{fake.base_url}/v1", api_key="", requires_key=False)
     await provider.generate(chat())
     await provider.close()
@@ -335,7 +404,7 @@ async def test_keyless_upstream_gets_placeholder_key(fake):
 
 
 async def test_default_headers_are_sent(fake):
-    fake.script(oa.chat("ok"))
+    fake.script(oa.stream(oa.chat_events(["ok"])))
     async with provider_for(fake, default_headers={"x-team": "aigc"}) as provider:
         await provider.generate(chat())
     assert fake.requests[0].headers["x-team"] == "aigc"
