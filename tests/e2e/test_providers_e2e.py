@@ -20,7 +20,7 @@ from grpc_status import rpc_status
 
 from aigc.v1 import aigc_service_pb2 as pb
 from aigc.v1 import content_pb2
-from tests.e2e.conftest import E2E, KEYS, TIMEOUT, Either, Fake, sse_events
+from tests.e2e.conftest import E2E, KEYS, TIMEOUT, Either, Fake, is_stream_request, sse_events
 from tests.fakes import anthropic_fake, gemini_fake, openai_fake
 from tests.fakes.http import Reply, split_inside
 
@@ -119,8 +119,10 @@ def chat_body(model: str) -> dict:
 
 
 def check_upstream_request(e2e: E2E, kind: Kind) -> None:
-    """The vendor got one request, for its own model name, with our key in its own header."""
+    """The vendor got one request, on its streaming endpoint (unary calls too: README, "Cancellation
+    and deadlines reach the vendor"), for its own model name, with our key in its own header."""
     (request,) = fake_of(e2e, kind).requests
+    assert is_stream_request(request), request.path
     if kind.fake == "openai":
         key = KEYS["DASHSCOPE_API_KEY"] if kind.provider == "qwen" else KEYS["OPENAI_API_KEY"]
         assert request.path.startswith("/v1/chat/completions")
