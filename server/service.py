@@ -52,6 +52,9 @@ _FINISH_TO_PROTO = {
 # Accept a caller's request id only if it is safe to echo into headers and logs.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 _DEFAULT_PAGE_SIZE = 50
+# How much earlier than the caller's deadline a provider call gives up (see _Call.timeout).
+_DEADLINE_MARGIN_MIN = 0.05
+_DEADLINE_MARGIN_MAX = 0.25
 _MAX_PAGE_SIZE = 1000
 
 Response = aigc_service_pb2.ChatResponse | aigc_service_pb2.CompleteResponse
@@ -93,7 +96,18 @@ class _Call:
         self._headers_sent = False
 
     def timeout(self) -> float | None:
-        return self.context.time_remaining()
+        """Seconds the provider may take: the caller's deadline, minus a margin.
+
+        Without the margin the provider's own deadline and gRPC's fire at the
+        same instant, and when gRPC wins the caller gets a bare
+        DEADLINE_EXCEEDED - no ErrorInfo, no request id. Giving up a little
+        earlier lets us answer with the full status (and close the upstream).
+        """
+        remaining = self.context.time_remaining()
+        if remaining is None:
+            return None
+        margin = min(_DEADLINE_MARGIN_MAX, max(_DEADLINE_MARGIN_MIN, remaining * 0.02))
+        return max(0.001, remaining - margin)
 
     def response(
         self,
