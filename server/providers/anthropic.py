@@ -82,28 +82,15 @@ _ERROR_TYPES = {
 _SHAPE_ERRORS = (AttributeError, TypeError, KeyError, IndexError)
 
 
-class AnthropicProvider(RemoteProvider):
-    _client: anthropic.AsyncAnthropic | None = None
-
-    async def start(self) -> None:
-        _ = self.client
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
-
-    @property
-    def client(self) -> anthropic.AsyncAnthropic:
-        if self._client is None:
-            self._client = _Client(
-                api_key=self.api_key or "unused",
-                base_url=self.base_url,
-                max_retries=self.max_retries,
-                timeout=self.timeout_seconds,
-                default_headers=self.default_headers,
-            )
-        return self._client
+class AnthropicProvider(RemoteProvider[anthropic.AsyncAnthropic]):
+    def _new_client(self) -> anthropic.AsyncAnthropic:
+        return _Client(
+            api_key=self.api_key or "unused",
+            base_url=self.base_url,
+            max_retries=self.max_retries,
+            timeout=self.timeout_seconds,
+            default_headers=self.default_headers,
+        )
 
     async def stream(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
         deadline = deadline_for(request)

@@ -15,7 +15,7 @@ import email.utils
 import enum
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from server.errors import UpstreamError, UpstreamFailure
 
@@ -170,7 +170,10 @@ class Provider(abc.ABC):
         """
 
 
-class RemoteProvider(Provider):
+ClientT = TypeVar("ClientT")
+
+
+class RemoteProvider(Provider, Generic[ClientT]):
     """A vendor reached over HTTP with an API key.
 
     Every remote provider (openai_compat, anthropic, gemini) takes exactly this
@@ -199,6 +202,31 @@ class RemoteProvider(Provider):
         self.max_retries = max_retries
         self.timeout_seconds = timeout_seconds
         self.default_headers = dict(default_headers or {})
+
+    _client: ClientT | None = None
+
+    @abc.abstractmethod
+    def _new_client(self) -> ClientT:
+        """Builds the vendor client: one per provider, reused by every request."""
+
+    async def _close_client(self, client: ClientT) -> None:
+        await client.close()  # type: ignore[attr-defined]
+
+    @property
+    def client(self) -> ClientT:
+        if self._client is None:
+            self._client = self._new_client()
+        return self._client
+
+    async def start(self) -> None:
+        # Built now, not on the first request, so a bad base URL or header
+        # stops the server at start-up.
+        _ = self.client
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await self._close_client(client)
 
     def ready(self) -> bool:
         return bool(self.api_key) or not self.requires_key

@@ -90,29 +90,19 @@ _MAX_SERVER_DELAY = 60.0  # a longer Retry-After goes back to the caller instead
 _SHAPE_ERRORS = (AttributeError, TypeError, KeyError, IndexError, ValueError)
 
 
-class GeminiProvider(RemoteProvider):
-    _client: httpx2.AsyncClient | None = None
+class GeminiProvider(RemoteProvider[httpx2.AsyncClient]):
+    def _new_client(self) -> httpx2.AsyncClient:
+        headers = dict(self.default_headers)
+        if self.api_key:
+            headers["x-goog-api-key"] = self.api_key
+        return httpx2.AsyncClient(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx2.Timeout(self.timeout_seconds, connect=min(self.timeout_seconds, 10.0)),
+        )
 
-    async def start(self) -> None:
-        _ = self.client
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    @property
-    def client(self) -> httpx2.AsyncClient:
-        if self._client is None:
-            headers = dict(self.default_headers)
-            if self.api_key:
-                headers["x-goog-api-key"] = self.api_key
-            self._client = httpx2.AsyncClient(
-                base_url=self.base_url,
-                headers=headers,
-                timeout=httpx2.Timeout(self.timeout_seconds, connect=min(self.timeout_seconds, 10.0)),
-            )
-        return self._client
+    async def _close_client(self, client: httpx2.AsyncClient) -> None:
+        await client.aclose()
 
     async def stream(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
         deadline = deadline_for(request)

@@ -50,7 +50,7 @@ _FILTER_CODES = {"content_filter", "content_policy_violation", "data_inspection_
 _SHAPE_ERRORS = (AttributeError, TypeError, KeyError, IndexError)
 
 
-class OpenAICompatProvider(RemoteProvider):
+class OpenAICompatProvider(RemoteProvider[openai.AsyncOpenAI]):
     """RemoteProvider's constructor, plus `trust_env`.
 
     trust_env=False makes the client ignore the environment (HTTP(S)_PROXY,
@@ -59,34 +59,21 @@ class OpenAICompatProvider(RemoteProvider):
     NO_PROXY says.
     """
 
-    _client: openai.AsyncOpenAI | None = None
-
     def __init__(self, name: str, *, trust_env: bool = True, **options: Any) -> None:
         super().__init__(name, **options)
         self.trust_env = trust_env
 
-    async def start(self) -> None:
-        _ = self.client
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
-
-    @property
-    def client(self) -> openai.AsyncOpenAI:
-        if self._client is None:
-            self._client = openai.AsyncOpenAI(
-                base_url=self.base_url,
-                # The SDK refuses an empty key; keyless servers (Ollama, vLLM) ignore it.
-                api_key=self.api_key or "unused",
-                max_retries=self.max_retries,
-                timeout=self.timeout_seconds,
-                default_headers=self.default_headers,
-                # None: the SDK's own client, which reads proxies from the environment.
-                http_client=None if self.trust_env else openai.DefaultAsyncHttpxClient(trust_env=False),
-            )
-        return self._client
+    def _new_client(self) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            base_url=self.base_url,
+            # The SDK refuses an empty key; keyless servers (Ollama, vLLM) ignore it.
+            api_key=self.api_key or "unused",
+            max_retries=self.max_retries,
+            timeout=self.timeout_seconds,
+            default_headers=self.default_headers,
+            # None: the SDK's own client, which reads proxies from the environment.
+            http_client=None if self.trust_env else openai.DefaultAsyncHttpxClient(trust_env=False),
+        )
 
     async def stream(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
         deadline = deadline_for(request)
