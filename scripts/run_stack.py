@@ -171,6 +171,16 @@ def _stop(name: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None
             proc.wait()
 
 
+def _metrics_url() -> str:
+    address = os.environ.get("AIGC_METRICS_ADDRESS", "0.0.0.0:9464").strip()
+    if address.lower() == "off":
+        return "off (AIGC_METRICS_ADDRESS=off)"
+    host, _, port = address.rpartition(":")
+    if host in ("", "0.0.0.0", "[::]", "::"):
+        host = "localhost"
+    return f"http://{host}:{port}/metrics (Prometheus)"
+
+
 def _banner(args: argparse.Namespace, grpc_port: int) -> str:
     http = f"http://localhost:{args.http_port}"
     return "\n".join(
@@ -181,7 +191,9 @@ def _banner(args: argparse.Namespace, grpc_port: int) -> str:
             f"  HTTP/JSON     {http}/v1/models",
             f"  Swagger UI    {http}/docs",
             f"  OpenAPI spec  {http}/openapi.json",
-            "  logs          this terminal (server: JSON lines on stdout)",
+            "  logs          this terminal: JSON lines, the server's access log (logger aigc.access)",
+            "                and Envoy's (one per HTTP request), joined by request_id",
+            f"  metrics       {_metrics_url()}",
             "",
         ]
     )
