@@ -21,6 +21,8 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
+from server.envvars import ConfigError, parse_bool, setting
+
 Kind = Literal["openai", "gemini", "anthropic"]
 KINDS: tuple[Kind, ...] = ("openai", "gemini", "anthropic")
 
@@ -33,13 +35,6 @@ _UPSTREAM_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _SECRET_HEADER = re.compile(
     r"(^|[-_])(authorization|api[-_]?key|token|secret|cookie|password)($|[-_])", re.IGNORECASE
 )
-
-
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the message names the variable or file key.
-
-    Defined here, re-exported by server.config (which builds on this module).
-    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,7 +256,7 @@ def load_catalog(env: Mapping[str, str], *, reserved_models: Mapping[str, str] |
 
     _no_unknown_keys(data, _TOP_KEYS, where, "")
     preset_names = _preset_names(env, data, where)
-    allow_passthrough = _env_bool(env, "AIGC_ALLOW_PASSTHROUGH")
+    allow_passthrough = setting(env, "AIGC_ALLOW_PASSTHROUGH", None, parse_bool)
     if allow_passthrough is None:
         allow_passthrough = _typed(data, "allow_passthrough", bool, where, "", default=True)
 
@@ -551,17 +546,6 @@ def _typed(
 
 def _env(env: Mapping[str, str], name: str) -> str:
     return env.get(name, "").strip()
-
-
-def _env_bool(env: Mapping[str, str], name: str) -> bool | None:
-    raw = _env(env, name).lower()
-    if not raw:
-        return None
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name}={raw!r}: expected true or false")
 
 
 __all__ = [

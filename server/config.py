@@ -14,13 +14,12 @@ import importlib.util
 import os
 import pathlib
 import urllib.parse
-from collections.abc import Callable, Mapping
-from typing import TypeVar
+from collections.abc import Mapping
 
-from server.catalog import Catalog, ConfigError, load_catalog
+from server.catalog import Catalog, load_catalog
+from server.envvars import ConfigError, parse_bool, setting, split_host_port
 
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_T = TypeVar("_T")
 
 # Never sent through a proxy, whatever NO_PROXY says: the built-in model's
 # llama.cpp server listens on 127.0.0.1, and a proxy elsewhere cannot reach
@@ -151,19 +150,19 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         local = LocalModelSettings(
-            enabled=_get(env, "AIGC_LOCAL_ENABLED", True, _bool),
-            model_id=_get(env, "AIGC_LOCAL_MODEL_ID", "smollm2", _name),
-            path=_get(env, "AIGC_LOCAL_MODEL_PATH", "", str),
-            parallel=_get(env, "AIGC_LOCAL_PARALLEL", 4, _positive_int),
-            context_tokens=_get(env, "AIGC_LOCAL_CONTEXT_TOKENS", 2048, _positive_int),
-            threads=_get(env, "AIGC_LOCAL_THREADS", 0, _non_negative_int),
+            enabled=setting(env, "AIGC_LOCAL_ENABLED", True, parse_bool),
+            model_id=setting(env, "AIGC_LOCAL_MODEL_ID", "smollm2", _name),
+            path=setting(env, "AIGC_LOCAL_MODEL_PATH", "", str),
+            parallel=setting(env, "AIGC_LOCAL_PARALLEL", 4, _positive_int),
+            context_tokens=setting(env, "AIGC_LOCAL_CONTEXT_TOKENS", 2048, _positive_int),
+            threads=setting(env, "AIGC_LOCAL_THREADS", 0, _non_negative_int),
         )
         reserved = {local.model_id: "the built-in local model (AIGC_LOCAL_MODEL_ID)"} if local.enabled else {}
         catalog = load_catalog(env, reserved_models=reserved)
         return cls(
-            grpc_address=_get(env, "AIGC_GRPC_ADDRESS", "0.0.0.0:9000", _address),
-            shutdown_grace_seconds=_get(env, "AIGC_SHUTDOWN_GRACE_SECONDS", 10.0, _non_negative_float),
-            log_level=_get(env, "AIGC_LOG_LEVEL", "INFO", _log_level),
+            grpc_address=setting(env, "AIGC_GRPC_ADDRESS", "0.0.0.0:9000", _address),
+            shutdown_grace_seconds=setting(env, "AIGC_SHUTDOWN_GRACE_SECONDS", 10.0, _non_negative_float),
+            log_level=setting(env, "AIGC_LOG_LEVEL", "INFO", _log_level),
             default_model=_default_model(catalog, local),
             local=local,
             catalog=catalog,
@@ -205,25 +204,6 @@ def smollm2_path() -> pathlib.Path:
     return path
 
 
-def _get(env: Mapping[str, str], name: str, default: _T, parse: Callable[[str], _T]) -> _T:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        return parse(raw.strip())
-    except ValueError as exc:
-        raise ConfigError(f"{name}={raw!r}: {exc}") from None
-
-
-def _bool(raw: str) -> bool:
-    lowered = raw.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected true or false")
-
-
 def _positive_int(raw: str) -> int:
     value = int(raw)
     if value <= 0:
@@ -246,9 +226,7 @@ def _non_negative_float(raw: str) -> float:
 
 
 def _address(raw: str) -> str:
-    host, sep, port = raw.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError("expected host:port, e.g. 0.0.0.0:9000")
+    split_host_port(raw)
     return raw
 
 

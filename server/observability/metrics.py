@@ -26,7 +26,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from server.observability.settings import split_address
+from server.envvars import split_host_port
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class MetricsServer:
     """The /metrics HTTP endpoint (prometheus_client's threaded WSGI server)."""
 
     def __init__(self, registry: CollectorRegistry, address: str) -> None:
-        host, port = split_address(address, "AIGC_METRICS_ADDRESS")
+        host, port = split_host_port(address)
         self._httpd: WSGIServer
         self._thread: threading.Thread
         self._httpd, self._thread = start_http_server(port, host, registry=registry)

@@ -1,7 +1,7 @@
 """Observability settings, read once from the environment, typed, checked.
 
-They live here until the lead folds them into server/config.py; the parsing
-follows that module (a bad value raises ConfigError naming the variable).
+Parsed with server/envvars.py like every other setting (a bad value raises
+ConfigError naming the variable).
 
     AIGC_LOG_FORMAT       json (default) | console
     AIGC_LOG_PROMPTS      false (default) | true: put prompt and answer text in access lines
@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping
 from typing import Literal
 
-from server.config import ConfigError
+from server.envvars import ConfigError, parse_bool, setting, split_host_port
 
 LogFormat = Literal["json", "console"]
 
@@ -36,51 +36,37 @@ class ObservabilitySettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ObservabilitySettings:
         env = os.environ if environ is None else environ
-        log_format = _get(env, "AIGC_LOG_FORMAT", "json").lower()
-        if log_format not in ("json", "console"):
-            raise ConfigError(f"AIGC_LOG_FORMAT={log_format!r}: expected json or console")
-        metrics = _get(env, "AIGC_METRICS_ADDRESS", "0.0.0.0:9464")
-        if metrics.lower() == "off":
-            metrics_address = None
-        else:
-            split_address(metrics, "AIGC_METRICS_ADDRESS")
-            metrics_address = metrics
-        protocol = _get(
-            env, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", _get(env, "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-        )
-        endpoint = _get(
-            env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", _get(env, "OTEL_EXPORTER_OTLP_ENDPOINT", "")
-        )
+        log_format = setting(env, "AIGC_LOG_FORMAT", "json", _log_format)
+        metrics_address = setting(env, "AIGC_METRICS_ADDRESS", "0.0.0.0:9464", _metrics_address)
+        # The traces-specific variable wins over the general one (OTel's rule).
+        protocol = setting(env, "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", str)
+        protocol = setting(env, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", protocol, str)
+        endpoint = setting(env, "OTEL_EXPORTER_OTLP_ENDPOINT", "", str)
+        endpoint = setting(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint, str)
         if endpoint and protocol != "grpc":
             raise ConfigError(
                 f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: only grpc is installed (the default; port 4317)"
             )
         return cls(
-            log_format=log_format,  # type: ignore[arg-type]
-            log_prompts=_bool(env, "AIGC_LOG_PROMPTS"),
+            log_format=log_format,
+            log_prompts=setting(env, "AIGC_LOG_PROMPTS", False, parse_bool),
             metrics_address=metrics_address,
             otlp_traces_endpoint=endpoint,
         )
 
 
-def split_address(address: str, name: str = "address") -> tuple[str, int]:
-    """host:port (IPv6 hosts in brackets) as (host, port); ConfigError names `name`."""
-    host, sep, port = address.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{name}={address!r}: expected host:port, e.g. 0.0.0.0:9464, or off")
-    return host, int(port)
+def _log_format(raw: str) -> LogFormat:
+    lowered = raw.lower()
+    if lowered not in ("json", "console"):
+        raise ValueError("expected json or console")
+    return lowered  # type: ignore[return-value]
 
 
-def _get(env: Mapping[str, str], name: str, default: str) -> str:
-    raw = env.get(name, "").strip()
-    return raw or default
-
-
-def _bool(env: Mapping[str, str], name: str) -> bool:
-    raw = _get(env, name, "false").lower()
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name}={raw!r}: expected true or false")
+def _metrics_address(raw: str) -> str | None:
+    if raw.lower() == "off":
+        return None
+    try:
+        split_host_port(raw)
+    except ValueError:
+        raise ValueError("expected host:port, e.g. 0.0.0.0:9464, or off") from None
+    return raw
