@@ -4,7 +4,6 @@
     ├── InvalidRequest             INVALID_ARGUMENT  INVALID_REQUEST (+ google.rpc.BadRequest)
     ├── ModelNotFound              NOT_FOUND         MODEL_NOT_FOUND
     ├── ProviderNotConfigured      FAILED_PRECONDITION PROVIDER_NOT_CONFIGURED (e.g. API key unset)
-    ├── DeadlineExceeded           DEADLINE_EXCEEDED DEADLINE_EXCEEDED
     ├── InternalError              INTERNAL          INTERNAL
     └── UpstreamError              the vendor failed; `UPSTREAM_TABLE` gives code and reason
                                    per `UpstreamFailure`, with RetryInfo when the vendor
@@ -99,13 +98,6 @@ class ProviderNotConfigured(AigcError):
             f"model {model!r} needs provider {provider!r}, which is not configured: {hint}",
             metadata={"model": model, "provider": provider},
         )
-
-
-class DeadlineExceeded(AigcError):
-    """The caller's deadline passed while we waited for the provider."""
-
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
-    reason = "DEADLINE_EXCEEDED"
 
 
 class InternalError(AigcError):
