@@ -66,12 +66,15 @@ class LocalProvider(Provider):
             "local model loaded",
             extra={"model_path": path, "llama_server": self.address, "slots": self._settings.parallel},
         )
-        # No retries: the server is in this process; a failure will not pass.
+        # One retry, for the one failure that does pass: a pooled keep-alive
+        # connection that llama.cpp closed for idleness just as we reuse it
+        # ("Server disconnected without sending a response"). The SDK retries
+        # only before any response byte, so nothing is generated twice.
         # trust_env=False: loopback traffic never goes through a proxy, whatever
         # HTTP_PROXY/ALL_PROXY/NO_PROXY say (the NO_PROXY that routing adds for
         # loopback is a second line of defence, not the only one).
         self._api = OpenAICompatProvider(
-            self.name, base_url=f"{self.address}/v1", api_key=key, max_retries=0, trust_env=False
+            self.name, base_url=f"{self.address}/v1", api_key=key, max_retries=1, trust_env=False
         )
         await self._api.start()
 
