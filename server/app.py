@@ -20,10 +20,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from aigc.v1 import aigc_service_pb2, aigc_service_pb2_grpc
+from server.api.grpc_servicer import AigcServicer
 from server.config import Settings
+from server.core.engine import Engine
 from server.observability import MetricsServer, Observability, ObservabilitySettings, tracing_for
 from server.routing import Router, build_router
-from server.service import AigcServicer
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def create_server(
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A configured server bound to `address` (port 0 picks a free port), not started."""
     server = grpc.aio.server(options=_SERVER_OPTIONS)
-    servicer = servicer or AigcServicer(router, observability)
+    servicer = servicer or AigcServicer(Engine(router), observability)
     aigc_service_pb2_grpc.add_AigcServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -67,7 +68,7 @@ async def serve(settings: Settings, observability_settings: ObservabilitySetting
     router = build_router(settings)
     for provider in router.providers():
         await provider.start()
-    servicer = AigcServicer(router, observability)
+    servicer = AigcServicer(Engine(router), observability)
     server, port, health_servicer = create_server(router, settings.grpc_address, servicer=servicer)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

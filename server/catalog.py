@@ -6,6 +6,12 @@
         3. environment                        keys, <PRESET>_BASE_URL, AIGC_PRESETS,
                                               AIGC_DEFAULT_MODEL, AIGC_ALLOW_PASSTHROUGH
 
+Each model has capabilities (tools, vision, json_output, json_schema,
+reasoning, raw_completion - aigc.v1.Capability): presets list what the
+vendor documents for the model, a [[models]] entry may say `capabilities =
+[...]`, and an upstream's own `capabilities` (default: everything its kind
+translates) apply to its passthrough models and to entries that say nothing.
+
 Everything is checked here, once, at start-up: a mistake raises `ConfigError`
 with the file and key (or the variable) in its message, and the server does not
 start. API keys are only ever read from the environment - the file names the
@@ -61,6 +67,11 @@ class Upstream:
     missing_env: tuple[str, ...] = ()
     # Where it was defined, for messages: "preset" or "FILE [upstreams.NAME]".
     source: str = "preset"
+    # Capability names of its passthrough models and of models that list none.
+    capabilities: frozenset[str] = dataclasses.field(default_factory=lambda: KIND_CAPABILITIES["openai"])
+    # openai kind: the body field for max_output_tokens ("max_tokens", or
+    # OpenAI's own "max_completion_tokens", which its reasoning models need).
+    max_tokens_param: str = "max_tokens"
 
     @property
     def ready(self) -> bool:
@@ -82,6 +93,8 @@ class Model:
     upstream_model: str
     aliases: tuple[str, ...] = ()
     description: str = ""
+    # Capability names (see CAPABILITIES).
+    capabilities: frozenset[str] = frozenset()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,18 +121,37 @@ class Preset:
     # Env var holding the key; for keyless servers an optional one (vLLM --api-key).
     api_key_env: str
     requires_key: bool
-    # (id, upstream model, aliases, description); ids are what callers send.
-    models: tuple[tuple[str, str, tuple[str, ...], str], ...] = ()
+    # (id, upstream model, aliases, description, capabilities); ids are what callers send.
+    models: tuple[tuple[str, str, tuple[str, ...], str, frozenset[str]], ...] = ()
     # Keyless presets without a usual address are enabled only when
     # <NAME>_BASE_URL is set (nothing to talk to otherwise).
     needs_base_url_env: bool = False
     timeout_seconds: float = 600.0
     max_retries: int = 2
+    max_tokens_param: str = "max_tokens"
 
     @property
     def base_url_env(self) -> str:
         return f"{self.name.upper()}_BASE_URL"
 
+
+# aigc.v1.Capability names, as written in the config file.
+CAPABILITIES = ("tools", "vision", "json_output", "json_schema", "reasoning", "raw_completion")
+# What each kind's adapter can translate at all.
+KIND_CAPABILITIES: dict[Kind, frozenset[str]] = {
+    "openai": frozenset(CAPABILITIES),
+    "gemini": frozenset(CAPABILITIES) - {"raw_completion"},
+    "anthropic": frozenset(CAPABILITIES) - {"raw_completion"},
+}
+
+
+def _caps(*names: str) -> frozenset[str]:
+    return frozenset(names)
+
+
+# What vendors document for their models (checked against their docs, not the live APIs).
+_CHAT_VISION_JSON = _caps("tools", "vision", "json_output", "json_schema")
+_TOOLS_JSON = _caps("tools", "json_output")
 
 PRESETS: tuple[Preset, ...] = (
     Preset(
@@ -129,11 +161,14 @@ PRESETS: tuple[Preset, ...] = (
         "OPENAI_API_KEY",
         True,
         (
-            ("gpt-4o-mini", "gpt-4o-mini", (), "OpenAI GPT-4o mini"),
-            ("gpt-4o", "gpt-4o", (), "OpenAI GPT-4o"),
-            ("gpt-4.1-mini", "gpt-4.1-mini", (), "OpenAI GPT-4.1 mini"),
-            ("gpt-4.1", "gpt-4.1", (), "OpenAI GPT-4.1"),
+            ("gpt-4o-mini", "gpt-4o-mini", (), "OpenAI GPT-4o mini", _CHAT_VISION_JSON),
+            ("gpt-4o", "gpt-4o", (), "OpenAI GPT-4o", _CHAT_VISION_JSON),
+            ("gpt-4.1-mini", "gpt-4.1-mini", (), "OpenAI GPT-4.1 mini", _CHAT_VISION_JSON),
+            ("gpt-4.1", "gpt-4.1", (), "OpenAI GPT-4.1", _CHAT_VISION_JSON),
+            ("o4-mini", "o4-mini", (), "OpenAI o4-mini reasoning", _CHAT_VISION_JSON | {"reasoning"}),
         ),
+        # Its reasoning models refuse `max_tokens`; every current OpenAI model takes this.
+        max_tokens_param="max_completion_tokens",
     ),
     Preset(
         "deepseek",
@@ -142,8 +177,14 @@ PRESETS: tuple[Preset, ...] = (
         "DEEPSEEK_API_KEY",
         True,
         (
-            ("deepseek-chat", "deepseek-chat", (), "DeepSeek-V3 chat"),
-            ("deepseek-reasoner", "deepseek-reasoner", (), "DeepSeek-R1 reasoning"),
+            ("deepseek-chat", "deepseek-chat", (), "DeepSeek-V3 chat", _TOOLS_JSON),
+            (
+                "deepseek-reasoner",
+                "deepseek-reasoner",
+                (),
+                "DeepSeek-R1 reasoning (reasoning_content)",
+                _TOOLS_JSON | {"reasoning"},
+            ),
         ),
     ),
     Preset(
@@ -153,9 +194,16 @@ PRESETS: tuple[Preset, ...] = (
         "DASHSCOPE_API_KEY",
         True,
         (
-            ("qwen-plus", "qwen-plus", (), "Alibaba Qwen Plus (DashScope compatible mode)"),
-            ("qwen-turbo", "qwen-turbo", (), "Alibaba Qwen Turbo (DashScope compatible mode)"),
-            ("qwen-max", "qwen-max", (), "Alibaba Qwen Max (DashScope compatible mode)"),
+            ("qwen-plus", "qwen-plus", (), "Alibaba Qwen Plus (DashScope compatible mode)", _TOOLS_JSON),
+            ("qwen-turbo", "qwen-turbo", (), "Alibaba Qwen Turbo (DashScope compatible mode)", _TOOLS_JSON),
+            ("qwen-max", "qwen-max", (), "Alibaba Qwen Max (DashScope compatible mode)", _TOOLS_JSON),
+            (
+                "qwen-vl-plus",
+                "qwen-vl-plus",
+                (),
+                "Alibaba Qwen VL Plus, image input (DashScope compatible mode)",
+                _caps("vision"),
+            ),
         ),
     ),
     Preset(
@@ -165,10 +213,16 @@ PRESETS: tuple[Preset, ...] = (
         "QIANFAN_API_KEY",
         True,
         (
-            ("ernie-4.0-8k", "ernie-4.0-8k", ("ernie-bot-4",), "Baidu ERNIE 4.0 (Qianfan v2)"),
-            ("ernie-4.0-turbo-8k", "ernie-4.0-turbo-8k", (), "Baidu ERNIE 4.0 Turbo (Qianfan v2)"),
-            ("ernie-3.5-8k", "ernie-3.5-8k", ("ernie-bot",), "Baidu ERNIE 3.5 (Qianfan v2)"),
-            ("ernie-speed-128k", "ernie-speed-128k", (), "Baidu ERNIE Speed, 128K context (Qianfan v2)"),
+            ("ernie-4.0-8k", "ernie-4.0-8k", ("ernie-bot-4",), "Baidu ERNIE 4.0 (Qianfan v2)", _caps("tools")),
+            (
+                "ernie-4.0-turbo-8k",
+                "ernie-4.0-turbo-8k",
+                (),
+                "Baidu ERNIE 4.0 Turbo (Qianfan v2)",
+                _caps("tools"),
+            ),
+            ("ernie-3.5-8k", "ernie-3.5-8k", ("ernie-bot",), "Baidu ERNIE 3.5 (Qianfan v2)", _caps("tools")),
+            ("ernie-speed-128k", "ernie-speed-128k", (), "Baidu ERNIE Speed, 128K context (Qianfan v2)", _caps()),
         ),
     ),
     Preset(
@@ -178,8 +232,8 @@ PRESETS: tuple[Preset, ...] = (
         "ZHIPUAI_API_KEY",
         True,
         (
-            ("glm-4-flash", "glm-4-flash", (), "Zhipu GLM-4 Flash"),
-            ("glm-4-plus", "glm-4-plus", (), "Zhipu GLM-4 Plus"),
+            ("glm-4-flash", "glm-4-flash", (), "Zhipu GLM-4 Flash", _TOOLS_JSON),
+            ("glm-4-plus", "glm-4-plus", (), "Zhipu GLM-4 Plus", _TOOLS_JSON),
         ),
     ),
     Preset(
@@ -189,9 +243,9 @@ PRESETS: tuple[Preset, ...] = (
         "MOONSHOT_API_KEY",
         True,
         (
-            ("moonshot-v1-8k", "moonshot-v1-8k", ("kimi",), "Moonshot Kimi, 8K context"),
-            ("moonshot-v1-32k", "moonshot-v1-32k", (), "Moonshot Kimi, 32K context"),
-            ("moonshot-v1-128k", "moonshot-v1-128k", (), "Moonshot Kimi, 128K context"),
+            ("moonshot-v1-8k", "moonshot-v1-8k", ("kimi",), "Moonshot Kimi, 8K context", _TOOLS_JSON),
+            ("moonshot-v1-32k", "moonshot-v1-32k", (), "Moonshot Kimi, 32K context", _TOOLS_JSON),
+            ("moonshot-v1-128k", "moonshot-v1-128k", (), "Moonshot Kimi, 128K context", _TOOLS_JSON),
         ),
     ),
     Preset(
@@ -201,9 +255,21 @@ PRESETS: tuple[Preset, ...] = (
         "GEMINI_API_KEY",
         True,
         (
-            ("gemini-2.0-flash", "gemini-2.0-flash", (), "Google Gemini 2.0 Flash"),
-            ("gemini-2.5-flash", "gemini-2.5-flash", (), "Google Gemini 2.5 Flash"),
-            ("gemini-2.5-pro", "gemini-2.5-pro", (), "Google Gemini 2.5 Pro"),
+            ("gemini-2.0-flash", "gemini-2.0-flash", (), "Google Gemini 2.0 Flash", _CHAT_VISION_JSON),
+            (
+                "gemini-2.5-flash",
+                "gemini-2.5-flash",
+                (),
+                "Google Gemini 2.5 Flash (thinking)",
+                _CHAT_VISION_JSON | {"reasoning"},
+            ),
+            (
+                "gemini-2.5-pro",
+                "gemini-2.5-pro",
+                (),
+                "Google Gemini 2.5 Pro (thinking)",
+                _CHAT_VISION_JSON | {"reasoning"},
+            ),
         ),
     ),
     Preset(
@@ -213,12 +279,26 @@ PRESETS: tuple[Preset, ...] = (
         "ANTHROPIC_API_KEY",
         True,
         (
-            ("claude-sonnet-4-5", "claude-sonnet-4-5", ("claude",), "Anthropic Claude Sonnet 4.5"),
-            ("claude-haiku-4-5", "claude-haiku-4-5", (), "Anthropic Claude Haiku 4.5"),
+            (
+                "claude-sonnet-4-5",
+                "claude-sonnet-4-5",
+                ("claude",),
+                "Anthropic Claude Sonnet 4.5 (extended thinking)",
+                _CHAT_VISION_JSON | {"reasoning"},
+            ),
+            (
+                "claude-haiku-4-5",
+                "claude-haiku-4-5",
+                (),
+                "Anthropic Claude Haiku 4.5 (extended thinking)",
+                _CHAT_VISION_JSON | {"reasoning"},
+            ),
         ),
     ),
     # Self-hosted servers: which models they serve is up to you, so they list
-    # none; call them as `ollama/<model>` or add [[models]] entries.
+    # none; call them as `ollama/<model>` or add [[models]] entries. Their
+    # passthrough models may use everything the openai kind translates: the
+    # server itself refuses what its model cannot do.
     Preset("ollama", "openai", "http://localhost:11434/v1", "", False),
     Preset("vllm", "openai", "http://localhost:8000/v1", "VLLM_API_KEY", False, needs_base_url_env=True),
     Preset(
@@ -239,8 +319,10 @@ _UPSTREAM_KEYS = {
     "max_retries",
     "headers",
     "header_envs",
+    "capabilities",
+    "max_tokens_param",
 }
-_MODEL_KEYS = {"id", "upstream", "upstream_model", "aliases", "description"}
+_MODEL_KEYS = {"id", "upstream", "upstream_model", "aliases", "description", "capabilities"}
 
 
 def load_catalog(env: Mapping[str, str], *, reserved_models: Mapping[str, str] | None = None) -> Catalog:
@@ -290,11 +372,11 @@ def load_catalog(env: Mapping[str, str], *, reserved_models: Mapping[str, str] |
     for preset in PRESETS:
         if preset.name not in upstreams or preset.name not in preset_names:
             continue
-        for model_id, upstream_model, aliases, description in preset.models:
+        for model_id, upstream_model, aliases, description, capabilities in preset.models:
             if model_id in taken:
                 continue
             free_aliases = tuple(a for a in aliases if a not in taken)
-            model = Model(model_id, preset.name, upstream_model, free_aliases, description)
+            model = Model(model_id, preset.name, upstream_model, free_aliases, description, capabilities)
             for name in (model_id, *free_aliases):
                 taken[name] = f"preset {preset.name}"
             models.append(model)
@@ -466,6 +548,12 @@ def _upstream(
     api_key = _env(env, api_key_env) if api_key_env else ""
     if requires_key and not api_key:
         missing.insert(0, api_key_env)
+    capabilities = _capabilities(table, where, source, KIND_CAPABILITIES[kind], KIND_CAPABILITIES[kind])
+    max_tokens_param = get("max_tokens_param", str, preset.max_tokens_param if preset else "max_tokens")
+    if max_tokens_param not in ("max_tokens", "max_completion_tokens"):
+        raise ConfigError(f"{source}: max_tokens_param must be max_tokens or max_completion_tokens")
+    if max_tokens_param != "max_tokens" and kind != "openai":
+        raise ConfigError(f"{source}: max_tokens_param applies to kind = \"openai\" only")
     return Upstream(
         name=name,
         kind=kind,
@@ -479,6 +567,8 @@ def _upstream(
         api_key=api_key,
         missing_env=tuple(missing),
         source=source,
+        capabilities=capabilities,
+        max_tokens_param=max_tokens_param,
     )
 
 
@@ -512,8 +602,29 @@ def _file_models(data: Mapping[str, Any], upstreams: Mapping[str, Upstream], whe
         if not all(isinstance(a, str) and a and not any(c.isspace() for c in a) for a in aliases):
             raise ConfigError(f"{label}: aliases must be a list of names without spaces")
         description = _typed(entry, "description", str, where, label, default="")
-        models.append(Model(model_id, upstream, upstream_model, tuple(aliases), description))
+        kind_caps = KIND_CAPABILITIES[upstreams[upstream].kind]
+        capabilities = _capabilities(entry, where, label, upstreams[upstream].capabilities, kind_caps)
+        models.append(Model(model_id, upstream, upstream_model, tuple(aliases), description, capabilities))
     return models
+
+
+def _capabilities(
+    table: Mapping[str, Any], where: _Where, label: str, default: frozenset[str], possible: frozenset[str]
+) -> frozenset[str]:
+    """The `capabilities` list of a table, checked; `default` when absent."""
+    names = _typed(table, "capabilities", list, where, label, default=None)
+    if names is None:
+        return default
+    unknown = [n for n in names if n not in CAPABILITIES]
+    if unknown or not all(isinstance(n, str) for n in names):
+        raise ConfigError(
+            f"{label}: capabilities: unknown capability {unknown[0] if unknown else names!r}; "
+            f"expected some of {', '.join(CAPABILITIES)}"
+        )
+    impossible = sorted(set(names) - possible)
+    if impossible:
+        raise ConfigError(f"{label}: capabilities: this upstream's kind cannot translate {', '.join(impossible)}")
+    return frozenset(names)
 
 
 def _no_unknown_keys(table: Mapping[str, Any], allowed: Iterable[str], where: _Where, label: str) -> None:
@@ -549,7 +660,9 @@ def _env(env: Mapping[str, str], name: str) -> str:
 
 
 __all__ = [
+    "CAPABILITIES",
     "KINDS",
+    "KIND_CAPABILITIES",
     "PRESETS",
     "Catalog",
     "ConfigError",

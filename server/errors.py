@@ -1,7 +1,8 @@
-"""Every error the service returns, and the one place they become gRPC statuses.
+"""Every error the service returns, and the one place they become google.rpc.Status.
 
     AigcError                      code + stable reason + message + metadata
     ├── InvalidRequest             INVALID_ARGUMENT  INVALID_REQUEST (+ google.rpc.BadRequest)
+    ├── CapabilityNotSupported     INVALID_ARGUMENT  CAPABILITY_NOT_SUPPORTED (+ BadRequest)
     ├── ModelNotFound              NOT_FOUND         MODEL_NOT_FOUND
     ├── ProviderNotConfigured      FAILED_PRECONDITION PROVIDER_NOT_CONFIGURED (e.g. API key unset)
     ├── InternalError              INTERNAL          INTERNAL
@@ -9,9 +10,13 @@
                                    per `UpstreamFailure`, with RetryInfo when the vendor
                                    sent Retry-After
 
-Provider modules never pick gRPC codes: they classify what went wrong as an
+Provider modules never pick status codes: they classify what went wrong as an
 `UpstreamFailure` and this module decides, in `UPSTREAM_TABLE`, what the
 caller sees. The README's error table is this table.
+
+Codes are the canonical `google.rpc.Code` values, not gRPC's enum: the core
+knows nothing of gRPC, and each API adapter (server/api/) maps them to its
+transport (gRPC status, HTTP status).
 
 Every status carries a `google.rpc.ErrorInfo` with domain `aigc-service`, the
 reason, and metadata (request id, model, provider, upstream status and request
@@ -23,9 +28,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 
-import grpc
 from google.protobuf import any_pb2, duration_pb2
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 DOMAIN = "aigc-service"
 
@@ -33,7 +37,8 @@ DOMAIN = "aigc-service"
 class AigcError(Exception):
     """Base of every error the service reports to callers."""
 
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    #: A google.rpc.Code value.
+    code: int = code_pb2.INTERNAL
     reason: str = "INTERNAL"
 
     def __init__(self, message: str, *, metadata: Mapping[str, str] | None = None) -> None:
@@ -50,7 +55,7 @@ class AigcError(Exception):
         if request_id:
             metadata["request_id"] = request_id
         info = error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=metadata)
-        status = status_pb2.Status(code=self.code.value[0], message=self.message)
+        status = status_pb2.Status(code=self.code, message=self.message)
         status.details.add().Pack(info)
         status.details.extend(self.extra_details())
         return status
@@ -59,7 +64,7 @@ class AigcError(Exception):
 class InvalidRequest(AigcError):
     """The request breaks the contract; `violations` names each bad field."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = code_pb2.INVALID_ARGUMENT
     reason = "INVALID_REQUEST"
 
     def __init__(self, violations: Mapping[str, str]) -> None:
@@ -68,16 +73,39 @@ class InvalidRequest(AigcError):
         super().__init__(f"invalid request: {summary}")
 
     def extra_details(self) -> Iterable[any_pb2.Any]:
-        bad = error_details_pb2.BadRequest()
-        for field, why in self.violations.items():
-            bad.field_violations.add(field=field, description=why)
-        packed = any_pb2.Any()
-        packed.Pack(bad)
-        return (packed,)
+        return (_bad_request(self.violations),)
+
+
+class CapabilityNotSupported(AigcError):
+    """The request needs something its model cannot do (see aigc.v1.Capability)."""
+
+    code = code_pb2.INVALID_ARGUMENT
+    reason = "CAPABILITY_NOT_SUPPORTED"
+
+    def __init__(self, model: str, capability: str, field: str, what: str) -> None:
+        self.field = field
+        super().__init__(
+            f"model {model!r} does not support {what} ({capability}), which {field} needs; "
+            "ListModels (GET /v1/models) shows each model's capabilities",
+            metadata={"model": model, "capability": capability, "field": field},
+        )
+        self._what = what
+
+    def extra_details(self) -> Iterable[any_pb2.Any]:
+        return (_bad_request({self.field: f"needs {self._what}, which this model does not support"}),)
+
+
+def _bad_request(violations: Mapping[str, str]) -> any_pb2.Any:
+    bad = error_details_pb2.BadRequest()
+    for field, why in violations.items():
+        bad.field_violations.add(field=field, description=why)
+    packed = any_pb2.Any()
+    packed.Pack(bad)
+    return packed
 
 
 class ModelNotFound(AigcError):
-    code = grpc.StatusCode.NOT_FOUND
+    code = code_pb2.NOT_FOUND
     reason = "MODEL_NOT_FOUND"
 
     def __init__(self, model: str) -> None:
@@ -90,7 +118,7 @@ class ModelNotFound(AigcError):
 class ProviderNotConfigured(AigcError):
     """The model is listed but its provider cannot serve (its API key is unset)."""
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code = code_pb2.FAILED_PRECONDITION
     reason = "PROVIDER_NOT_CONFIGURED"
 
     def __init__(self, model: str, provider: str, hint: str) -> None:
@@ -121,19 +149,29 @@ class UpstreamFailure(enum.Enum):
 
 
 # The one mapping from upstream failures to what callers see.
-UPSTREAM_TABLE: dict[UpstreamFailure, tuple[grpc.StatusCode, str]] = {
-    UpstreamFailure.BAD_REQUEST: (grpc.StatusCode.INVALID_ARGUMENT, "UPSTREAM_INVALID_REQUEST"),
-    UpstreamFailure.CONTEXT_TOO_LONG: (grpc.StatusCode.INVALID_ARGUMENT, "CONTEXT_LENGTH_EXCEEDED"),
-    UpstreamFailure.CONTENT_FILTERED: (grpc.StatusCode.INVALID_ARGUMENT, "CONTENT_FILTERED"),
-    UpstreamFailure.AUTHENTICATION: (grpc.StatusCode.INTERNAL, "UPSTREAM_AUTH_FAILED"),
-    UpstreamFailure.MODEL_NOT_FOUND: (grpc.StatusCode.NOT_FOUND, "UPSTREAM_MODEL_NOT_FOUND"),
-    UpstreamFailure.TIMEOUT: (grpc.StatusCode.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT"),
-    UpstreamFailure.RATE_LIMITED: (grpc.StatusCode.RESOURCE_EXHAUSTED, "UPSTREAM_RATE_LIMITED"),
-    UpstreamFailure.SERVER_ERROR: (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_SERVER_ERROR"),
-    UpstreamFailure.UNREACHABLE: (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNREACHABLE"),
-    UpstreamFailure.STREAM_INTERRUPTED: (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_STREAM_INTERRUPTED"),
-    UpstreamFailure.MALFORMED_RESPONSE: (grpc.StatusCode.INTERNAL, "UPSTREAM_MALFORMED_RESPONSE"),
+UPSTREAM_TABLE: dict[UpstreamFailure, tuple[int, str]] = {
+    UpstreamFailure.BAD_REQUEST: (code_pb2.INVALID_ARGUMENT, "UPSTREAM_INVALID_REQUEST"),
+    UpstreamFailure.CONTEXT_TOO_LONG: (code_pb2.INVALID_ARGUMENT, "CONTEXT_LENGTH_EXCEEDED"),
+    UpstreamFailure.CONTENT_FILTERED: (code_pb2.INVALID_ARGUMENT, "CONTENT_FILTERED"),
+    UpstreamFailure.AUTHENTICATION: (code_pb2.INTERNAL, "UPSTREAM_AUTH_FAILED"),
+    UpstreamFailure.MODEL_NOT_FOUND: (code_pb2.NOT_FOUND, "UPSTREAM_MODEL_NOT_FOUND"),
+    UpstreamFailure.TIMEOUT: (code_pb2.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT"),
+    UpstreamFailure.RATE_LIMITED: (code_pb2.RESOURCE_EXHAUSTED, "UPSTREAM_RATE_LIMITED"),
+    UpstreamFailure.SERVER_ERROR: (code_pb2.UNAVAILABLE, "UPSTREAM_SERVER_ERROR"),
+    UpstreamFailure.UNREACHABLE: (code_pb2.UNAVAILABLE, "UPSTREAM_UNREACHABLE"),
+    UpstreamFailure.STREAM_INTERRUPTED: (code_pb2.UNAVAILABLE, "UPSTREAM_STREAM_INTERRUPTED"),
+    UpstreamFailure.MALFORMED_RESPONSE: (code_pb2.INTERNAL, "UPSTREAM_MALFORMED_RESPONSE"),
 }
+
+
+_RETRYABLE = frozenset(
+    {
+        UpstreamFailure.RATE_LIMITED,
+        UpstreamFailure.SERVER_ERROR,
+        UpstreamFailure.UNREACHABLE,
+        UpstreamFailure.STREAM_INTERRUPTED,
+    }
+)
 
 
 def failure_for_http_status(status: int) -> UpstreamFailure:
@@ -174,6 +212,7 @@ class UpstreamError(AigcError):
         self.failure = failure
         self.code, self.reason = UPSTREAM_TABLE[failure]
         self.retry_after_seconds = retry_after_seconds
+        self.upstream_status = upstream_status
         super().__init__(
             f"{provider}: {redact(message, secrets)}",
             metadata={
@@ -182,6 +221,16 @@ class UpstreamError(AigcError):
                 "upstream_request_id": upstream_request_id or "",
             },
         )
+
+    @property
+    def retryable(self) -> bool:
+        """Worth another attempt, if nothing was sent to the caller yet: the
+        vendor was busy (429, 5xx, an error event saying so), the connection
+        failed or was cut, or the vendor timed the request out itself (408).
+        Never our own deadline's TIMEOUT: retrying cannot beat it."""
+        if self.failure is UpstreamFailure.TIMEOUT:
+            return self.upstream_status == 408
+        return self.failure in _RETRYABLE
 
     def extra_details(self) -> Iterable[any_pb2.Any]:
         if self.retry_after_seconds is None:
@@ -198,12 +247,3 @@ def redact(text: str, secrets: Iterable[str]) -> str:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "[REDACTED]")
     return text
-
-
-def status_to_grpc(status: status_pb2.Status) -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]:
-    """Arguments for `context.abort`: code, message, and the rich status trailer."""
-    code = _CODES.get(status.code, grpc.StatusCode.UNKNOWN)
-    return code, status.message, (("grpc-status-details-bin", status.SerializeToString()),)
-
-
-_CODES = {code.value[0]: code for code in grpc.StatusCode}

@@ -14,21 +14,28 @@ import importlib
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping, MutableMapping
+from contextlib import AbstractAsyncContextManager
 
+from aigc.v1 import model_pb2
 from server.catalog import Upstream
 from server.config import Settings, redact_url
 from server.errors import ModelNotFound
-from server.providers.base import Chunk, GenerateRequest, Generation, Provider
-from server.providers.local import LocalProvider
+from server.providers.base import Capability, Chunk, Provider, ProviderRequest
+from server.providers.local import LOCAL_CAPABILITIES, LocalProvider
 
 log = logging.getLogger(__name__)
 
 # kind -> (module, class). Imported when an upstream of that kind is configured.
 _PROVIDER_CLASSES = {
-    "openai": ("server.providers.openai_compat", "OpenAICompatProvider"),
+    "openai": ("server.providers.openai", "OpenAICompatProvider"),
     "gemini": ("server.providers.gemini", "GeminiProvider"),
     "anthropic": ("server.providers.anthropic", "AnthropicProvider"),
 }
+
+
+def capability_values(names: Iterable[str]) -> frozenset[Capability]:
+    """Catalog capability names ("tools") as aigc.v1.Capability values."""
+    return frozenset(model_pb2.Capability.Value(f"CAPABILITY_{name.upper()}") for name in names)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +47,8 @@ class ModelRoute:
     upstream_model: str
     aliases: tuple[str, ...] = ()
     description: str = ""
+    # aigc.v1.Capability values: what requests to this model may use.
+    capabilities: frozenset[Capability] = frozenset()
 
 
 class Router:
@@ -90,7 +99,9 @@ class Router:
         provider = self._passthrough.get(upstream) if sep else None
         if provider is None or not upstream_model:
             return None
-        return ModelRoute(id=name, provider=provider, upstream_model=upstream_model)
+        return ModelRoute(
+            id=name, provider=provider, upstream_model=upstream_model, capabilities=provider.capabilities
+        )
 
 
 class UpstreamProvider(Provider):
@@ -106,6 +117,12 @@ class UpstreamProvider(Provider):
         self.upstream = upstream
         self.inner = inner
         self._unavailable = unavailable
+        if inner is not None:
+            self.reserved_vendor_keys = inner.reserved_vendor_keys
+            self.supported_capabilities = inner.supported_capabilities
+            self.max_retries = inner.max_retries
+        #: Capabilities of this upstream's passthrough models.
+        self.capabilities = capability_values(upstream.capabilities) & self.supported_capabilities
 
     def __repr__(self) -> str:
         return f"UpstreamProvider({self.upstream!r})"
@@ -128,11 +145,10 @@ class UpstreamProvider(Provider):
             return f"set {' and '.join(self.upstream.missing_env)} in the server's environment"
         return self.inner.not_ready_hint()
 
-    async def generate(self, request: GenerateRequest) -> Generation:
-        return await self._require_inner().generate(request)
+    def validate(self, request: ProviderRequest) -> Mapping[str, str]:
+        return self._require_inner().validate(request)
 
-    def stream(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
-        # The vendor's generator itself, so closing it closes the HTTP stream.
+    def stream(self, request: ProviderRequest) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]:
         return self._require_inner().stream(request)
 
     def _require_inner(self) -> Provider:
@@ -150,6 +166,7 @@ def build_provider(upstream: Upstream) -> UpstreamProvider:
             raise  # the module is there but broken: a bad install, fail loudly
         return UpstreamProvider(upstream, None, f"this build has no {upstream.kind!r} provider")
     cls = getattr(module, class_name)
+    options = {"max_tokens_param": upstream.max_tokens_param} if upstream.kind == "openai" else {}
     inner = cls(
         upstream.name,
         base_url=upstream.base_url,
@@ -158,6 +175,7 @@ def build_provider(upstream: Upstream) -> UpstreamProvider:
         max_retries=upstream.max_retries,
         timeout_seconds=upstream.timeout_seconds,
         default_headers=dict(upstream.headers),
+        **options,
     )
     return UpstreamProvider(upstream, inner)
 
@@ -176,8 +194,9 @@ def build_router(settings: Settings, *, environ: MutableMapping[str, str] | None
                 id=settings.local.model_id,
                 provider=LocalProvider(settings.local, verbose=settings.log_level == "DEBUG"),
                 upstream_model=settings.local.model_id,
-                description="SmolLM2-135M-Instruct (Q4_1 GGUF) run in-process by llama.cpp; "
+                description="SmolLM2-135M-Instruct (Q4_1 GGUF) run by llama.cpp; "
                 "no API key or network needed.",
+                capabilities=LOCAL_CAPABILITIES,
             )
         )
     catalog = settings.catalog
@@ -190,6 +209,7 @@ def build_router(settings: Settings, *, environ: MutableMapping[str, str] | None
                 upstream_model=model.upstream_model,
                 aliases=model.aliases,
                 description=model.description,
+                capabilities=capability_values(model.capabilities) & providers[model.upstream].supported_capabilities,
             )
         )
     for provider in providers.values():

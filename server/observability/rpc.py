@@ -1,7 +1,7 @@
 """The per-RPC record: what the service reports once per call, to logs, metrics and traces.
 
 The service opens an `RpcRecord` around each RPC (`with record:`), tells it
-the route, wraps its provider call in `upstream` / `upstream_stream`, and
+the route, wraps the provider's stream in `upstream_stream`, and
 hands it the error it aborts with. When the block exits - normally, by
 abort, or because the caller went away (CancelledError, or GeneratorExit when
 a streaming handler is closed) - the record writes exactly one access line,
@@ -13,18 +13,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
 
-import grpc
+from google.protobuf import json_format
+from google.rpc import code_pb2
 
 from server.errors import AigcError, UpstreamError
 from server.observability.logs import request_id_var
 from server.observability.metrics import Metrics
 from server.observability.settings import ObservabilitySettings
 from server.observability.tracing import NoTracing, Span, Tracing
-from server.providers.base import Chunk, Finish, GenerateRequest, Generation, Usage
+from aigc.v1 import aigc_service_pb2, generation_pb2
+from server.providers.base import Chunk, Usage
 
 access_log = logging.getLogger("aigc.access")
 
@@ -40,15 +42,21 @@ _OPERATIONS = {
 # the others are the caller's doing.
 _SERVER_FAULTS = frozenset(
     {
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.UNIMPLEMENTED,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DATA_LOSS,
+        code_pb2.UNKNOWN,
+        code_pb2.DEADLINE_EXCEEDED,
+        code_pb2.UNIMPLEMENTED,
+        code_pb2.INTERNAL,
+        code_pb2.UNAVAILABLE,
+        code_pb2.DATA_LOSS,
     }
 )
-_ERROR_LEVEL_CODES = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.DATA_LOSS})
+_ERROR_LEVEL_CODES = frozenset({code_pb2.UNKNOWN, code_pb2.INTERNAL, code_pb2.DATA_LOSS})
+# FinishReason values as logged and traced: FINISH_REASON_TOOL_CALLS -> "tool_calls".
+_FINISH_NAMES = {
+    value: name.removeprefix("FINISH_REASON_").lower()
+    for name, value in generation_pb2.FinishReason.items()
+    if value
+}
 UNKNOWN_MODEL = "unknown"
 _MAX_LOGGED_MODEL_CHARS = 128
 
@@ -66,13 +74,29 @@ class Observability:
         self.metrics = metrics or Metrics()
         self.tracing = tracing or NoTracing()
 
-    def rpc(self, method: str, request_id: str, context: grpc.aio.ServicerContext) -> RpcRecord:
-        return RpcRecord(self, method, request_id, context)
+    def rpc(
+        self,
+        method: str,
+        request_id: str,
+        *,
+        peer: str = "",
+        time_remaining: float | None = None,
+        metadata: Sequence[tuple[str, Any]] = (),
+    ) -> RpcRecord:
+        """A record for one call. The adapter reads `peer`, `time_remaining`
+        and `metadata` from its transport at the start of the call."""
+        return RpcRecord(self, method, request_id, peer, time_remaining, metadata)
 
 
 class RpcRecord:
     def __init__(
-        self, owner: Observability, method: str, request_id: str, context: grpc.aio.ServicerContext
+        self,
+        owner: Observability,
+        method: str,
+        request_id: str,
+        peer: str,
+        time_remaining: float | None,
+        metadata: Sequence[tuple[str, Any]],
     ) -> None:
         self._owner = owner
         self.method = method
@@ -84,8 +108,8 @@ class RpcRecord:
         # that its deadline cancelled segfaulted the server (grpcio 1.85.1,
         # seen in ~1 of 2 runs of 8 such RPCs; the regression test is
         # test_stream_past_its_deadline_is_logged_as_deadline_exceeded).
-        self.peer = context.peer()
-        remaining = context.time_remaining()
+        self.peer = peer
+        remaining = time_remaining
         self._deadline = None if remaining is None else self.started + remaining
         # What the caller asked for (logged), and the bounded metric label.
         self.model = ""
@@ -93,13 +117,14 @@ class RpcRecord:
         self.provider = ""
         self.upstream_model = ""
         self.error: AigcError | None = None
-        self.code: grpc.StatusCode | None = None
+        self.code: int | None = None  # a google.rpc.Code value
         self.cancelled = False
         self.ttft: float | None = None
         self.upstream_seconds = 0.0
         self.upstream_calls = 0
         self.usage: Usage | None = None
-        self.finish: Finish | None = None
+        self.finish = 0  # an aigc.v1.FinishReason value
+        self.retries = 0
         self.response_id = ""
         self.prompt: Any = None
         self._answer: list[str] | None = [] if owner.settings.log_prompts else None
@@ -109,7 +134,7 @@ class RpcRecord:
         self._token: Any = None
         self.span = owner.tracing.server_span(
             f"{SERVICE}/{method}",
-            context.invocation_metadata() or (),
+            metadata,
             {
                 "rpc.system": "grpc",
                 "rpc.service": SERVICE,
@@ -131,15 +156,15 @@ class RpcRecord:
             if self._done:
                 pass  # reported by `failed`, before the abort
             elif exc is None:
-                self.code = grpc.StatusCode.OK
+                self.code = code_pb2.OK
             elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
                 # The caller cancelled, hung up, or its deadline passed.
                 self.cancelled = True
                 expired = self._deadline is not None and time.perf_counter() >= self._deadline
-                self.code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+                self.code = code_pb2.DEADLINE_EXCEEDED if expired else code_pb2.CANCELLED
             else:
-                self.code = grpc.StatusCode.UNKNOWN  # grpc reports an unhandled exception so
-            self._finish(exc if self.code == grpc.StatusCode.UNKNOWN else None)
+                self.code = code_pb2.UNKNOWN  # grpc reports an unhandled exception so
+            self._finish(exc if self.code == code_pb2.UNKNOWN else None)
         finally:
             try:
                 request_id_var.reset(self._token)
@@ -162,41 +187,26 @@ class RpcRecord:
             self._in_flight = (self.method, model_id, provider)
             self._owner.metrics.streams_in_flight.labels(*self._in_flight).inc()
 
-    def capture_prompt(self, request: GenerateRequest) -> None:
+    def capture_prompt(self, request: aigc_service_pb2.ChatRequest | aigc_service_pb2.CompleteRequest) -> None:
         """Keeps the prompt for the access line, when AIGC_LOG_PROMPTS is on."""
         if not self._owner.settings.log_prompts:
             return
-        if request.messages is not None:
-            self.prompt = [{"role": m.role, "content": m.content} for m in request.messages]
+        if isinstance(request, aigc_service_pb2.ChatRequest):
+            self.prompt = [json_format.MessageToDict(m, preserving_proto_field_name=True) for m in request.messages]
         else:
             self.prompt = request.prompt
 
-    def failed(self, error: AigcError) -> None:
-        """The RPC ends with `error`: reported now, right before the abort, so
-        that by the time the caller sees the error, the metrics and the
-        access line already count it (a caller may scrape at once)."""
-        self.error = error
-        self.code = error.code
-        self._finish(None)
-
-    async def upstream(self, generation: Awaitable[Generation]) -> Generation:
-        """Awaits a unary provider call, timed and traced."""
-        self._start_client()
-        began = time.perf_counter()
-        try:
-            result = await generation
-        except BaseException as exc:
-            self._end_client(exc)
-            raise
-        finally:
-            self.upstream_seconds += time.perf_counter() - began
-        self._first_token()
-        self.usage, self.finish = result.usage, result.finish
-        self.response_id = self.response_id or result.response_id
-        if self._answer is not None:
-            self._answer.append(result.text)
-        self._end_client(None)
-        return result
+    def retried(self, error: AigcError, attempt: int, delay: float) -> None:
+        """An attempt failed before any output and is tried again after `delay` seconds."""
+        self.retries = attempt
+        access_log.info(
+            "%s retry %d after %s in %.2fs",
+            self.method,
+            attempt,
+            error.reason,
+            delay,
+            extra={"retry": attempt, "error_reason": error.reason, "delay_ms": _ms(delay)},
+        )
 
     def upstream_stream(self, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
         """Wraps a provider stream: times each wait for a chunk, traces the whole stream."""
@@ -209,10 +219,10 @@ class RpcRecord:
             self.ttft = time.perf_counter() - self.started
 
     def _observe_chunk(self, chunk: Chunk) -> None:
-        if chunk.text:
+        if chunk.parts:
             self._first_token()
             if self._answer is not None:
-                self._answer.append(chunk.text)
+                self._answer.extend(p.text for p in chunk.parts if p.WhichOneof("data") == "text")
         self.finish = chunk.finish or self.finish
         self.usage = chunk.usage or self.usage
         self.response_id = self.response_id or chunk.response_id
@@ -247,7 +257,7 @@ class RpcRecord:
             "gen_ai.usage.input_tokens": self.usage.prompt_tokens if self.usage else None,
             "gen_ai.usage.output_tokens": self.usage.completion_tokens if self.usage else None,
             "gen_ai.response.id": self.response_id or None,
-            "gen_ai.response.finish_reasons": [self.finish.value] if self.finish else None,
+            "gen_ai.response.finish_reasons": [_FINISH_NAMES[self.finish]] if self.finish else None,
         }
 
     def _finish(self, unhandled: BaseException | None) -> None:
@@ -264,7 +274,7 @@ class RpcRecord:
     def _record_metrics(self, elapsed: float) -> None:
         m = self._owner.metrics
         rpc_labels = (self.method, self.model_label, self.provider)
-        m.requests.labels(*rpc_labels, self.code.name).inc()
+        m.requests.labels(*rpc_labels, code_pb2.Code.Name(self.code)).inc()
         m.duration.labels(*rpc_labels).observe(elapsed)
         if self._in_flight is not None:
             m.streams_in_flight.labels(*self._in_flight).dec()
@@ -283,7 +293,7 @@ class RpcRecord:
     def _end_span(self) -> None:
         self.span.set_attributes(
             {
-                "rpc.grpc.status_code": self.code.value[0],
+                "rpc.grpc.status_code": self.code,
                 "gen_ai.operation.name": self.operation or None,
                 "gen_ai.request.model": self.model_label if self.operation else None,
                 "gen_ai.provider.name": self.provider or None,
@@ -294,8 +304,9 @@ class RpcRecord:
         if self.error is not None:
             self.span.set_attributes({"aigc.error.reason": self.error.reason})
         if self.code in _SERVER_FAULTS:
-            reason = self.error.reason if self.error else self.code.name
-            self.span.set_error(reason, self.error.message if self.error else self.code.name)
+            name = code_pb2.Code.Name(self.code)
+            reason = self.error.reason if self.error else name
+            self.span.set_error(reason, self.error.message if self.error else name)
         self.span.end()
 
     def _write_access_line(self, elapsed: float, unhandled: BaseException | None) -> None:
@@ -304,13 +315,14 @@ class RpcRecord:
             "method": self.method,
             "model": self.model,
             "provider": self.provider,
-            "code": self.code.name,
+            "code": code_pb2.Code.Name(self.code),
             "latency_ms": _ms(elapsed),
             "ttft_ms": _ms(self.ttft),
             "upstream_ms": _ms(self.upstream_seconds) if self.upstream_calls else None,
             "prompt_tokens": self.usage.prompt_tokens if self.usage else None,
             "completion_tokens": self.usage.completion_tokens if self.usage else None,
-            "finish_reason": self.finish.value if self.finish else None,
+            "finish_reason": _FINISH_NAMES.get(self.finish) if self.finish else None,
+            "retries": self.retries or None,
             "response_id": self.response_id or None,
             "cancelled": self.cancelled,
             "peer": self.peer,
@@ -328,11 +340,13 @@ class RpcRecord:
             line["answer"] = "".join(self._answer)
         if self.code in _ERROR_LEVEL_CODES:
             level = logging.ERROR
-        elif self.code in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED):
+        elif self.code in (code_pb2.OK, code_pb2.CANCELLED):
             level = logging.INFO
         else:
             level = logging.WARNING
-        access_log.log(level, "%s %s %.1fms", self.method, self.code.name, elapsed * 1000, extra=line)
+        access_log.log(
+            level, "%s %s %.1fms", self.method, code_pb2.Code.Name(self.code), elapsed * 1000, extra=line
+        )
 
 
 class _UpstreamStream:

@@ -1,105 +1,91 @@
 """The provider interface: what every vendor module implements.
 
-Providers see plain Python types, never protobuf: the service layer turns
-requests into a `GenerateRequest` and the provider's `Generation` / `Chunk`s
-back into the one response shape. A provider raises only `UpstreamError`
-(see server/errors.py) for vendor failures; anything else is a bug.
+    Provider.stream(request)   an async context manager: entering it opens the
+                               vendor's stream (or raises UpstreamError); the
+                               value is an async iterator of `Chunk`s; leaving
+                               it - normally, on error, or because the caller
+                               went away - closes the upstream at once.
+
+    async with provider.stream(request) as chunks:
+        async for chunk in chunks:
+            ...
+
+The lifetime is a scope (as httpx's `client.stream()` and pydantic-ai's
+`request_stream`), so wrappers - retries, fallback, quotas - can wrap it
+without caring which generator object the vendor module hands out.
+
+Providers speak our types - the generated `aigc.v1` messages - on one side
+and their vendor's wire JSON on the other. They raise only `UpstreamError`
+(server/errors.py) for vendor failures; anything else is a bug. The one place
+a stream is folded into a whole answer, and checked for its finish, is
+server/core/fold.py; unary calls are always the stream folded, because only
+closing a stream reliably stops a vendor from generating for nobody.
 """
 
 from __future__ import annotations
 
 import abc
-import asyncio
 import dataclasses
 import email.utils
-import enum
 import time
-from collections.abc import AsyncIterator, Mapping
-from typing import Any, Generic, Literal, TypeVar
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
 
-from server.errors import UpstreamError, UpstreamFailure
+from aigc.v1 import aigc_service_pb2, content_pb2, generation_pb2, model_pb2
+from server.providers.http import HttpTransport
 
-_T = TypeVar("_T")
-
-Role = Literal["system", "user", "assistant"]
+Part = content_pb2.Part
+Usage = generation_pb2.Usage
+Capability = int  # an aigc.v1.Capability value
 
 # Header values this long are treated as secrets (see RemoteProvider.secrets).
 _MIN_SECRET_HEADER = 8
 
-
-@dataclasses.dataclass(frozen=True)
-class ChatMessage:
-    role: Role
-    content: str
+ALL_CAPABILITIES: frozenset[Capability] = frozenset(
+    v for v in model_pb2.Capability.values() if v != model_pb2.CAPABILITY_UNSPECIFIED
+)
 
 
-@dataclasses.dataclass(frozen=True)
-class Sampling:
-    """Generation controls; None leaves the choice to the vendor's default."""
+@dataclasses.dataclass(slots=True)
+class ProviderRequest:
+    """One generation, validated, as a provider receives it.
 
-    max_output_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    stop_sequences: tuple[str, ...] = ()
-    seed: int | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class GenerateRequest:
-    """One generation: a chat (`messages`) or a text completion (`prompt`)."""
+    Exactly one of `chat` and `prompt` is set: `prompt` only for models with
+    CAPABILITY_RAW_COMPLETION (the core turns a completion for any other model
+    into a one-message chat).
+    """
 
     # The model's name at the vendor.
     upstream_model: str
-    messages: tuple[ChatMessage, ...] | None = None
+    chat: aigc_service_pb2.ChatRequest | None = None
     prompt: str | None = None
-    sampling: Sampling = Sampling()
+    config: generation_pb2.GenerationConfig = dataclasses.field(
+        default_factory=generation_pb2.GenerationConfig
+    )
     user_id: str = ""
-    # Passed to the vendor as is, merged into its request body.
+    # Merged into the vendor's request body; its keys were checked against
+    # the provider's `reserved_vendor_keys`, and whole numbers are ints.
     vendor_params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    # Seconds left of the caller's deadline; None when the caller set none.
-    timeout: float | None = None
+    # Event-loop time by which the caller's deadline passes (minus a margin),
+    # None when the caller set none.
+    deadline: float | None = None
 
 
-class Finish(enum.Enum):
-    STOP = "stop"
-    MAX_TOKENS = "max_tokens"
-    CONTENT_FILTER = "content_filter"
-    OTHER = "other"
-
-
-@dataclasses.dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
-@dataclasses.dataclass(frozen=True)
-class Generation:
-    """A whole answer (unary call)."""
-
-    text: str
-    finish: Finish
-    usage: Usage | None
-    response_id: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(slots=True)
 class Chunk:
     """One piece of a streamed answer.
 
-    Text comes in order; `finish` and `usage` each arrive once, on the last
-    chunks (vendors send them separately, e.g. OpenAI's usage-only chunk).
+    `parts` are deltas carrying `Part.index` (see aigc_service.proto): text
+    and reasoning append text, a tool call appends `arguments` and repeats
+    its id and name. `finish` (an aigc.v1.FinishReason) and `usage` each
+    arrive once, on the last chunks - vendors send them separately, e.g.
+    OpenAI's usage-only chunk.
     """
 
-    text: str = ""
-    finish: Finish | None = None
-    usage: Usage | None = None
+    parts: list[content_pb2.Part] = dataclasses.field(default_factory=list)
+    finish: int = 0
+    usage: generation_pb2.Usage | None = None
     response_id: str = ""
 
 
@@ -108,6 +94,14 @@ class Provider(abc.ABC):
 
     #: The provider's name in responses and ListModels, e.g. "local", "openai".
     name: str
+    #: Top-level keys of the vendor's request body that the typed request
+    #: controls here; `vendor_params` may not set them (INVALID_ARGUMENT).
+    reserved_vendor_keys: frozenset[str] = frozenset()
+    #: What this adapter can translate at all; a model's configured
+    #: capabilities are clamped to it.
+    supported_capabilities: frozenset[Capability] = ALL_CAPABILITIES
+    #: Retries of a failed attempt before the first chunk (server/core/retry.py).
+    max_retries: int = 0
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Acquires resources (clients, a local runtime). Called once before serving."""
@@ -126,62 +120,23 @@ class Provider(abc.ABC):
         """What an operator must do to make `ready()` true (e.g. "set OPENAI_API_KEY")."""
         return "see the server log"
 
-    async def generate(self, request: GenerateRequest) -> Generation:
-        """Returns the whole answer: the provider's own stream folded.
-
-        Every provider here uses this (none overrides it). Why not the vendor's
-        unary endpoint: when the caller goes away (cancel, deadline) we close
-        the upstream connection, and only a *stream* is reliably stopped by
-        that - llama.cpp, for one, finishes a unary request for nobody.
-        Folding also gives unary and streaming identical response processing
-        and identical errors: a failure before the first byte (e.g. a 429 with
-        Retry-After) is raised by the stream as it would be by a unary call.
-        `usage` is the last the stream reported, None if it reported none.
-        Override only for a vendor without streaming.
-        """
-        text: list[str] = []
-        finish: Finish | None = None
-        usage: Usage | None = None
-        response_id = ""
-        stream = self.stream(request)
-        try:
-            async for chunk in stream:
-                text.append(chunk.text)
-                finish = chunk.finish or finish
-                usage = chunk.usage or usage
-                response_id = response_id or chunk.response_id
-        finally:
-            await stream.aclose()  # type: ignore[attr-defined]
-        if finish is None:
-            raise UpstreamError(
-                UpstreamFailure.STREAM_INTERRUPTED,
-                "the stream ended without a finish reason",
-                provider=self.name,
-            )
-        return Generation(text="".join(text), finish=finish, usage=usage, response_id=response_id)
+    def validate(self, request: ProviderRequest) -> Mapping[str, str]:
+        """Field path -> why, for what this provider cannot translate (the core
+        refuses the request with INVALID_ARGUMENT); empty when all is well."""
+        return {}
 
     @abc.abstractmethod
-    def stream(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
-        """Yields the answer as it is generated.
-
-        Must free upstream resources (close the HTTP response) when the
-        consumer stops early: the service closes this iterator when the
-        caller cancels, and the vendor must stop generating.
-        """
+    def stream(self, request: ProviderRequest) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]:
+        """Opens the vendor's stream for `request` (see the module docstring)."""
 
 
-ClientT = TypeVar("ClientT")
-
-
-class RemoteProvider(Provider, Generic[ClientT]):
-    """A vendor reached over HTTP with an API key.
+class RemoteProvider(Provider):
+    """A vendor reached over HTTP, usually with an API key.
 
     Every remote provider (openai_compat, anthropic, gemini) takes exactly this
     constructor, so configuration code can build any of them the same way.
-    `max_retries` is the one retry layer for the provider (the vendor SDK's, or
-    the module's own where it has no SDK); `timeout_seconds` bounds each HTTP
-    operation (connect, each read) and a caller's deadline
-    (`GenerateRequest.timeout`) bounds the whole call on top of it.
+    `timeout_seconds` bounds each HTTP operation (connect, each read); the
+    caller's deadline bounds the whole call on top of it.
     """
 
     def __init__(
@@ -194,6 +149,7 @@ class RemoteProvider(Provider, Generic[ClientT]):
         max_retries: int = 2,
         timeout_seconds: float = 600.0,
         default_headers: Mapping[str, str] | None = None,
+        trust_env: bool = True,
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
@@ -202,31 +158,38 @@ class RemoteProvider(Provider, Generic[ClientT]):
         self.max_retries = max_retries
         self.timeout_seconds = timeout_seconds
         self.default_headers = dict(default_headers or {})
+        self.trust_env = trust_env
+        self._transport: HttpTransport | None = None
 
-    _client: ClientT | None = None
+    def auth_headers(self) -> dict[str, str]:
+        """The headers that carry the key (vendor-specific)."""
+        return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
-    @abc.abstractmethod
-    def _new_client(self) -> ClientT:
-        """Builds the vendor client: one per provider, reused by every request."""
-
-    async def _close_client(self, client: ClientT) -> None:
-        await client.close()  # type: ignore[attr-defined]
+    def _new_transport(self) -> HttpTransport:
+        return HttpTransport(
+            self.name,
+            self.base_url,
+            {**self.default_headers, **self.auth_headers()},
+            timeout_seconds=self.timeout_seconds,
+            trust_env=self.trust_env,
+            secrets=self.secrets,
+        )
 
     @property
-    def client(self) -> ClientT:
-        if self._client is None:
-            self._client = self._new_client()
-        return self._client
+    def transport(self) -> HttpTransport:
+        if self._transport is None:
+            self._transport = self._new_transport()
+        return self._transport
 
     async def start(self) -> None:
         # Built now, not on the first request, so a bad base URL or header
         # stops the server at start-up.
-        _ = self.client
+        _ = self.transport
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await self._close_client(client)
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            await transport.close()
 
     def ready(self) -> bool:
         return bool(self.api_key) or not self.requires_key
@@ -246,41 +209,6 @@ class RemoteProvider(Provider, Generic[ClientT]):
         headers = tuple(v for v in self.default_headers.values() if len(v) >= _MIN_SECRET_HEADER)
         return ((self.api_key,) if self.api_key else ()) + headers
 
-    def request_timeout(self, request: GenerateRequest) -> float:
-        """Per-operation HTTP timeout for `request`: never beyond the caller's deadline."""
-        if request.timeout is None:
-            return self.timeout_seconds
-        return max(0.001, min(self.timeout_seconds, request.timeout))
-
-
-def deadline_for(request: GenerateRequest) -> float | None:
-    """The event-loop time by which the caller's deadline passes, if it set one."""
-    if request.timeout is None:
-        return None
-    return asyncio.get_running_loop().time() + request.timeout
-
-
-async def next_before(iterator: AsyncIterator[_T], deadline: float | None) -> _T:
-    """`anext(iterator)`, raising TimeoutError once `deadline` (loop time) passes.
-
-    Used per item rather than around a whole `async for`, so no timeout scope
-    spans a `yield` of the provider's own generator.
-    """
-    if deadline is None:
-        return await anext(iterator)
-    async with asyncio.timeout_at(deadline):
-        return await anext(iterator)
-
-
-def is_event_stream(headers: Mapping[str, str]) -> bool:
-    """True when a response says it is server-sent events.
-
-    Asked only of a stream that ended without its end marker: a 200 that is
-    not SSE at all (a proxy's HTML page, a server ignoring `stream`) is
-    MALFORMED_RESPONSE, not a stream cut short.
-    """
-    return headers.get("content-type", "").split(";")[0].strip().lower() == "text/event-stream"
-
 
 def retry_after_seconds(value: str | None) -> float | None:
     """An HTTP Retry-After header as seconds: delta-seconds or an HTTP-date."""
@@ -295,3 +223,29 @@ def retry_after_seconds(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+
+
+_EMPTY: tuple[content_pb2.Part, ...] = ()
+
+
+def parts_of(message: content_pb2.Message) -> Sequence[content_pb2.Part]:
+    """A message's parts, its `content` shorthand read as one text part."""
+    if message.content:
+        return (content_pb2.Part(text=message.content),)
+    return message.parts or _EMPTY
+
+
+__all__ = [
+    "ALL_CAPABILITIES",
+    "Capability",
+    "Chunk",
+    "Part",
+    "Provider",
+    "ProviderRequest",
+    "RemoteProvider",
+    "Usage",
+    "parts_of",
+    "retry_after_seconds",
+]

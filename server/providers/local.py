@@ -1,11 +1,30 @@
-"""The built-in `local` provider: a GGUF model run by llama.cpp in-process.
+"""The built-in `local` provider: a GGUF model run by llama.cpp.
 
 llama.cpp's own HTTP server (through the `xllamacpp` wheel) runs inside this
 process, bound to 127.0.0.1 on a free port and protected by a random API key,
 and we talk to it with the same OpenAI-protocol adapter as any remote vendor.
 That gives us llama.cpp's continuous batching across parallel slots, its chat
-templates and its exact token counts, and it gives cancellation for free:
-closing the HTTP stream makes llama.cpp stop decoding for that request.
+templates, JSON-schema grammars and tool-call parser, and its exact token
+counts, and it gives cancellation for free: closing the HTTP stream makes
+llama.cpp stop decoding for that request.
+
+Tools and structured output with SmolLM2 (what we found, and why the code
+below does what it does):
+- JSON output is llama.cpp's grammar-constrained sampling: `response_format`
+  json_schema compiles the schema to a grammar, so the answer always parses
+  and matches, even from a 135M model.
+- Tool calling needs a chat template that renders tool calls: llama.cpp picks
+  its tool-call parser by rendering the template with sample conversations,
+  and SmolLM2's own template renders none (tools were silently ignored). We
+  load local_chat_template.jinja (ChatML + Hermes-style `<tool_call>` tags).
+- With tool choice "required", llama.cpp's grammar still allows prose before
+  the call, and a 135M model fills the token budget with prose; so we start
+  the answer for it with `<tool_call>` (an assistant prefill), after which the
+  grammar forces a valid call. A named function is sent as that one tool,
+  required (llama.cpp treats a named choice as "auto"). With "auto" the
+  model practically never calls a tool by itself: you get text.
+- Reasoning is off (`enable_reasoning = 0`): llama.cpp's default turns
+  "thinking" on for every request, and SmolLM2 does not reason.
 """
 
 from __future__ import annotations
@@ -14,28 +33,47 @@ import asyncio
 import json
 import logging
 import os
+import pathlib
 import secrets
 import urllib.request
-from collections.abc import AsyncIterator
+from typing import Any
 
 import xllamacpp
 
+from aigc.v1 import model_pb2, tool_pb2
 from server.config import LocalModelSettings, smollm2_path
-from server.providers.base import Chunk, GenerateRequest, Provider
-from server.providers.openai_compat import OpenAICompatProvider
+from server.providers.base import ProviderRequest
+from server.providers.http import HttpTransport
+from server.providers.openai import OpenAICompatProvider
 
 log = logging.getLogger(__name__)
 
+CHAT_TEMPLATE = pathlib.Path(__file__).with_name("local_chat_template.jinja")
 
-class LocalProvider(Provider):
-    name = "local"
+#: What the built-in model offers (see the module docstring).
+LOCAL_CAPABILITIES = frozenset(
+    {
+        model_pb2.CAPABILITY_TOOLS,
+        model_pb2.CAPABILITY_JSON_OUTPUT,
+        model_pb2.CAPABILITY_JSON_SCHEMA,
+        model_pb2.CAPABILITY_RAW_COMPLETION,
+    }
+)
+_TOOL_CALL_PREFILL = "<tool_call>\n"
 
+
+class LocalProvider(OpenAICompatProvider):
     def __init__(self, settings: LocalModelSettings, *, verbose: bool = False) -> None:
+        # One retry, for the one failure that does pass: a pooled keep-alive
+        # connection that llama.cpp closed for idleness just as we reuse it
+        # ("Server disconnected without sending a response"). Retries happen
+        # only before any output (server/core/retry.py), so nothing is
+        # generated twice. trust_env=False: loopback traffic never goes
+        # through a proxy, whatever HTTP_PROXY/ALL_PROXY/NO_PROXY say.
+        super().__init__("local", base_url="http://127.0.0.1", api_key="", max_retries=1, trust_env=False)
         self._settings = settings
         self._verbose = verbose
-        self._key = ""
         self._server: xllamacpp.Server | None = None
-        self._api: OpenAICompatProvider | None = None
         self.address = ""
 
     async def start(self) -> None:
@@ -43,7 +81,7 @@ class LocalProvider(Provider):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"local model file not found: {path}")
         # The port is loopback-only, and the key keeps other local users off it.
-        self._key = key = secrets.token_urlsafe(24)
+        self.api_key = key = secrets.token_urlsafe(24)
         params = xllamacpp.CommonParams()
         params.model.path = path
         params.hostnames = ["127.0.0.1"]
@@ -56,50 +94,64 @@ class LocalProvider(Provider):
             params.cpuparams.n_threads = self._settings.threads
             params.cpuparams_batch.n_threads = self._settings.threads
         params.endpoint_slots = True
+        params.use_jinja = True
+        params.chat_template = CHAT_TEMPLATE.read_text()
+        params.enable_reasoning = 0
         # llama.cpp logs several lines per request to stderr; keep them for
         # AIGC_LOG_LEVEL=DEBUG only.
         params.verbosity = 3 if self._verbose else 0
         # Loading takes ~0.5 s of C++ work: keep the event loop free meanwhile.
         self._server = await asyncio.to_thread(xllamacpp.Server, params)
         self.address = self._server.listening_address
+        self.base_url = f"{self.address}/v1"
         log.info(
             "local model loaded",
             extra={"model_path": path, "llama_server": self.address, "slots": self._settings.parallel},
         )
-        # One retry, for the one failure that does pass: a pooled keep-alive
-        # connection that llama.cpp closed for idleness just as we reuse it
-        # ("Server disconnected without sending a response"). The SDK retries
-        # only before any response byte, so nothing is generated twice.
-        # trust_env=False: loopback traffic never goes through a proxy, whatever
-        # HTTP_PROXY/ALL_PROXY/NO_PROXY say (the NO_PROXY that routing adds for
-        # loopback is a second line of defence, not the only one).
-        self._api = OpenAICompatProvider(
-            self.name, base_url=f"{self.address}/v1", api_key=key, max_retries=1, trust_env=False
+        await super().start()
+
+    def _new_transport(self) -> HttpTransport:
+        return HttpTransport(
+            self.name,
+            self.base_url,
+            self.auth_headers(),
+            timeout_seconds=self.timeout_seconds,
+            trust_env=False,
+            # Below llama.cpp's own keep-alive timeout (5 s), so we rarely
+            # reuse a connection it is about to close.
+            keepalive_expiry=2.0,
+            secrets=self.secrets,
         )
-        await self._api.start()
 
     async def close(self) -> None:
-        if self._api is not None:
-            await self._api.close()
-            self._api = None
+        await super().close()
         # Dropping the last reference stops llama.cpp's HTTP and decode loops.
         self._server = None
 
     def ready(self) -> bool:
-        return self._api is not None
+        return self._server is not None
 
-    # generate() is the base class's folded stream: llama.cpp stops decoding
-    # when a stream is closed, but finishes a unary request nobody awaits.
-
-    def stream(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
-        # Hand out the adapter's generator itself, so closing it (caller
-        # cancelled) closes the HTTP stream at once, not at garbage collection.
-        return self._require_api().stream(request)
+    def chat_body(self, request: ProviderRequest) -> dict[str, Any]:
+        body = super().chat_body(request)
+        chat = request.chat
+        assert chat is not None
+        choice = chat.tool_choice
+        if not chat.tools or not (
+            choice.function_name or choice.mode == tool_pb2.ToolChoice.MODE_REQUIRED
+        ):
+            return body
+        # A call is required (see the module docstring): one tool if named,
+        # and the answer begun with the call's opening tag.
+        if choice.function_name:
+            body["tools"] = [t for t in body["tools"] if t["function"]["name"] == choice.function_name]
+        body["tool_choice"] = "required"
+        body["messages"].append({"role": "assistant", "content": _TOOL_CALL_PREFILL})
+        return body
 
     async def busy_slots(self) -> int:
         """How many llama.cpp slots are decoding right now (from its /slots)."""
         request = urllib.request.Request(
-            f"{self.address}/slots", headers={"Authorization": f"Bearer {self._key}"}
+            f"{self.address}/slots", headers={"Authorization": f"Bearer {self.api_key}"}
         )
 
         # No proxy handler: like the API calls, never through a proxy.
@@ -111,7 +163,5 @@ class LocalProvider(Provider):
 
         return sum(1 for slot in await asyncio.to_thread(fetch) if slot.get("is_processing"))
 
-    def _require_api(self) -> OpenAICompatProvider:
-        if self._api is None:
-            raise RuntimeError("local provider used before start()")
-        return self._api
+
+__all__ = ["CHAT_TEMPLATE", "LOCAL_CAPABILITIES", "LocalProvider"]

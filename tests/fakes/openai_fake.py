@@ -89,6 +89,60 @@ def chat_events(
     return events
 
 
+def delta_events(
+    deltas: list[dict[str, Any]],
+    *,
+    finish: str | None = "stop",
+    usage: dict[str, Any] | None = None,
+    id: str = "chatcmpl-s",
+) -> list[bytes]:
+    """Any sequence of `delta` objects (content, reasoning_content, tool_calls ...),
+    then the finish chunk, the usage chunk (raw usage object) and [DONE]."""
+
+    def chunk(delta: Mapping[str, Any], finish_reason: str | None) -> dict[str, Any]:
+        return {
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": CREATED,
+            "model": "gpt-fake",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        }
+
+    events = [event(chunk({"role": "assistant", "content": None}, None))]
+    events += [event(chunk(delta, None)) for delta in deltas]
+    if finish is not None:
+        events.append(event(chunk({}, finish)))
+    if usage is not None:
+        events.append(
+            event({"id": id, "object": "chat.completion.chunk", "created": CREATED, "model": "gpt-fake",
+                   "choices": [], "usage": usage})
+        )  # fmt: skip
+    events.append(DONE)
+    return events
+
+
+def tool_call_delta(index: int, *, id: str | None = None, name: str | None = None, arguments: str = "") -> dict:
+    """One `delta.tool_calls` entry as OpenAI streams it: id, type and name only on the first."""
+    call: dict[str, Any] = {"index": index, "function": {"arguments": arguments}}
+    if id is not None:
+        call["id"] = id
+        call["type"] = "function"
+    if name is not None:
+        call["function"]["name"] = name
+    return {"tool_calls": [call]}
+
+
+def usage_object(
+    prompt: int, completion: int, *, reasoning: int | None = None, cached: int | None = None
+) -> dict[str, Any]:
+    usage: dict[str, Any] = _usage(prompt, completion)
+    if reasoning is not None:
+        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+    if cached is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+    return usage
+
+
 def completion_events(
     pieces: list[str], *, finish: str = "stop", usage: tuple[int, int] = (3, 4), id: str = "cmpl-s"
 ) -> list[bytes]:

@@ -23,7 +23,9 @@ _sym_db = _symbol_database.Default()
 
 
 from aigc.v1 import content_pb2 as aigc_dot_v1_dot_content__pb2
+from aigc.v1 import generation_pb2 as aigc_dot_v1_dot_generation__pb2
 from aigc.v1 import model_pb2 as aigc_dot_v1_dot_model__pb2
+from aigc.v1 import tool_pb2 as aigc_dot_v1_dot_tool__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
@@ -31,7 +33,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x61igc/v1/aigc_service.proto\x12\x07\x61igc.v1\x1a\x15\x61igc/v1/content.proto\x1a\x13\x61igc/v1/model.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x8e\x02\n\x0b\x43hatRequest\x12\x1a\n\x05model\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01R\x05model\x12\x32\n\x08messages\x18\x02 \x03(\x0b\x32\x10.aigc.v1.MessageB\x04\xe2\x41\x01\x02R\x08messages\x12L\n\x11generation_config\x18\x03 \x01(\x0b\x32\x19.aigc.v1.GenerationConfigB\x04\xe2\x41\x01\x01R\x10generationConfig\x12\x1d\n\x07user_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01R\x06userId\x12\x42\n\rvendor_params\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01R\x0cvendorParams\"\xc5\x02\n\x0c\x43hatResponse\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n\x05model\x18\x02 \x01(\tR\x05model\x12\x1a\n\x08provider\x18\x03 \x01(\tR\x08provider\x12;\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12*\n\x07message\x18\x05 \x01(\x0b\x32\x10.aigc.v1.MessageR\x07message\x12:\n\rfinish_reason\x18\x06 \x01(\x0e\x32\x15.aigc.v1.FinishReasonR\x0c\x66inishReason\x12$\n\x05usage\x18\x07 \x01(\x0b\x32\x0e.aigc.v1.UsageR\x05usage\x12(\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x12.google.rpc.StatusR\x05\x65rror\"\xfc\x01\n\x0f\x43ompleteRequest\x12\x1a\n\x05model\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01R\x05model\x12\x1c\n\x06prompt\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02R\x06prompt\x12L\n\x11generation_config\x18\x03 \x01(\x0b\x32\x19.aigc.v1.GenerationConfigB\x04\xe2\x41\x01\x01R\x10generationConfig\x12\x1d\n\x07user_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01R\x06userId\x12\x42\n\rvendor_params\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01R\x0cvendorParams\"\xb1\x02\n\x10\x43ompleteResponse\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n\x05model\x18\x02 \x01(\tR\x05model\x12\x1a\n\x08provider\x18\x03 \x01(\tR\x08provider\x12;\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x12\n\x04text\x18\x05 \x01(\tR\x04text\x12:\n\rfinish_reason\x18\x06 \x01(\x0e\x32\x15.aigc.v1.FinishReasonR\x0c\x66inishReason\x12$\n\x05usage\x18\x07 \x01(\x0b\x32\x0e.aigc.v1.UsageR\x05usage\x12(\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x12.google.rpc.StatusR\x05\x65rror\"[\n\x11ListModelsRequest\x12!\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01R\x08pageSize\x12#\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01R\tpageToken\"d\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x0e.aigc.v1.ModelR\x06models\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xf4\x03\n\x0b\x41igcService\x12Q\n\x04\x43hat\x12\x14.aigc.v1.ChatRequest\x1a\x15.aigc.v1.ChatResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/chat:generate:\x01*\x12_\n\nStreamChat\x12\x14.aigc.v1.ChatRequest\x1a\x15.aigc.v1.ChatResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/chat:streamGenerate:\x01*0\x01\x12\x63\n\x08\x43omplete\x12\x18.aigc.v1.CompleteRequest\x1a\x19.aigc.v1.CompleteResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/completion:generate:\x01*\x12q\n\x0eStreamComplete\x12\x18.aigc.v1.CompleteRequest\x1a\x19.aigc.v1.CompleteResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/completion:streamGenerate:\x01*0\x01\x12Y\n\nListModels\x12\x1a.aigc.v1.ListModelsRequest\x1a\x1b.aigc.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/modelsB1\n\x0b\x63om.aigc.v1B\x10\x41igcServiceProtoP\x01Z\x0e\x61igc/v1;aigcv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x61igc/v1/aigc_service.proto\x12\x07\x61igc.v1\x1a\x15\x61igc/v1/content.proto\x1a\x18\x61igc/v1/generation.proto\x1a\x13\x61igc/v1/model.proto\x1a\x12\x61igc/v1/tool.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xfb\x03\n\x0b\x43hatRequest\x12\x1a\n\x05model\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01R\x05model\x12\x32\n\x08messages\x18\x02 \x03(\x0b\x32\x10.aigc.v1.MessageB\x04\xe2\x41\x01\x02R\x08messages\x12L\n\x11generation_config\x18\x03 \x01(\x0b\x32\x19.aigc.v1.GenerationConfigB\x04\xe2\x41\x01\x01R\x10generationConfig\x12\x1d\n\x07user_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01R\x06userId\x12\x42\n\rvendor_params\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01R\x0cvendorParams\x12)\n\x05tools\x18\x06 \x03(\x0b\x32\r.aigc.v1.ToolB\x04\xe2\x41\x01\x01R\x05tools\x12:\n\x0btool_choice\x18\x07 \x01(\x0b\x32\x13.aigc.v1.ToolChoiceB\x04\xe2\x41\x01\x01R\ntoolChoice\x12\x46\n\x0fresponse_format\x18\x08 \x01(\x0b\x32\x17.aigc.v1.ResponseFormatB\x04\xe2\x41\x01\x01R\x0eresponseFormat\x12<\n\treasoning\x18\t \x01(\x0b\x32\x18.aigc.v1.ReasoningConfigB\x04\xe2\x41\x01\x01R\treasoning\"\xf5\x02\n\x0c\x43hatResponse\x12\x14\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x02id\x12\x1a\n\x05model\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\x05model\x12 \n\x08provider\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03R\x08provider\x12\x41\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ncreateTime\x12\x30\n\x07message\x18\x05 \x01(\x0b\x32\x10.aigc.v1.MessageB\x04\xe2\x41\x01\x03R\x07message\x12@\n\rfinish_reason\x18\x06 \x01(\x0e\x32\x15.aigc.v1.FinishReasonB\x04\xe2\x41\x01\x03R\x0c\x66inishReason\x12*\n\x05usage\x18\x07 \x01(\x0b\x32\x0e.aigc.v1.UsageB\x04\xe2\x41\x01\x03R\x05usage\x12.\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x12.google.rpc.StatusB\x04\xe2\x41\x01\x03R\x05\x65rror\"\xfc\x01\n\x0f\x43ompleteRequest\x12\x1a\n\x05model\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01R\x05model\x12\x1c\n\x06prompt\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02R\x06prompt\x12L\n\x11generation_config\x18\x03 \x01(\x0b\x32\x19.aigc.v1.GenerationConfigB\x04\xe2\x41\x01\x01R\x10generationConfig\x12\x1d\n\x07user_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01R\x06userId\x12\x42\n\rvendor_params\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01R\x0cvendorParams\"\xe1\x02\n\x10\x43ompleteResponse\x12\x14\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x02id\x12\x1a\n\x05model\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\x05model\x12 \n\x08provider\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03R\x08provider\x12\x41\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ncreateTime\x12\x18\n\x04text\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03R\x04text\x12@\n\rfinish_reason\x18\x06 \x01(\x0e\x32\x15.aigc.v1.FinishReasonB\x04\xe2\x41\x01\x03R\x0c\x66inishReason\x12*\n\x05usage\x18\x07 \x01(\x0b\x32\x0e.aigc.v1.UsageB\x04\xe2\x41\x01\x03R\x05usage\x12.\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x12.google.rpc.StatusB\x04\xe2\x41\x01\x03R\x05\x65rror\"[\n\x11ListModelsRequest\x12!\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01R\x08pageSize\x12#\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01R\tpageToken\"p\n\x12ListModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x0e.aigc.v1.ModelB\x04\xe2\x41\x01\x03R\x06models\x12,\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\rnextPageToken2\xf4\x03\n\x0b\x41igcService\x12Q\n\x04\x43hat\x12\x14.aigc.v1.ChatRequest\x1a\x15.aigc.v1.ChatResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/chat:generate:\x01*\x12_\n\nStreamChat\x12\x14.aigc.v1.ChatRequest\x1a\x15.aigc.v1.ChatResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/chat:streamGenerate:\x01*0\x01\x12\x63\n\x08\x43omplete\x12\x18.aigc.v1.CompleteRequest\x1a\x19.aigc.v1.CompleteResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/completion:generate:\x01*\x12q\n\x0eStreamComplete\x12\x18.aigc.v1.CompleteRequest\x1a\x19.aigc.v1.CompleteResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/completion:streamGenerate:\x01*0\x01\x12Y\n\nListModels\x12\x1a.aigc.v1.ListModelsRequest\x1a\x1b.aigc.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/modelsB1\n\x0b\x63om.aigc.v1B\x10\x41igcServiceProtoP\x01Z\x0e\x61igc/v1;aigcv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,6 +51,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\001'
   _globals['_CHATREQUEST'].fields_by_name['vendor_params']._loaded_options = None
   _globals['_CHATREQUEST'].fields_by_name['vendor_params']._serialized_options = b'\342A\001\001'
+  _globals['_CHATREQUEST'].fields_by_name['tools']._loaded_options = None
+  _globals['_CHATREQUEST'].fields_by_name['tools']._serialized_options = b'\342A\001\001'
+  _globals['_CHATREQUEST'].fields_by_name['tool_choice']._loaded_options = None
+  _globals['_CHATREQUEST'].fields_by_name['tool_choice']._serialized_options = b'\342A\001\001'
+  _globals['_CHATREQUEST'].fields_by_name['response_format']._loaded_options = None
+  _globals['_CHATREQUEST'].fields_by_name['response_format']._serialized_options = b'\342A\001\001'
+  _globals['_CHATREQUEST'].fields_by_name['reasoning']._loaded_options = None
+  _globals['_CHATREQUEST'].fields_by_name['reasoning']._serialized_options = b'\342A\001\001'
+  _globals['_CHATRESPONSE'].fields_by_name['id']._loaded_options = None
+  _globals['_CHATRESPONSE'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_CHATRESPONSE'].fields_by_name['model']._loaded_options = None
+  _globals['_CHATRESPONSE'].fields_by_name['model']._serialized_options = b'\342A\001\003'
+  _globals['_CHATRESPONSE'].fields_by_name['provider']._loaded_options = None
+  _globals['_CHATRESPONSE'].fields_by_name['provider']._serialized_options = b'\342A\001\003'
+  _globals['_CHATRESPONSE'].fields_by_name['create_time']._loaded_options = None
+  _globals['_CHATRESPONSE'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_CHATRESPONSE'].fields_by_name['message']._loaded_options = None
+  _globals['_CHATRESPONSE'].fields_by_name['message']._serialized_options = b'\342A\001\003'
+  _globals['_CHATRESPONSE'].fields_by_name['finish_reason']._loaded_options = None
+  _globals['_CHATRESPONSE'].fields_by_name['finish_reason']._serialized_options = b'\342A\001\003'
+  _globals['_CHATRESPONSE'].fields_by_name['usage']._loaded_options = None
+  _globals['_CHATRESPONSE'].fields_by_name['usage']._serialized_options = b'\342A\001\003'
+  _globals['_CHATRESPONSE'].fields_by_name['error']._loaded_options = None
+  _globals['_CHATRESPONSE'].fields_by_name['error']._serialized_options = b'\342A\001\003'
   _globals['_COMPLETEREQUEST'].fields_by_name['model']._loaded_options = None
   _globals['_COMPLETEREQUEST'].fields_by_name['model']._serialized_options = b'\342A\001\001'
   _globals['_COMPLETEREQUEST'].fields_by_name['prompt']._loaded_options = None
@@ -59,10 +85,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMPLETEREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\001'
   _globals['_COMPLETEREQUEST'].fields_by_name['vendor_params']._loaded_options = None
   _globals['_COMPLETEREQUEST'].fields_by_name['vendor_params']._serialized_options = b'\342A\001\001'
+  _globals['_COMPLETERESPONSE'].fields_by_name['id']._loaded_options = None
+  _globals['_COMPLETERESPONSE'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_COMPLETERESPONSE'].fields_by_name['model']._loaded_options = None
+  _globals['_COMPLETERESPONSE'].fields_by_name['model']._serialized_options = b'\342A\001\003'
+  _globals['_COMPLETERESPONSE'].fields_by_name['provider']._loaded_options = None
+  _globals['_COMPLETERESPONSE'].fields_by_name['provider']._serialized_options = b'\342A\001\003'
+  _globals['_COMPLETERESPONSE'].fields_by_name['create_time']._loaded_options = None
+  _globals['_COMPLETERESPONSE'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_COMPLETERESPONSE'].fields_by_name['text']._loaded_options = None
+  _globals['_COMPLETERESPONSE'].fields_by_name['text']._serialized_options = b'\342A\001\003'
+  _globals['_COMPLETERESPONSE'].fields_by_name['finish_reason']._loaded_options = None
+  _globals['_COMPLETERESPONSE'].fields_by_name['finish_reason']._serialized_options = b'\342A\001\003'
+  _globals['_COMPLETERESPONSE'].fields_by_name['usage']._loaded_options = None
+  _globals['_COMPLETERESPONSE'].fields_by_name['usage']._serialized_options = b'\342A\001\003'
+  _globals['_COMPLETERESPONSE'].fields_by_name['error']._loaded_options = None
+  _globals['_COMPLETERESPONSE'].fields_by_name['error']._serialized_options = b'\342A\001\003'
   _globals['_LISTMODELSREQUEST'].fields_by_name['page_size']._loaded_options = None
   _globals['_LISTMODELSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
   _globals['_LISTMODELSREQUEST'].fields_by_name['page_token']._loaded_options = None
   _globals['_LISTMODELSREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
+  _globals['_LISTMODELSRESPONSE'].fields_by_name['models']._loaded_options = None
+  _globals['_LISTMODELSRESPONSE'].fields_by_name['models']._serialized_options = b'\342A\001\003'
+  _globals['_LISTMODELSRESPONSE'].fields_by_name['next_page_token']._loaded_options = None
+  _globals['_LISTMODELSRESPONSE'].fields_by_name['next_page_token']._serialized_options = b'\342A\001\003'
   _globals['_AIGCSERVICE'].methods_by_name['Chat']._loaded_options = None
   _globals['_AIGCSERVICE'].methods_by_name['Chat']._serialized_options = b'\202\323\344\223\002\026\"\021/v1/chat:generate:\001*'
   _globals['_AIGCSERVICE'].methods_by_name['StreamChat']._loaded_options = None
@@ -73,18 +119,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AIGCSERVICE'].methods_by_name['StreamComplete']._serialized_options = b'\202\323\344\223\002\"\"\035/v1/completion:streamGenerate:\001*'
   _globals['_AIGCSERVICE'].methods_by_name['ListModels']._loaded_options = None
   _globals['_AIGCSERVICE'].methods_by_name['ListModels']._serialized_options = b'\202\323\344\223\002\014\022\n/v1/models'
-  _globals['_CHATREQUEST']._serialized_start=235
-  _globals['_CHATREQUEST']._serialized_end=505
-  _globals['_CHATRESPONSE']._serialized_start=508
-  _globals['_CHATRESPONSE']._serialized_end=833
-  _globals['_COMPLETEREQUEST']._serialized_start=836
-  _globals['_COMPLETEREQUEST']._serialized_end=1088
-  _globals['_COMPLETERESPONSE']._serialized_start=1091
-  _globals['_COMPLETERESPONSE']._serialized_end=1396
-  _globals['_LISTMODELSREQUEST']._serialized_start=1398
-  _globals['_LISTMODELSREQUEST']._serialized_end=1489
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1491
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1591
-  _globals['_AIGCSERVICE']._serialized_start=1594
-  _globals['_AIGCSERVICE']._serialized_end=2094
+  _globals['_CHATREQUEST']._serialized_start=281
+  _globals['_CHATREQUEST']._serialized_end=788
+  _globals['_CHATRESPONSE']._serialized_start=791
+  _globals['_CHATRESPONSE']._serialized_end=1164
+  _globals['_COMPLETEREQUEST']._serialized_start=1167
+  _globals['_COMPLETEREQUEST']._serialized_end=1419
+  _globals['_COMPLETERESPONSE']._serialized_start=1422
+  _globals['_COMPLETERESPONSE']._serialized_end=1775
+  _globals['_LISTMODELSREQUEST']._serialized_start=1777
+  _globals['_LISTMODELSREQUEST']._serialized_end=1868
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1870
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1982
+  _globals['_AIGCSERVICE']._serialized_start=1985
+  _globals['_AIGCSERVICE']._serialized_end=2485
 # @@protoc_insertion_point(module_scope)

@@ -29,7 +29,16 @@ class AigcServiceStub:
     """One API in front of many large-language-model vendors.
 
     Unary methods and their `Stream*` twins take the same request; a stream is
-    a sequence of the same response message whose text fields carry deltas.
+    a sequence of the same response message.
+
+    Streams: every message but the last carries deltas - the pieces generated
+    since the previous message. For chat, these are `message.parts`, each with
+    the `index` of the part of the whole answer it extends: text and reasoning
+    deltas append text, and tool call deltas append to `arguments` (every delta
+    of a tool call repeats its `id` and `name`). Reasoning is always its own
+    part, never mixed into answer text. Folding the deltas by index gives
+    exactly the unary answer. The last message has no parts; it holds the
+    `finish_reason` and the `usage`.
 
     Errors are `google.rpc.Status` values with a canonical code and a
     `google.rpc.ErrorInfo` detail whose `domain` is `aigc-service` and whose
@@ -80,7 +89,16 @@ class AigcServiceServicer:
     """One API in front of many large-language-model vendors.
 
     Unary methods and their `Stream*` twins take the same request; a stream is
-    a sequence of the same response message whose text fields carry deltas.
+    a sequence of the same response message.
+
+    Streams: every message but the last carries deltas - the pieces generated
+    since the previous message. For chat, these are `message.parts`, each with
+    the `index` of the part of the whole answer it extends: text and reasoning
+    deltas append text, and tool call deltas append to `arguments` (every delta
+    of a tool call repeats its `id` and `name`). Reasoning is always its own
+    part, never mixed into answer text. Folding the deltas by index gives
+    exactly the unary answer. The last message has no parts; it holds the
+    `finish_reason` and the `usage`.
 
     Errors are `google.rpc.Status` values with a canonical code and a
     `google.rpc.ErrorInfo` detail whose `domain` is `aigc-service` and whose
@@ -110,7 +128,9 @@ class AigcServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Complete(self, request, context):
-        """Continues a single text prompt (no chat template).
+        """Continues a single text prompt. On models with CAPABILITY_RAW_COMPLETION
+        this is a raw completion (no chat template); on the others the prompt is
+        sent as a single user turn of a chat, with the model's chat template.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -125,7 +145,8 @@ class AigcServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListModels(self, request, context):
-        """Lists the models this deployment serves and the provider of each.
+        """Lists the models this deployment serves: provider, readiness and
+        capabilities.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -171,7 +192,16 @@ class AigcService:
     """One API in front of many large-language-model vendors.
 
     Unary methods and their `Stream*` twins take the same request; a stream is
-    a sequence of the same response message whose text fields carry deltas.
+    a sequence of the same response message.
+
+    Streams: every message but the last carries deltas - the pieces generated
+    since the previous message. For chat, these are `message.parts`, each with
+    the `index` of the part of the whole answer it extends: text and reasoning
+    deltas append text, and tool call deltas append to `arguments` (every delta
+    of a tool call repeats its `id` and `name`). Reasoning is always its own
+    part, never mixed into answer text. Folding the deltas by index gives
+    exactly the unary answer. The last message has no parts; it holds the
+    `finish_reason` and the `usage`.
 
     Errors are `google.rpc.Status` values with a canonical code and a
     `google.rpc.ErrorInfo` detail whose `domain` is `aigc-service` and whose

@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61igc/v1/model.proto\x12\x07\x61igc.v1\"\xcb\x01\n\x05Model\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n\x08provider\x18\x02 \x01(\tR\x08provider\x12%\n\x0eupstream_model\x18\x03 \x01(\tR\rupstreamModel\x12\x18\n\x07\x61liases\x18\x04 \x03(\tR\x07\x61liases\x12\x1d\n\nis_default\x18\x05 \x01(\x08R\tisDefault\x12\x14\n\x05ready\x18\x06 \x01(\x08R\x05ready\x12 \n\x0b\x64\x65scription\x18\x07 \x01(\tR\x0b\x64\x65scriptionB+\n\x0b\x63om.aigc.v1B\nModelProtoP\x01Z\x0e\x61igc/v1;aigcv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61igc/v1/model.proto\x12\x07\x61igc.v1\x1a\x1fgoogle/api/field_behavior.proto\"\xb4\x02\n\x05Model\x12\x14\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x02id\x12 \n\x08provider\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\x08provider\x12+\n\x0eupstream_model\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03R\rupstreamModel\x12\x1e\n\x07\x61liases\x18\x04 \x03(\tB\x04\xe2\x41\x01\x03R\x07\x61liases\x12#\n\nis_default\x18\x05 \x01(\x08\x42\x04\xe2\x41\x01\x03R\tisDefault\x12\x1a\n\x05ready\x18\x06 \x01(\x08\x42\x04\xe2\x41\x01\x03R\x05ready\x12&\n\x0b\x64\x65scription\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03R\x0b\x64\x65scription\x12=\n\x0c\x63\x61pabilities\x18\x08 \x03(\x0e\x32\x13.aigc.v1.CapabilityB\x04\xe2\x41\x01\x03R\x0c\x63\x61pabilities*\xc6\x01\n\nCapability\x12\x1a\n\x16\x43\x41PABILITY_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43\x41PABILITY_TOOLS\x10\x01\x12\x15\n\x11\x43\x41PABILITY_VISION\x10\x02\x12\x1a\n\x16\x43\x41PABILITY_JSON_OUTPUT\x10\x03\x12\x1a\n\x16\x43\x41PABILITY_JSON_SCHEMA\x10\x04\x12\x18\n\x14\x43\x41PABILITY_REASONING\x10\x05\x12\x1d\n\x19\x43\x41PABILITY_RAW_COMPLETION\x10\x06\x42+\n\x0b\x63om.aigc.v1B\nModelProtoP\x01Z\x0e\x61igc/v1;aigcv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,6 +33,24 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aigc.v1.model_pb2', _global
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\013com.aigc.v1B\nModelProtoP\001Z\016aigc/v1;aigcv1'
-  _globals['_MODEL']._serialized_start=33
-  _globals['_MODEL']._serialized_end=236
+  _globals['_MODEL'].fields_by_name['id']._loaded_options = None
+  _globals['_MODEL'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_MODEL'].fields_by_name['provider']._loaded_options = None
+  _globals['_MODEL'].fields_by_name['provider']._serialized_options = b'\342A\001\003'
+  _globals['_MODEL'].fields_by_name['upstream_model']._loaded_options = None
+  _globals['_MODEL'].fields_by_name['upstream_model']._serialized_options = b'\342A\001\003'
+  _globals['_MODEL'].fields_by_name['aliases']._loaded_options = None
+  _globals['_MODEL'].fields_by_name['aliases']._serialized_options = b'\342A\001\003'
+  _globals['_MODEL'].fields_by_name['is_default']._loaded_options = None
+  _globals['_MODEL'].fields_by_name['is_default']._serialized_options = b'\342A\001\003'
+  _globals['_MODEL'].fields_by_name['ready']._loaded_options = None
+  _globals['_MODEL'].fields_by_name['ready']._serialized_options = b'\342A\001\003'
+  _globals['_MODEL'].fields_by_name['description']._loaded_options = None
+  _globals['_MODEL'].fields_by_name['description']._serialized_options = b'\342A\001\003'
+  _globals['_MODEL'].fields_by_name['capabilities']._loaded_options = None
+  _globals['_MODEL'].fields_by_name['capabilities']._serialized_options = b'\342A\001\003'
+  _globals['_CAPABILITY']._serialized_start=377
+  _globals['_CAPABILITY']._serialized_end=575
+  _globals['_MODEL']._serialized_start=66
+  _globals['_MODEL']._serialized_end=374
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,116 @@
+"""Provider for the OpenAI wire protocol: OpenAI itself and every compatible
+server (DeepSeek, Qwen, ERNIE via Qianfan v2, GLM, Kimi, Ollama, vLLM, and the
+llama.cpp server behind the built-in `local` provider).
+
+    POST {base_url}/chat/completions   (chat)        stream: true, include_usage
+    POST {base_url}/completions        (raw completion, models with CAPABILITY_RAW_COMPLETION)
+    header authorization: Bearer {api_key}
+
+The translations are wire.py's pure functions; this module only moves
+bytes: one pooled HTTP client per upstream (providers/http.py), one JSON
+decode per SSE event. Unary calls are the stream folded by the core.
+
+Usage comes from `stream_options.include_usage` (a last chunk with empty
+`choices`); an upstream that ignores that option reports no usage, and the
+answer has none rather than a count of our own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from server.errors import UpstreamError, UpstreamFailure
+from server.providers.base import Chunk, ProviderRequest, RemoteProvider
+from server.providers.http import SseStream
+from server.providers.openai import wire
+
+# What a chunk of the wrong shape raises when the translator reads it.
+_SHAPE_ERRORS = (AttributeError, TypeError, KeyError, IndexError, ValueError)
+
+
+class OpenAICompatProvider(RemoteProvider):
+    """RemoteProvider's constructor, plus `max_tokens_param` (see catalog.Upstream)."""
+
+    reserved_vendor_keys = wire.RESERVED_KEYS
+
+    def __init__(self, name: str, *, max_tokens_param: str = "max_tokens", **options: Any) -> None:
+        super().__init__(name, **options)
+        self.max_tokens_param = max_tokens_param
+
+    def validate(self, request: ProviderRequest) -> Mapping[str, str]:
+        chat = request.chat
+        if chat is not None and chat.reasoning.HasField("budget_tokens"):
+            return {
+                "reasoning.budget_tokens": "this provider takes an effort level (reasoning.effort), not a budget"
+            }
+        return {}
+
+    def chat_body(self, request: ProviderRequest) -> dict[str, Any]:
+        """The chat request body; the local provider adjusts it for llama.cpp."""
+        return wire.chat_body(request, max_tokens_param=self.max_tokens_param)
+
+    @contextlib.asynccontextmanager
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[AsyncIterator[Chunk]]:
+        if request.prompt is not None:
+            path, body = "/completions", wire.completion_body(request)
+            include_reasoning = False
+        else:
+            assert request.chat is not None
+            path, body = "/chat/completions", self.chat_body(request)
+            include_reasoning = request.chat.reasoning.include_reasoning
+        translator = wire.StreamTranslator(include_reasoning=include_reasoning)
+        async with self.transport.post_sse(
+            path, body, on_error=self._error, deadline=request.deadline, request_id_header="x-request-id"
+        ) as events:
+            chunks = self._chunks(events, translator)
+            try:
+                yield chunks
+            finally:
+                await chunks.aclose()
+
+    async def _chunks(self, events: SseStream, translator: wire.StreamTranslator) -> AsyncIterator[Chunk]:
+        request_id = events.request_id
+        async for event in events:
+            if event.data == b"[DONE]":
+                break
+            try:
+                data = json.loads(event.data)
+            except ValueError as exc:
+                raise self._malformed(f"unparseable stream chunk: {exc}", request_id) from exc
+            if not isinstance(data, dict):
+                raise self._malformed(f"stream chunk is a {type(data).__name__}, not an object", request_id)
+            if "error" in data:
+                raise wire.stream_error(self.name, data, request_id, self.secrets)
+            try:
+                chunk = translator.feed(data)
+            except _SHAPE_ERRORS as exc:
+                raise self._malformed(f"unexpected chunk shape: {exc!r}", request_id) from exc
+            if chunk is not None:
+                yield chunk
+        if not translator.finished:
+            # A clean close without a finish reason: the stream was cut,
+            # whatever the socket said.
+            raise UpstreamError(
+                UpstreamFailure.STREAM_INTERRUPTED,
+                "the stream ended without a finish reason",
+                provider=self.name,
+                upstream_request_id=request_id,
+            )
+
+    def _error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
+        return wire.error_from_response(self.name, status, headers, body, self.secrets)
+
+    def _malformed(self, message: str, request_id: str | None) -> UpstreamError:
+        return UpstreamError(
+            UpstreamFailure.MALFORMED_RESPONSE,
+            message,
+            provider=self.name,
+            upstream_request_id=request_id,
+            secrets=self.secrets,
+        )
+
+
+__all__ = ["OpenAICompatProvider"]
