@@ -213,7 +213,13 @@ PRESETS: tuple[Preset, ...] = (
         "QIANFAN_API_KEY",
         True,
         (
-            ("ernie-4.0-8k", "ernie-4.0-8k", ("ernie-bot-4",), "Baidu ERNIE 4.0 (Qianfan v2)", _caps("tools")),
+            (
+                "ernie-4.0-8k",
+                "ernie-4.0-8k",
+                ("ernie-bot-4",),
+                "Baidu ERNIE 4.0 (Qianfan v2)",
+                _caps("tools"),
+            ),
             (
                 "ernie-4.0-turbo-8k",
                 "ernie-4.0-turbo-8k",
@@ -222,7 +228,13 @@ PRESETS: tuple[Preset, ...] = (
                 _caps("tools"),
             ),
             ("ernie-3.5-8k", "ernie-3.5-8k", ("ernie-bot",), "Baidu ERNIE 3.5 (Qianfan v2)", _caps("tools")),
-            ("ernie-speed-128k", "ernie-speed-128k", (), "Baidu ERNIE Speed, 128K context (Qianfan v2)", _caps()),
+            (
+                "ernie-speed-128k",
+                "ernie-speed-128k",
+                (),
+                "Baidu ERNIE Speed, 128K context (Qianfan v2)",
+                _caps(),
+            ),
         ),
     ),
     Preset(
@@ -553,7 +565,7 @@ def _upstream(
     if max_tokens_param not in ("max_tokens", "max_completion_tokens"):
         raise ConfigError(f"{source}: max_tokens_param must be max_tokens or max_completion_tokens")
     if max_tokens_param != "max_tokens" and kind != "openai":
-        raise ConfigError(f"{source}: max_tokens_param applies to kind = \"openai\" only")
+        raise ConfigError(f'{source}: max_tokens_param applies to kind = "openai" only')
     return Upstream(
         name=name,
         kind=kind,
@@ -623,7 +635,9 @@ def _capabilities(
         )
     impossible = sorted(set(names) - possible)
     if impossible:
-        raise ConfigError(f"{label}: capabilities: this upstream's kind cannot translate {', '.join(impossible)}")
+        raise ConfigError(
+            f"{label}: capabilities: this upstream's kind cannot translate {', '.join(impossible)}"
+        )
     return frozenset(names)
 
 

@@ -229,7 +229,7 @@ class UpstreamError(AigcError):
         failed or was cut, or the vendor timed the request out itself (408).
         Never our own deadline's TIMEOUT: retrying cannot beat it."""
         if self.failure is UpstreamFailure.TIMEOUT:
-            return self.upstream_status == 408
+            return self.upstream_status in (408, 504)
         return self.failure in _RETRYABLE
 
     def extra_details(self) -> Iterable[any_pb2.Any]:

@@ -121,8 +121,12 @@ class UpstreamProvider(Provider):
             self.reserved_vendor_keys = inner.reserved_vendor_keys
             self.supported_capabilities = inner.supported_capabilities
             self.max_retries = inner.max_retries
-        #: Capabilities of this upstream's passthrough models.
-        self.capabilities = capability_values(upstream.capabilities) & self.supported_capabilities
+        self._capabilities = capability_values(upstream.capabilities) & self.supported_capabilities
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """The upstream's configured `capabilities`: those of its passthrough models."""
+        return self._capabilities
 
     def __repr__(self) -> str:
         return f"UpstreamProvider({self.upstream!r})"
@@ -146,7 +150,7 @@ class UpstreamProvider(Provider):
         return self.inner.not_ready_hint()
 
     def validate(self, request: ProviderRequest) -> Mapping[str, str]:
-        return self._require_inner().validate(request)
+        return {} if self.inner is None else self.inner.validate(request)
 
     def stream(self, request: ProviderRequest) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]:
         return self._require_inner().stream(request)
@@ -209,7 +213,8 @@ def build_router(settings: Settings, *, environ: MutableMapping[str, str] | None
                 upstream_model=model.upstream_model,
                 aliases=model.aliases,
                 description=model.description,
-                capabilities=capability_values(model.capabilities) & providers[model.upstream].supported_capabilities,
+                capabilities=capability_values(model.capabilities)
+                & providers[model.upstream].supported_capabilities,
             )
         )
     for provider in providers.values():

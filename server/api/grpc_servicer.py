@@ -159,7 +159,9 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
             )
 
     async def StreamComplete(self, request, context):  # noqa: N802
-        async for response in self._stream(request, context, "StreamComplete", _completion_delta, _completion_last):
+        async for response in self._stream(
+            request, context, "StreamComplete", _completion_delta, _completion_last
+        ):
             yield response
 
     # --- shared stream path ---------------------------------------------------------------------
@@ -210,7 +212,9 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
             await rpc.send_headers()
             return response
 
-    def _list_models(self, request: aigc_service_pb2.ListModelsRequest) -> aigc_service_pb2.ListModelsResponse:
+    def _list_models(
+        self, request: aigc_service_pb2.ListModelsRequest
+    ) -> aigc_service_pb2.ListModelsResponse:
         offset = _page_offset(request.page_token)
         if request.page_size < 0:
             raise InvalidRequest({"page_size": "must not be negative"})

@@ -15,10 +15,11 @@ a bug anywhere below becomes InternalError with the request id, its
 traceback in the log. Leaving the `async with` early (the caller went away)
 closes the upstream at once.
 
-Order of checks: the request on its own first (so a bad request is
-INVALID_ARGUMENT whatever model it names), then the route (MODEL_NOT_FOUND),
-then what the model can do and what its provider reserves, then whether its
-provider is configured.
+Order of checks: every field of the request - on its own, and against what
+the chosen provider reserves and can translate - in one INVALID_ARGUMENT
+(a bad request is INVALID_ARGUMENT whatever model it names); then the route
+(MODEL_NOT_FOUND); then what the model can do (CAPABILITY_NOT_SUPPORTED);
+then whether its provider is configured (FAILED_PRECONDITION).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from server.core.limits import Limits
 from server.errors import (
     AigcError,
     InternalError,
-    InvalidRequest,
     ModelNotFound,
     ProviderNotConfigured,
     UpstreamError,
@@ -153,7 +153,11 @@ class Engine:
             prepared = self._prepare(request, call)
         record = call.record
         provider = prepared.route.provider
-        async with retry.open_stream(provider, prepared.request, on_retry=record.retried) as chunks:
+        async with contextlib.AsyncExitStack() as scope:
+            with _unexpected_errors(call), record.opening():
+                chunks = await scope.enter_async_context(
+                    retry.open_stream(provider, prepared.request, on_retry=record.retried)
+                )
             yield AnswerStream(prepared, record.upstream_stream(chunks), call)
 
     # --- preparation ------------------------------------------------------------------------------
@@ -162,15 +166,20 @@ class Engine:
         record = call.record
         record.requested(request.model, self._label(request.model))
         chat = isinstance(request, aigc_service_pb2.ChatRequest)
+        violations = validation.Violations()
         if chat:
-            params = validation.check_chat(request, self.limits)
+            params = validation.check_chat(request, self.limits, violations)
         else:
-            params = validation.check_complete(request, self.limits)
-        route = self.router.resolve(request.model)
+            params = validation.check_complete(request, self.limits, violations)
+        try:
+            route = self.router.resolve(request.model)
+        except ModelNotFound:
+            # A bad request is INVALID_ARGUMENT whatever model it names.
+            violations.raise_if_any()
+            raise
         record.routed(route.id, route.provider.name, route.upstream_model)
         provider = route.provider
         if chat:
-            validation.check_capabilities(request, route.id, route.capabilities)
             provider_request = ProviderRequest(
                 upstream_model=route.upstream_model,
                 chat=request,
@@ -181,10 +190,13 @@ class Engine:
             )
         else:
             provider_request = self._completion(request, route, params, call)
-        validation.check_vendor_params(params, provider.reserved_vendor_keys)
-        problems = provider.validate(provider_request)
-        if problems:
-            raise InvalidRequest(problems)
+        validation.check_vendor_params(params, provider.reserved_vendor_keys, violations)
+        if not violations:  # provider checks may rely on a well-formed request
+            for field, why in provider.validate(provider_request).items():
+                violations.add(field, why)
+        violations.raise_if_any()
+        if chat:
+            validation.check_capabilities(request, route.id, route.capabilities)
         if not provider.ready():
             raise ProviderNotConfigured(route.id, provider.name, provider.not_ready_hint())
         record.capture_prompt(request)

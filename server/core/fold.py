@@ -19,7 +19,7 @@ from server.providers.base import Chunk
 
 
 class _Accumulated:
-    __slots__ = ("arguments", "encrypted", "id", "image", "kind", "name", "signature", "text", "result")
+    __slots__ = ("arguments", "encrypted", "id", "image", "kind", "name", "result", "signature", "text")
 
     def __init__(self, kind: str) -> None:
         self.kind = kind

@@ -1,15 +1,14 @@
 """Checks requests against the contract before anything reaches a provider.
 
-Two stages, because the second needs the route:
-
     check_chat / check_complete   the request on its own: roles and parts,
                                   tool calls answered by tool results, images,
                                   tools and schemas, generation config, limits
-    check_route                   what the chosen model can do (capabilities),
-                                  and vendor_params against the provider's
+    check_vendor_params           vendor_params against the chosen provider's
                                   reserved keys
+    check_capabilities            what the chosen model can do
 
-Every violation of a stage is collected, so the caller learns about all bad
+Violations are collected into one `Violations` (the engine adds the
+provider's own, from Provider.validate), so the caller learns about all bad
 fields at once (google.rpc.BadRequest lists them, with field paths such as
 `messages[2].parts[0].image.data`), not one per round trip. A request that
 needs a capability its model lacks is CapabilityNotSupported, naming both.
@@ -87,9 +86,8 @@ class Violations(dict[str, str]):
 # --- stage 1: the request on its own --------------------------------------------------------
 
 
-def check_chat(request: aigc_service_pb2.ChatRequest, limits: Limits) -> dict[str, Any]:
-    """Raises InvalidRequest listing every bad field; returns the vendor_params as a dict."""
-    v = Violations()
+def check_chat(request: aigc_service_pb2.ChatRequest, limits: Limits, v: Violations) -> dict[str, Any]:
+    """Adds every bad field to `v`; returns the vendor_params as a dict."""
     _messages(request.messages, limits, v)
     tool_names = _tools(request.tools, limits, v)
     if request.HasField("tool_choice"):
@@ -101,23 +99,20 @@ def check_chat(request: aigc_service_pb2.ChatRequest, limits: Limits) -> dict[st
     if request.HasField("reasoning"):
         _reasoning(request.reasoning, config, v)
     _user_id(request.user_id, v)
-    params = _vendor_params(request, v)
-    v.raise_if_any()
-    return params
+    return _vendor_params(request, v)
 
 
-def check_complete(request: aigc_service_pb2.CompleteRequest, limits: Limits) -> dict[str, Any]:
-    """Raises InvalidRequest listing every bad field; returns the vendor_params as a dict."""
-    v = Violations()
+def check_complete(
+    request: aigc_service_pb2.CompleteRequest, limits: Limits, v: Violations
+) -> dict[str, Any]:
+    """Adds every bad field to `v`; returns the vendor_params as a dict."""
     if not request.prompt:
         v.add("prompt", "must not be empty")
     elif len(request.prompt) > limits.max_text_chars:
         v.add("prompt", f"at most {limits.max_text_chars} characters")
     _generation_config(request.generation_config, v)
     _user_id(request.user_id, v)
-    params = _vendor_params(request, v)
-    v.raise_if_any()
-    return params
+    return _vendor_params(request, v)
 
 
 def _messages(messages: Sequence[content_pb2.Message], limits: Limits, v: Violations) -> None:
@@ -369,7 +364,9 @@ def _schema_problem(text: str, want_object: bool) -> str:
     if want_object and schema.get("type", "object") != "object":
         return 'must be an object schema ({"type": "object", ...})'
     try:
-        jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(schema)
+        jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(
+            schema
+        )
     except jsonschema.SchemaError as exc:
         path = "/".join(str(p) for p in exc.path)
         return f"is not a valid JSON Schema: {exc.message}" + (f" (at {path})" if path else "")
@@ -454,7 +451,9 @@ def needed_capabilities(request: aigc_service_pb2.ChatRequest) -> dict[int, str]
     return needs
 
 
-def check_capabilities(request: aigc_service_pb2.ChatRequest, model: str, capabilities: Iterable[int]) -> None:
+def check_capabilities(
+    request: aigc_service_pb2.ChatRequest, model: str, capabilities: Iterable[int]
+) -> None:
     have = set(capabilities)
     for capability, field in needed_capabilities(request).items():
         if capability not in have:
@@ -463,14 +462,13 @@ def check_capabilities(request: aigc_service_pb2.ChatRequest, model: str, capabi
             )
 
 
-def check_vendor_params(params: Mapping[str, Any], reserved: Iterable[str]) -> None:
-    """Refuses vendor_params keys that the typed request controls at this provider.
+def check_vendor_params(params: Mapping[str, Any], reserved: Iterable[str], v: Violations) -> None:
+    """Adds to `v` the vendor_params keys that the typed request controls at this provider.
 
     `reserved` holds body paths: "messages" (the whole key), or
     "generationConfig.maxOutputTokens" (that key inside an object the
     provider merges vendor_params into).
     """
-    v = Violations()
     for path in reserved:
         node: Any = params
         keys = path.split(".")
@@ -482,10 +480,10 @@ def check_vendor_params(params: Mapping[str, Any], reserved: Iterable[str]) -> N
                 field = ".".join(keys[: depth + 1])
                 v.add(f"vendor_params.{field}", "is set through the typed request fields, not vendor_params")
                 break
-    v.raise_if_any()
 
 
 __all__ = [
+    "Violations",
     "check_capabilities",
     "check_chat",
     "check_complete",

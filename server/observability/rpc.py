@@ -11,21 +11,22 @@ updates the metrics, and ends the spans.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
 from google.protobuf import json_format
 from google.rpc import code_pb2
 
+from aigc.v1 import aigc_service_pb2, generation_pb2
 from server.errors import AigcError, UpstreamError
 from server.observability.logs import request_id_var
 from server.observability.metrics import Metrics
 from server.observability.settings import ObservabilitySettings
 from server.observability.tracing import NoTracing, Span, Tracing
-from aigc.v1 import aigc_service_pb2, generation_pb2
 from server.providers.base import Chunk, Usage
 
 access_log = logging.getLogger("aigc.access")
@@ -187,14 +188,26 @@ class RpcRecord:
             self._in_flight = (self.method, model_id, provider)
             self._owner.metrics.streams_in_flight.labels(*self._in_flight).inc()
 
-    def capture_prompt(self, request: aigc_service_pb2.ChatRequest | aigc_service_pb2.CompleteRequest) -> None:
+    def capture_prompt(
+        self, request: aigc_service_pb2.ChatRequest | aigc_service_pb2.CompleteRequest
+    ) -> None:
         """Keeps the prompt for the access line, when AIGC_LOG_PROMPTS is on."""
         if not self._owner.settings.log_prompts:
             return
         if isinstance(request, aigc_service_pb2.ChatRequest):
-            self.prompt = [json_format.MessageToDict(m, preserving_proto_field_name=True) for m in request.messages]
+            self.prompt = [
+                json_format.MessageToDict(m, preserving_proto_field_name=True) for m in request.messages
+            ]
         else:
             self.prompt = request.prompt
+
+    def failed(self, error: AigcError) -> None:
+        """The RPC ends with `error`: reported now, right before the abort, so
+        that by the time the caller sees the error, the metrics and the
+        access line already count it (a caller may scrape at once)."""
+        self.error = error
+        self.code = error.code
+        self._finish(None)
 
     def retried(self, error: AigcError, attempt: int, delay: float) -> None:
         """An attempt failed before any output and is tried again after `delay` seconds."""
@@ -207,6 +220,20 @@ class RpcRecord:
             delay,
             extra={"retry": attempt, "error_reason": error.reason, "delay_ms": _ms(delay)},
         )
+
+    @contextlib.contextmanager
+    def opening(self) -> Iterator[None]:
+        """Times opening the provider's stream (retries and the wait for its
+        first chunk included) as time in the provider, and starts its span."""
+        self._start_client()
+        began = time.perf_counter()
+        try:
+            yield
+        except BaseException as exc:
+            self._end_client(exc)
+            raise
+        finally:
+            self.upstream_seconds += time.perf_counter() - began
 
     def upstream_stream(self, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
         """Wraps a provider stream: times each wait for a chunk, traces the whole stream."""
@@ -364,7 +391,8 @@ class _UpstreamStream:
         record = self._record
         if not self._started:
             self._started = True
-            record._start_client()
+            if record._client_span is None and not record.upstream_calls:
+                record._start_client()
         began = time.perf_counter()
         try:
             chunk = await anext(self._chunks)

@@ -103,6 +103,11 @@ class Provider(abc.ABC):
     #: Retries of a failed attempt before the first chunk (server/core/retry.py).
     max_retries: int = 0
 
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """What `upstream/model` passthrough models of this provider may use."""
+        return self.supported_capabilities
+
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Acquires resources (clients, a local runtime). Called once before serving."""
 
@@ -223,8 +228,6 @@ def retry_after_seconds(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
-
-
 
 
 _EMPTY: tuple[content_pb2.Part, ...] = ()

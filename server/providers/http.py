@@ -117,7 +117,9 @@ class HttpTransport:
         except TimeoutError as exc:
             raise self._deadline_passed() from exc
         except httpx2.TimeoutException as exc:
-            raise self.error(UpstreamFailure.TIMEOUT, f"no answer within {self.timeout_seconds:.3g}s") from exc
+            raise self.error(
+                UpstreamFailure.TIMEOUT, f"no answer within {self.timeout_seconds:.3g}s"
+            ) from exc
         except httpx2.TransportError as exc:  # refused, reset, DNS, TLS, proxy
             raise self.error(UpstreamFailure.UNREACHABLE, _describe(exc)) from exc
         try:
@@ -150,7 +152,11 @@ class SseStream:
     """The events of one 200 `text/event-stream` answer, read as they arrive."""
 
     def __init__(
-        self, transport: HttpTransport, response: httpx2.Response, deadline: float | None, request_id: str | None
+        self,
+        transport: HttpTransport,
+        response: httpx2.Response,
+        deadline: float | None,
+        request_id: str | None,
     ) -> None:
         self._transport = transport
         self._response = response

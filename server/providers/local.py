@@ -136,9 +136,7 @@ class LocalProvider(OpenAICompatProvider):
         chat = request.chat
         assert chat is not None
         choice = chat.tool_choice
-        if not chat.tools or not (
-            choice.function_name or choice.mode == tool_pb2.ToolChoice.MODE_REQUIRED
-        ):
+        if not chat.tools or not (choice.function_name or choice.mode == tool_pb2.ToolChoice.MODE_REQUIRED):
             return body
         # A call is required (see the module docstring): one tool if named,
         # and the answer begun with the call's opening tag.

@@ -26,6 +26,7 @@ from server.routing import ModelRoute, Router
 from tests.conformance import vendors
 from tests.conformance.vendor import Vendor
 from tests.fakes.http import FakeServer
+from tests.support.content import fold_deltas
 
 VENDORS = sorted(m.name for m in pkgutil.iter_modules(vendors.__path__))
 UPSTREAM_MODEL = "model-1"
@@ -72,7 +73,11 @@ class Harness:
         return Engine(Router([route], "m"))
 
     async def stream(
-        self, request: aigc_service_pb2.ChatRequest, *, caller_timeout: float | None = None, **provider_options: Any
+        self,
+        request: aigc_service_pb2.ChatRequest,
+        *,
+        caller_timeout: float | None = None,
+        **provider_options: Any,
     ) -> Result:
         engine = self.engine(**provider_options)
         provider = engine.router.default.provider
@@ -82,13 +87,17 @@ class Harness:
             async with engine.stream(request, _call("StreamChat", caller_timeout)) as stream:
                 async for parts in stream:
                     deltas.append(list(parts))
-            folded = _fold(deltas)
+            folded = fold_deltas(deltas)
             return Result(deltas, folded, stream.finish, stream.usage)
         finally:
             await provider.close()
 
     async def unary(
-        self, request: aigc_service_pb2.ChatRequest, *, caller_timeout: float | None = None, **provider_options: Any
+        self,
+        request: aigc_service_pb2.ChatRequest,
+        *,
+        caller_timeout: float | None = None,
+        **provider_options: Any,
     ) -> Result:
         engine = self.engine(**provider_options)
         provider = engine.router.default.provider
@@ -108,31 +117,3 @@ def harness(vendor: Vendor, fake: FakeServer) -> Harness:
 def _call(method: str, caller_timeout: float | None = None) -> Call:
     deadline = None if caller_timeout is None else asyncio.get_running_loop().time() + caller_timeout
     return Call("rid-1", Observability().rpc(method, "rid-1"), deadline)
-
-
-def _fold(deltas: list[list[content_pb2.Part]]) -> list[content_pb2.Part]:
-    """What a client does with the deltas (written from the proto's comment, not from fold.py)."""
-    parts: list[content_pb2.Part] = []
-    for message in deltas:
-        for delta in message:
-            if delta.index == len(parts):
-                part = content_pb2.Part()
-                part.CopyFrom(delta)
-                part.index = 0
-                parts.append(part)
-                continue
-            part = parts[delta.index]
-            kind = delta.WhichOneof("data")
-            assert part.WhichOneof("data") == kind
-            if kind == "text":
-                part.text += delta.text
-            elif kind == "reasoning":
-                part.reasoning.text += delta.reasoning.text
-                part.reasoning.encrypted_content += delta.reasoning.encrypted_content
-            elif kind == "tool_call":
-                assert delta.tool_call.id == part.tool_call.id, "every delta repeats the call's id"
-                assert delta.tool_call.name == part.tool_call.name, "every delta repeats the call's name"
-                part.tool_call.arguments += delta.tool_call.arguments
-            if delta.signature:
-                part.signature = delta.signature
-    return parts

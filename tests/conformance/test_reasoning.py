@@ -13,7 +13,11 @@ USAGE = UsageSpec(prompt=20, completion=50, reasoning=38)
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["unary", "stream"])
 async def test_reasoning_is_its_own_part(harness, vendor, fake, streaming):
-    fake.script(vendor.reasoning_reply(["First, 2+2", " is 4."], ["The answer", " is 4."], signature="sig-1", usage=USAGE))
+    fake.script(
+        vendor.reasoning_reply(
+            ["First, 2+2", " is 4."], ["The answer", " is 4."], signature="sig-1", usage=USAGE
+        )
+    )
     request = chat(user("2+2?"), reasoning={"include_reasoning": True, "effort": "EFFORT_LOW"})
     result = await (harness.stream(request) if streaming else harness.unary(request))
     assert result.kinds() == ["reasoning", "text"]
@@ -38,13 +42,17 @@ async def test_reasoning_not_returned_unless_asked(harness, vendor, fake):
 
 async def test_reasoning_effort_is_translated(harness, vendor, fake):
     fake.script(vendor.text_reply(["ok"]))
-    await harness.unary(chat(user("hi"), reasoning={"effort": "EFFORT_HIGH"}, generation_config={"max_output_tokens": 30000}))
+    await harness.unary(
+        chat(user("hi"), reasoning={"effort": "EFFORT_HIGH"}, generation_config={"max_output_tokens": 30000})
+    )
     assert vendor.reasoning_sent(fake.requests[0]) == vendor.reasoning_for_high_effort
 
 
 async def test_reasoning_budget_is_translated_or_refused(harness, vendor, fake):
     fake.script(vendor.text_reply(["ok"]))
-    request = chat(user("hi"), reasoning={"budget_tokens": 2048}, generation_config={"max_output_tokens": 4096})
+    request = chat(
+        user("hi"), reasoning={"budget_tokens": 2048}, generation_config={"max_output_tokens": 4096}
+    )
     if vendor.reasoning_for_budget_2048 is None:
         with pytest.raises(InvalidRequest) as caught:
             await harness.unary(request)
@@ -76,8 +84,14 @@ async def test_signed_reasoning_goes_back_with_tool_results(harness, vendor, fak
 
 
 async def test_reasoning_then_tool_call_in_one_turn(harness, vendor, fake):
-    fake.script(vendor.reasoning_then_tool_call_reply(["Need weather."], CallSpec("call_1", "get_weather", '{"city": "Paris"}', 3), signature="sig-2"))
-    result = await harness.stream(chat(user("Weather in Paris?"), tools=[WEATHER], reasoning={"include_reasoning": True}))
+    fake.script(
+        vendor.reasoning_then_tool_call_reply(
+            ["Need weather."], CallSpec("call_1", "get_weather", '{"city": "Paris"}', 3), signature="sig-2"
+        )
+    )
+    result = await harness.stream(
+        chat(user("Weather in Paris?"), tools=[WEATHER], reasoning={"include_reasoning": True})
+    )
     assert result.kinds() == ["reasoning", "tool_call"]
     if vendor.signs_reasoning:
         signed = [p for p in result.parts if p.signature]

@@ -54,12 +54,17 @@ async def test_tool_call_arguments_streamed_in_pieces(harness, vendor, fake):
         assert result.usage == USAGE.proto()
     assert streamed.calls()[0].arguments == unary.calls()[0].arguments
     deltas = [p for d in streamed.deltas for p in d]
-    assert len(deltas) > 1, "arguments arrive as they are generated, not at the end"
+    if not getattr(vendor, "arguments_are_objects", False):
+        # Gemini's API sends each call whole (argument streaming is Vertex AI only).
+        assert len(deltas) > 1, "arguments arrive as they are generated, not at the end"
     assert {(p.index, p.tool_call.id, p.tool_call.name) for p in deltas} == {(0, got.id, "get_weather")}
 
 
 async def test_parallel_tool_calls_interleaved(harness, vendor, fake):
-    calls = [CallSpec("call_a", "get_weather", PARIS, pieces=4), CallSpec("call_b", "get_time", TOKYO, pieces=3)]
+    calls = [
+        CallSpec("call_a", "get_weather", PARIS, pieces=4),
+        CallSpec("call_b", "get_time", TOKYO, pieces=3),
+    ]
     fake.script(vendor.tool_calls_reply(calls, interleave=True, usage=USAGE))
     result = await harness.stream(chat(user("Paris weather and Tokyo time?"), tools=[WEATHER, TIME]))
     got = result.calls()
@@ -99,10 +104,15 @@ async def test_multi_turn_tool_conversation_round_trips(harness, vendor, fake):
                 {"tool_call": {"id": "call_b", "name": "get_time", "arguments": TOKYO}},
             ],
         },
-        {"role": "ROLE_TOOL", "parts": [{"tool_result": {"tool_call_id": "call_a", "content": '{"temp_c": 18}'}}]},
         {
             "role": "ROLE_TOOL",
-            "parts": [{"tool_result": {"tool_call_id": "call_b", "content": "clock offline", "is_error": True}}],
+            "parts": [{"tool_result": {"tool_call_id": "call_a", "content": '{"temp_c": 18}'}}],
+        },
+        {
+            "role": "ROLE_TOOL",
+            "parts": [
+                {"tool_result": {"tool_call_id": "call_b", "content": "clock offline", "is_error": True}}
+            ],
         },
         tools=[WEATHER, TIME],
     )

@@ -102,10 +102,17 @@ class Vendor(Protocol):
 
     def provider(self, base_url: str, **options: Any) -> Provider: ...
 
-    def text_reply(self, pieces: list[str], *, finish: str = "stop", usage: UsageSpec | None = None) -> Reply: ...
+    def text_reply(
+        self, pieces: list[str], *, finish: str = "stop", usage: UsageSpec | None = None
+    ) -> Reply: ...
 
     def tool_calls_reply(
-        self, calls: list[CallSpec], *, text: str = "", interleave: bool = False, usage: UsageSpec | None = None
+        self,
+        calls: list[CallSpec],
+        *,
+        text: str = "",
+        interleave: bool = False,
+        usage: UsageSpec | None = None,
     ) -> Reply: ...
 
     def reasoning_reply(
@@ -200,7 +207,12 @@ def _expected_part(part: content_pb2.Part, vendor: Vendor) -> PartTuple | None:
         return ("tool_call", call.id, call.name, json.loads(call.arguments or "{}"))
     if kind == "tool_result":
         result = part.tool_result
-        return ("tool_result", result.tool_call_id, result.content, result.is_error and vendor.tool_error_flag)
+        return (
+            "tool_result",
+            result.tool_call_id,
+            result.content,
+            result.is_error and vendor.tool_error_flag,
+        )
     if kind == "reasoning":
         if not vendor.sends_history_reasoning:
             return None

@@ -23,7 +23,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from aigc.v1 import aigc_service_pb2 as pb
-from aigc.v1 import content_pb2
+from aigc.v1 import content_pb2, generation_pb2
 from tests.e2e.conftest import E2E, KEYS, TIMEOUT, Either
 from tests.fakes import anthropic_fake, gemini_fake, openai_fake
 from tests.fakes.http import Hang, Reply, Respond
@@ -201,7 +201,7 @@ def call(e2e: E2E, transport: str, body: dict[str, Any], *, timeout: float = TIM
                 content_pb2.Message(role=content_pb2.Role.Value(m["role"]), content=m["content"])
                 for m in body.get("messages", [])
             ],
-            generation_config=content_pb2.GenerationConfig(**body.get("generation_config", {})),
+            generation_config=generation_pb2.GenerationConfig(**body.get("generation_config", {})),
         )
         received = []
         with pytest.raises(grpc.RpcError) as caught:

@@ -19,10 +19,11 @@ from google.rpc import code_pb2, error_details_pb2
 from grpc_status import rpc_status
 
 from aigc.v1 import aigc_service_pb2 as pb
-from aigc.v1 import content_pb2
+from aigc.v1 import content_pb2, generation_pb2
 from tests.e2e.conftest import E2E, KEYS, TIMEOUT, Either, Fake, is_stream_request, sse_events
 from tests.fakes import anthropic_fake, gemini_fake, openai_fake
 from tests.fakes.http import Reply, split_inside
+from tests.support.content import json_text, text_of
 
 PIECES = ["你好", "，世界", "！"]
 TEXT = "".join(PIECES)
@@ -106,7 +107,7 @@ def chat_request(model: str) -> pb.ChatRequest:
     return pb.ChatRequest(
         model=model,
         messages=[content_pb2.Message(role=content_pb2.ROLE_USER, content="用一句话打个招呼")],
-        generation_config=content_pb2.GenerationConfig(max_output_tokens=32),
+        generation_config=generation_pb2.GenerationConfig(max_output_tokens=32),
     )
 
 
@@ -158,8 +159,8 @@ def test_grpc_chat(e2e: E2E, kind: Kind) -> None:
     assert reply.id
     assert reply.create_time.seconds > 0
     assert reply.message.role == content_pb2.ROLE_ASSISTANT
-    assert reply.message.content == TEXT
-    assert reply.finish_reason == content_pb2.FINISH_REASON_STOP
+    assert text_of(reply.message) == TEXT
+    assert reply.finish_reason == generation_pb2.FINISH_REASON_STOP
     check_usage(reply.usage)
     assert not reply.HasField("error")
     check_upstream_request(e2e, kind)
@@ -170,13 +171,13 @@ def test_grpc_stream_chat(e2e: E2E, kind: Kind) -> None:
     fake_of(e2e, kind).script(kind.answer())
     messages = list(e2e.stub.StreamChat(chat_request(kind.model), timeout=TIMEOUT))
     assert len(messages) >= 2
-    assert "".join(m.message.content for m in messages) == TEXT
+    assert "".join(text_of(m.message) for m in messages) == TEXT
     assert {m.id for m in messages} == {messages[0].id} and messages[0].id
     assert {(m.model, m.provider) for m in messages} == {(kind.model, kind.provider)}
     *body, last = messages
-    assert all(m.finish_reason == content_pb2.FINISH_REASON_UNSPECIFIED for m in body)
+    assert all(m.finish_reason == generation_pb2.FINISH_REASON_UNSPECIFIED for m in body)
     assert all(not m.HasField("usage") for m in body)
-    assert last.finish_reason == content_pb2.FINISH_REASON_STOP
+    assert last.finish_reason == generation_pb2.FINISH_REASON_STOP
     check_usage(last.usage)
     assert not last.HasField("error")
     check_upstream_request(e2e, kind)
@@ -216,7 +217,7 @@ def test_http_chat(e2e: E2E, kind: Kind) -> None:
     body = response.json()
     assert set(body) == {"id", "model", "provider", "create_time", "message", "finish_reason", "usage"}
     assert (body["model"], body["provider"]) == (kind.model, kind.provider)
-    assert body["message"] == {"role": "ROLE_ASSISTANT", "content": TEXT}
+    assert body["message"] == {"role": "ROLE_ASSISTANT", "parts": [{"text": TEXT}]}
     assert body["finish_reason"] == "FINISH_REASON_STOP"
     check_usage(body["usage"])
     check_upstream_request(e2e, kind)
@@ -230,7 +231,7 @@ def test_http_stream_chat_is_sse(e2e: E2E, kind: Kind) -> None:
         assert response.headers["content-type"] == "text/event-stream"
         events = sse_events(response)
     assert len(events) >= 2
-    assert "".join(e["message"].get("content", "") for e in events) == TEXT
+    assert "".join(json_text(e) for e in events) == TEXT
     identities = {(e["id"], e["model"], e["provider"]) for e in events}
     assert identities == {(events[0]["id"], kind.model, kind.provider)}
     *body, last = events
@@ -261,9 +262,9 @@ def test_grpc_stream_cut_mid_way_ends_in_band_and_with_the_same_status(e2e: E2E,
     with pytest.raises(grpc.RpcError) as caught:
         for message in e2e.stub.StreamChat(chat_request(kind.model), timeout=TIMEOUT):
             messages.append(message)
-    assert "".join(m.message.content for m in messages) == "你好，世界"
+    assert "".join(text_of(m.message) for m in messages) == "你好，世界"
     last = messages[-1]
-    assert last.finish_reason == content_pb2.FINISH_REASON_ERROR
+    assert last.finish_reason == generation_pb2.FINISH_REASON_ERROR
     # No `usage`: the vendor's counts never came (the proto has no "not reported" marker).
     assert not last.HasField("usage")
     assert last.error.code == code_pb2.UNAVAILABLE
@@ -286,7 +287,7 @@ def test_sse_stream_cut_mid_way_carries_the_error_in_the_last_event(e2e: E2E, ki
         # The stream had started: HTTP 200, and the failure is in-band.
         assert response.status_code == 200
         events = sse_events(response)
-    assert "".join(e["message"].get("content", "") for e in events) == "你好，世界"
+    assert "".join(json_text(e) for e in events) == "你好，世界"
     last = events[-1]
     assert last["finish_reason"] == "FINISH_REASON_ERROR"
     assert last["error"]["code"] == code_pb2.UNAVAILABLE

@@ -3,15 +3,26 @@ lines (message_start, content_block_*, ping, message_delta, message_stop,
 error), error bodies, and the `request-id` header.
 
 `message()` answers like Anthropic: as SSE when the request says
-`"stream": true`, else as one JSON body."""
+`"stream": true`, else as one JSON body. `message_events()` is a plain text
+answer; `answer()` assembles any other from blocks:
+
+    answer([thinking_block(0, ["Let me see"], "sig"), tool_use_block(1, "toolu_1", "f", ['{"a"', ": 1}"])],
+           stop_reason="tool_use", usage=usage_object(20, 9, cache_read=12, thinking=5))
+
+Blocks stream one after another, as Anthropic sends them: each block's
+start, deltas and stop before the next block starts (parallel tool calls
+are tool_use blocks back to back)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tests.fakes.http import ByRequest, Respond, Stream
+
+# Usage fields message_start carries; message_delta carries the output counts.
+_INPUT_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
 def event(name: str, data: Mapping[str, Any]) -> bytes:
@@ -48,40 +59,137 @@ def message_events(
     usage: tuple[int, int] = (25, 15),
     cache_read: int = 0,
 ) -> list[bytes]:
-    """A streamed answer, event by event, as Anthropic sends it (including a ping)."""
-    start = {
-        "type": "message_start",
-        "message": {
-            "id": "msg_stream",
-            "type": "message",
-            "role": "assistant",
-            "content": [],
-            "model": "claude-fake",
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {"input_tokens": usage[0], "output_tokens": 1, "cache_creation_input_tokens": 0,
-                      "cache_read_input_tokens": cache_read},
-        },
-    }  # fmt: skip
-    events = [
-        event("message_start", start),
-        event("content_block_start", {"type": "content_block_start", "index": 0,
-                                      "content_block": {"type": "text", "text": ""}}),
-        event("ping", {"type": "ping"}),
-    ]  # fmt: skip
-    events += [
-        event("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                      "delta": {"type": "text_delta", "text": piece}})
-        for piece in pieces
-    ]  # fmt: skip
-    events += [
-        event("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        event("message_delta", {"type": "message_delta",
-                                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                                "usage": {"output_tokens": usage[1]}}),
-        event("message_stop", {"type": "message_stop"}),
-    ]  # fmt: skip
-    return events
+    """A streamed text answer, event by event, as Anthropic sends it:
+    message_start, content_block_start, ping, one delta per piece,
+    content_block_stop, message_delta, message_stop."""
+    return [
+        message_start(usage_object(usage[0], usage[1], cache_read=cache_read, cache_write=0)),
+        *text_block(0, pieces),
+        *message_end(stop_reason, {"output_tokens": usage[1]}),
+    ]
+
+
+# --- building blocks ------------------------------------------------------------------------
+
+
+def usage_object(
+    input_tokens: int,
+    output_tokens: int,
+    *,
+    cache_read: int | None = None,
+    cache_write: int | None = None,
+    thinking: int | None = None,
+) -> dict[str, Any]:
+    """A `usage` object; the cache and thinking counts only when given (absent, not zero)."""
+    usage: dict[str, Any] = {"input_tokens": input_tokens, "output_tokens": output_tokens}
+    if cache_write is not None:
+        usage["cache_creation_input_tokens"] = cache_write
+    if cache_read is not None:
+        usage["cache_read_input_tokens"] = cache_read
+    if thinking is not None:
+        usage["output_tokens_details"] = {"thinking_tokens": thinking}
+    return usage
+
+
+def message_start(usage: Mapping[str, Any] | None, *, id: str = "msg_stream") -> bytes:
+    """message_start with the input side of `usage` (output_tokens 1, as Anthropic sends)."""
+    message: dict[str, Any] = {
+        "id": id,
+        "type": "message",
+        "role": "assistant",
+        "content": [],
+        "model": "claude-fake",
+        "stop_reason": None,
+        "stop_sequence": None,
+    }
+    if usage is not None:
+        message["usage"] = {**{k: usage[k] for k in _INPUT_FIELDS if k in usage}, "output_tokens": 1}
+    return event("message_start", {"type": "message_start", "message": message})
+
+
+def message_end(stop_reason: str, usage: Mapping[str, Any] | None) -> list[bytes]:
+    """message_delta (stop reason, the usage given) and message_stop."""
+    delta: dict[str, Any] = {
+        "type": "message_delta",
+        "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+    }
+    if usage is not None:
+        delta["usage"] = dict(usage)
+    return [event("message_delta", delta), event("message_stop", {"type": "message_stop"})]
+
+
+def block_start(index: int, block: Mapping[str, Any]) -> bytes:
+    return event(
+        "content_block_start", {"type": "content_block_start", "index": index, "content_block": block}
+    )
+
+
+def block_delta(index: int, delta: Mapping[str, Any]) -> bytes:
+    return event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+
+
+def block_stop(index: int) -> bytes:
+    return event("content_block_stop", {"type": "content_block_stop", "index": index})
+
+
+def ping() -> bytes:
+    return event("ping", {"type": "ping"})
+
+
+def text_block(index: int, pieces: Sequence[str], *, with_ping: bool = True) -> list[bytes]:
+    """A text block: start, (a ping, as Anthropic sends after the first start), deltas, stop."""
+    events = [block_start(index, {"type": "text", "text": ""})]
+    if with_ping:
+        events.append(ping())
+    events += [block_delta(index, {"type": "text_delta", "text": p}) for p in pieces]
+    return [*events, block_stop(index)]
+
+
+def tool_use_block(index: int, id: str, name: str, fragments: Sequence[str]) -> list[bytes]:
+    """A tool_use block: `input` {} at the start, the arguments as input_json_delta fragments.
+
+    No fragments is a call without arguments (Anthropic then sends none, or one empty one)."""
+    start = block_start(index, {"type": "tool_use", "id": id, "name": name, "input": {}})
+    deltas = [block_delta(index, {"type": "input_json_delta", "partial_json": f}) for f in fragments]
+    return [start, *deltas, block_stop(index)]
+
+
+def thinking_block(index: int, pieces: Sequence[str], signature: str) -> list[bytes]:
+    """A thinking block: thinking_delta pieces, then the signature whole, just before the stop.
+
+    No pieces is what `display: "omitted"` gives: a signature only."""
+    start = block_start(index, {"type": "thinking", "thinking": "", "signature": ""})
+    deltas = [block_delta(index, {"type": "thinking_delta", "thinking": p}) for p in pieces]
+    if signature:
+        deltas.append(block_delta(index, {"type": "signature_delta", "signature": signature}))
+    return [start, *deltas, block_stop(index)]
+
+
+def redacted_thinking_block(index: int, data: str) -> list[bytes]:
+    """Thinking the safety systems encrypted: the whole `data` in the start, no deltas."""
+    return [block_start(index, {"type": "redacted_thinking", "data": data}), block_stop(index)]
+
+
+def answer(
+    blocks: Sequence[Sequence[bytes]],
+    *,
+    stop_reason: str = "end_turn",
+    usage: Mapping[str, Any] | None = None,
+    cumulative: bool = False,
+) -> list[bytes]:
+    """A whole streamed answer: message_start, ping, the blocks, message_delta, message_stop.
+
+    `usage` (see usage_object) is split as Anthropic does: input and cache
+    counts on message_start, output counts on message_delta - or, with
+    `cumulative`, every count again on message_delta (the current API's
+    cumulative totals)."""
+    end_usage: dict[str, Any] | None = None
+    if usage is not None:
+        end_usage = dict(usage) if cumulative else {k: v for k, v in usage.items() if k not in _INPUT_FIELDS}
+    events = [message_start(usage), ping()]
+    for block in blocks:
+        events += block
+    return [*events, *message_end(stop_reason, end_usage)]
 
 
 def error_event(type: str, message: str) -> bytes:

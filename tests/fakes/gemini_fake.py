@@ -2,6 +2,11 @@
 bodies, `alt=sse` streams (`data: {...}\\r\\n\\r\\n`, no end marker), and
 google.rpc-style error bodies with ErrorInfo / RetryInfo details.
 
+Parts as Gemini sends them: `text_part` (with `thought: true` for thinking,
+and a `thoughtSignature` on any part), `function_call_part` (a whole call,
+args an object, with or without an id), and `chunk` for one streamed
+GenerateContentResponse. `usage_metadata` has the thinking and cache counts.
+
 `generate()` answers like Gemini: as SSE on `:streamGenerateContent`, else
 as one JSON body."""
 
@@ -31,11 +36,67 @@ def response_body(
         "responseId": response_id,
     }
     if usage is not None:
-        meta = {"promptTokenCount": usage[0], "candidatesTokenCount": usage[1],
-                "totalTokenCount": usage[0] + usage[1] + thoughts}  # fmt: skip
-        if thoughts:
-            meta["thoughtsTokenCount"] = thoughts
-        body["usageMetadata"] = meta
+        body["usageMetadata"] = usage_metadata(usage[0], usage[1], thoughts=thoughts or None)
+    return body
+
+
+def text_part(text: str, *, thought: bool = False, signature: str | None = None) -> dict[str, Any]:
+    """A text part; `thought` marks a thought summary, `signature` is its thoughtSignature."""
+    part: dict[str, Any] = {"text": text}
+    if thought:
+        part["thought"] = True
+    if signature is not None:
+        part["thoughtSignature"] = signature
+    return part
+
+
+def function_call_part(
+    name: str, args: Mapping[str, Any], *, id: str | None = None, signature: str | None = None
+) -> dict[str, Any]:
+    """A whole function call, as Gemini sends it: args an object, the id only when the API set one."""
+    call: dict[str, Any] = {"name": name, "args": dict(args)}
+    if id is not None:
+        call["id"] = id
+    part: dict[str, Any] = {"functionCall": call}
+    if signature is not None:
+        part["thoughtSignature"] = signature
+    return part
+
+
+def usage_metadata(
+    prompt: int, candidates: int, *, thoughts: int | None = None, cached: int | None = None
+) -> dict[str, Any]:
+    """usageMetadata: thinking tokens apart from candidatesTokenCount, cached ones inside promptTokenCount."""
+    meta: dict[str, Any] = {
+        "promptTokenCount": prompt,
+        "candidatesTokenCount": candidates,
+        "totalTokenCount": prompt + candidates + (thoughts or 0),
+    }
+    if thoughts is not None:
+        meta["thoughtsTokenCount"] = thoughts
+    if cached is not None:
+        meta["cachedContentTokenCount"] = cached
+    return meta
+
+
+def chunk(
+    parts: list[dict[str, Any]],
+    *,
+    finish: str | None = None,
+    usage: Mapping[str, Any] | None = None,
+    response_id: str = "resp-gs",
+) -> dict[str, Any]:
+    """One streamed GenerateContentResponse: the parts generated since the last one."""
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
+    if finish is not None:
+        candidate["finishReason"] = finish
+    body: dict[str, Any] = {
+        "candidates": [candidate],
+        "modelVersion": "gemini-fake",
+        "responseId": response_id,
+    }
+    if usage is not None:
+        body["usageMetadata"] = dict(usage)
     return body
 
 

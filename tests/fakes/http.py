@@ -153,14 +153,14 @@ class Hang(Reply):
 class FakeServer:
     """`async with FakeServer() as fake:` - then `fake.base_url`, `fake.script(...)`, `fake.requests`."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.requests: list[Recorded] = []
         self.client_gone = asyncio.Event()
         self._replies: collections.deque[Reply] = collections.deque()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task] = set()
         self._writers: set[asyncio.StreamWriter] = set()
-        self.port = 0
+        self.port = port
 
     @property
     def base_url(self) -> str:
@@ -170,7 +170,7 @@ class FakeServer:
         self._replies.extend(replies)
 
     async def __aenter__(self) -> FakeServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

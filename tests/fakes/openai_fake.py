@@ -114,14 +114,24 @@ def delta_events(
         events.append(event(chunk({}, finish)))
     if usage is not None:
         events.append(
-            event({"id": id, "object": "chat.completion.chunk", "created": CREATED, "model": "gpt-fake",
-                   "choices": [], "usage": usage})
-        )  # fmt: skip
+            event(
+                {
+                    "id": id,
+                    "object": "chat.completion.chunk",
+                    "created": CREATED,
+                    "model": "gpt-fake",
+                    "choices": [],
+                    "usage": usage,
+                }
+            )
+        )
     events.append(DONE)
     return events
 
 
-def tool_call_delta(index: int, *, id: str | None = None, name: str | None = None, arguments: str = "") -> dict:
+def tool_call_delta(
+    index: int, *, id: str | None = None, name: str | None = None, arguments: str = ""
+) -> dict:
     """One `delta.tool_calls` entry as OpenAI streams it: id, type and name only on the first."""
     call: dict[str, Any] = {"index": index, "function": {"arguments": arguments}}
     if id is not None:

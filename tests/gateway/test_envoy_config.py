@@ -29,6 +29,8 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.rpc import error_details_pb2, status_pb2
 
+from tests.support.content import text_of
+
 REPO = Path(__file__).resolve().parents[2]
 RENDER = REPO / "gateway" / "render.py"
 SERVICE = "aigc.v1.AigcService"
@@ -146,7 +148,7 @@ class FakeAigc:
         resp = self.types.ChatResponse(id="resp-1", model=request.model or "smollm2", provider="fake")
         resp.create_time.seconds = 1_700_000_000
         resp.message.role = 3  # ROLE_ASSISTANT
-        resp.message.content = content
+        resp.message.parts.add(text=content)
         return resp
 
     def handler(self) -> grpc.GenericRpcHandler:
@@ -395,7 +397,7 @@ def test_unary_chat_is_transcoded_with_snake_case(http: httpx.Client) -> None:
         "model": "smollm2",
         "provider": "fake",
         "create_time": "2023-11-14T22:13:20Z",
-        "message": {"role": "ROLE_ASSISTANT", "content": "echo: hi"},
+        "message": {"role": "ROLE_ASSISTANT", "parts": [{"text": "echo: hi"}]},
         "finish_reason": "FINISH_REASON_STOP",
         "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
     }
@@ -423,7 +425,7 @@ def test_stream_is_sse_and_flushed_per_message(http: httpx.Client) -> None:
                 events.append((time.monotonic(), json.loads(line.removeprefix("data: "))))
             else:
                 assert line == "", f"unexpected SSE line {line!r}"
-    assert [e["message"]["content"] for _, e in events] == STREAM_PIECES
+    assert [e["message"]["parts"][0]["text"] for _, e in events] == STREAM_PIECES
     assert events[-1][1]["finish_reason"] == "FINISH_REASON_STOP"
     assert "finish_reason" not in events[0][1]
     # Each event arrived when the server sent it, not all at the end.
@@ -476,7 +478,7 @@ def test_raw_grpc_passes_through_with_its_deadline(
     with channel:
         fake.time_remaining.clear()
         resp = chat(request, timeout=5)
-    assert resp.message.content == "echo: over grpc"
+    assert text_of(resp.message) == "echo: over grpc"
     # The caller's deadline reached the server through Envoy.
     (remaining,) = fake.time_remaining
     assert remaining is not None and 0 < remaining <= 5

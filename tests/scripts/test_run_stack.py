@@ -73,7 +73,7 @@ def test_unary_chat_returns_the_unified_shape(http):
     body = response.json()
     assert set(body) == {"id", "model", "provider", "create_time", "message", "finish_reason", "usage"}
     assert body["model"] == "smollm2" and body["provider"] == "local"
-    assert body["message"]["role"] == "ROLE_ASSISTANT" and body["message"]["content"]
+    assert body["message"]["role"] == "ROLE_ASSISTANT" and body["message"]["parts"][0]["text"]
     assert body["finish_reason"] in ("FINISH_REASON_STOP", "FINISH_REASON_MAX_TOKENS")
     usage = body["usage"]
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0

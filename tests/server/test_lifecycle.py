@@ -15,11 +15,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aigc.v1 import aigc_service_pb2 as pb
-from aigc.v1 import aigc_service_pb2_grpc, content_pb2
+from aigc.v1 import aigc_service_pb2_grpc, content_pb2, generation_pb2
 from server.app import create_server
 from server.config import Settings
 from server.providers.local import LocalProvider
 from server.routing import ModelRoute, Router
+from tests.support.content import text_of
 from tests.support.processes import running_server
 
 LONG = pb.ChatRequest(
@@ -27,7 +28,7 @@ LONG = pb.ChatRequest(
         content_pb2.Message(role=content_pb2.ROLE_USER, content="Write a very long story about dragons.")
     ],
     # ~10+ s of decoding on 2 cores, unless something stops it.
-    generation_config=content_pb2.GenerationConfig(max_output_tokens=2000, temperature=1.0),
+    generation_config=generation_pb2.GenerationConfig(max_output_tokens=2000, temperature=1.0),
 )
 
 
@@ -94,7 +95,7 @@ async def test_deadline_on_a_stream(stub, local):
 async def test_concurrent_streams_are_decoded_together(stub, local):
     request = pb.ChatRequest(
         messages=[content_pb2.Message(role=content_pb2.ROLE_USER, content="Describe a forest.")],
-        generation_config=content_pb2.GenerationConfig(max_output_tokens=60),
+        generation_config=generation_pb2.GenerationConfig(max_output_tokens=60),
     )
     peak = 0
     done = asyncio.Event()
@@ -113,7 +114,7 @@ async def test_concurrent_streams_are_decoded_together(stub, local):
     done.set()
     await watcher
     assert all(last.usage.completion_tokens > 0 for last in lasts)
-    assert all(last.finish_reason != content_pb2.FINISH_REASON_UNSPECIFIED for last in lasts)
+    assert all(last.finish_reason != generation_pb2.FINISH_REASON_UNSPECIFIED for last in lasts)
     assert peak >= 2, "requests were served one after another, not concurrently"
 
 
@@ -124,11 +125,11 @@ def test_sigterm_lets_inflight_stream_finish_and_turns_health_not_serving():
         health = health_pb2_grpc.HealthStub(channel)
         request = pb.ChatRequest(
             messages=[content_pb2.Message(role=content_pb2.ROLE_USER, content="Describe the moon.")],
-            generation_config=content_pb2.GenerationConfig(max_output_tokens=150, temperature=0),
+            generation_config=generation_pb2.GenerationConfig(max_output_tokens=150, temperature=0),
         )
         stream = stub.StreamChat(request, timeout=60)
         first = next(stream)
-        assert first.message.content
+        assert text_of(first.message)
         statuses: list[int] = []
 
         def watch_health() -> None:
@@ -143,7 +144,7 @@ def test_sigterm_lets_inflight_stream_finish_and_turns_health_not_serving():
         time.sleep(0.2)
         server.proc.send_signal(signal.SIGTERM)
         rest = list(stream)  # must complete despite the shutdown
-        assert rest[-1].finish_reason != content_pb2.FINISH_REASON_UNSPECIFIED
+        assert rest[-1].finish_reason != generation_pb2.FINISH_REASON_UNSPECIFIED
         assert rest[-1].usage.completion_tokens > 1
         # Well inside the 60 s grace: shutdown waits for our RPCs, not for
         # the health Watch stream that stays open.

@@ -17,22 +17,6 @@ from server.observability import Observability, configure_logging
 from server.observability.logs import request_id_var
 
 
-class FakeContext:
-    """The parts of grpc.aio.ServicerContext an RpcRecord reads."""
-
-    def __init__(self, time_remaining: float | None = None) -> None:
-        self._time_remaining = time_remaining
-
-    def invocation_metadata(self):
-        return ()
-
-    def time_remaining(self) -> float | None:
-        return self._time_remaining
-
-    def peer(self) -> str:
-        return "ipv4:127.0.0.1:1234"
-
-
 @contextlib.contextmanager
 def capture(log_format: str) -> Iterator[io.StringIO]:
     """Root logging configured as the server does it, into a buffer; restored after."""
@@ -76,7 +60,7 @@ def test_json_line_has_extra_fields_and_exceptions(captured):
 
 def test_every_line_inside_an_rpc_carries_its_request_id(captured):
     observability = Observability()
-    with observability.rpc("Chat", "rid-1", FakeContext()):
+    with observability.rpc("Chat", "rid-1"):
         logging.getLogger("server.providers.local").warning("slow upstream", extra={"seconds": 3})
     logging.getLogger("test").info("after the RPC")
     inside, access, after = lines(captured)
@@ -89,12 +73,12 @@ def test_every_line_inside_an_rpc_carries_its_request_id(captured):
 async def test_cancelled_rpc_is_logged_as_cancelled_or_deadline(captured):
     observability = Observability()
 
-    async def handler(request_id: str, context: FakeContext) -> None:
-        with observability.rpc("StreamChat", request_id, context):
+    async def handler(request_id: str, remaining: float | None) -> None:
+        with observability.rpc("StreamChat", request_id, time_remaining=remaining):
             await asyncio.sleep(10)
 
-    for request_id, context in (("c-1", FakeContext(None)), ("c-2", FakeContext(-0.1))):
-        task = asyncio.create_task(handler(request_id, context))
+    for request_id, remaining in (("c-1", None), ("c-2", -0.1)):
+        task = asyncio.create_task(handler(request_id, remaining))
         await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -114,7 +98,7 @@ async def test_cancelled_rpc_is_logged_as_cancelled_or_deadline(captured):
 
 def test_aborted_rpc_keeps_its_error_code(captured):
     observability = Observability()
-    with pytest.raises(RuntimeError), observability.rpc("Chat", "a-1", FakeContext()) as record:
+    with pytest.raises(RuntimeError), observability.rpc("Chat", "a-1") as record:
         record.failed(ModelNotFound("x"))
         raise RuntimeError("what context.abort raises")
     (line,) = lines(captured)

@@ -23,7 +23,8 @@ from grpc_status import rpc_status
 from prometheus_client.parser import text_string_to_metric_families
 
 from aigc.v1 import aigc_service_pb2 as pb
-from aigc.v1 import aigc_service_pb2_grpc, content_pb2
+from aigc.v1 import aigc_service_pb2_grpc, content_pb2, generation_pb2
+from tests.support.content import text_of
 from tests.support.processes import ROOT, ServerProcess, free_port, python_env, running_server
 
 # Every field of an access line, whatever the outcome.
@@ -48,7 +49,7 @@ ACCESS_FIELDS = {
     "peer",
 }
 GEN_AI = {"gen_ai_operation_name": "chat", "gen_ai_provider_name": "local", "gen_ai_request_model": "smollm2"}
-FINISH = {content_pb2.FINISH_REASON_STOP: "stop", content_pb2.FINISH_REASON_MAX_TOKENS: "max_tokens"}
+FINISH = {generation_pb2.FINISH_REASON_STOP: "stop", generation_pb2.FINISH_REASON_MAX_TOKENS: "max_tokens"}
 # A prompt no log line may contain unless AIGC_LOG_PROMPTS=true.
 SECRET_PROMPT = "Say hello to the purple walrus"
 
@@ -138,7 +139,7 @@ def user(text: str) -> content_pb2.Message:
 def chat(max_output_tokens: int = 6, text: str = SECRET_PROMPT, **fields) -> pb.ChatRequest:
     return pb.ChatRequest(
         messages=[user(text)],
-        generation_config=content_pb2.GenerationConfig(max_output_tokens=max_output_tokens, temperature=0),
+        generation_config=generation_pb2.GenerationConfig(max_output_tokens=max_output_tokens, temperature=0),
         **fields,
     )
 
@@ -314,7 +315,7 @@ def test_cancelled_stream_is_logged_and_counted(observed):
         timeout=60,
     )
     first = next(stream)
-    assert first.message.content
+    assert text_of(first.message)
     during = observed.scrape()
     assert during.value("aigc_streams_in_flight", **rpc) == 1
     stream.cancel()
@@ -438,7 +439,7 @@ def test_upstream_error_is_logged_and_counted_by_reason(observed, method):
 def test_generated_request_id_is_returned_and_logged(observed):
     response, call = observed.stub.Complete.with_call(
         pb.CompleteRequest(
-            prompt="Once upon a time", generation_config=content_pb2.GenerationConfig(max_output_tokens=3)
+            prompt="Once upon a time", generation_config=generation_pb2.GenerationConfig(max_output_tokens=3)
         ),
         timeout=30,
     )
@@ -492,8 +493,8 @@ def test_prompts_are_logged_only_when_asked():
         )
         line = observed.access_line(request_id)
         observed.channel.close()
-    assert line["prompt"] == [{"role": "user", "content": SECRET_PROMPT}]
-    assert line["answer"] == "".join(r.message.content for r in responses)
+    assert line["prompt"] == [{"role": "ROLE_USER", "content": SECRET_PROMPT}]
+    assert line["answer"] == "".join(text_of(r.message) for r in responses)
 
 
 @pytest.mark.parametrize(
@@ -544,7 +545,7 @@ def test_console_format_is_for_people():
 
 def test_tracing_off_imports_no_opentelemetry():
     code = (
-        "import sys, server.__main__, server.app, server.service\n"
+        "import sys, server.__main__, server.app, server.api.grpc_servicer, server.core.engine\n"
         "from server.observability import tracing_for\n"
         "assert not tracing_for('').enabled\n"
         "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n"

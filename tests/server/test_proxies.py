@@ -16,12 +16,13 @@ import grpc
 import pytest
 
 from aigc.v1 import aigc_service_pb2 as pb
-from aigc.v1 import aigc_service_pb2_grpc, content_pb2
+from aigc.v1 import aigc_service_pb2_grpc, content_pb2, generation_pb2
 from server.config import ConfigError, ProxySettings, redact_url
 from tests.fakes import openai_fake
 from tests.fakes.http import closed_port
 from tests.proxies.env import fake_upstream_config, isolated_env
 from tests.proxies.relays import FakeUpstream, HttpProxy, LoopThread, Socks5Proxy
+from tests.support.content import text_of
 from tests.support.processes import running_server
 
 UPSTREAM_NAME = "upstream.test"
@@ -62,7 +63,7 @@ def chat(address: str, model: str = "fake-model") -> pb.ChatResponse:
         request = pb.ChatRequest(
             model=model,
             messages=[content_pb2.Message(role=content_pb2.ROLE_USER, content="hi")],
-            generation_config=content_pb2.GenerationConfig(max_output_tokens=8),
+            generation_config=generation_pb2.GenerationConfig(max_output_tokens=8),
         )
         return stub.Chat(request, timeout=60)
 
@@ -84,7 +85,7 @@ def test_https_upstream_is_tunnelled_through_https_proxy_with_connect(loop, http
             reply = chat(server.address)
     finally:
         loop.run(fake.__aexit__(None, None, None))
-    assert reply.message.content == "through the tunnel"
+    assert text_of(reply.message) == "through the tunnel"
     assert http_proxy.relayed == [f"{UPSTREAM_NAME}:{fake.port}"]
     assert fake.requests[0].json()["model"] == "gpt-fake"
     assert fake.requests[0].headers["authorization"] == f"Bearer {KEY}"
@@ -101,7 +102,7 @@ def test_http_upstream_is_forwarded_by_http_proxy(loop, http_proxy, tmp_path):
             reply = chat(server.address)
     finally:
         loop.run(fake.__aexit__(None, None, None))
-    assert reply.message.content == "forwarded"
+    assert text_of(reply.message) == "forwarded"
     assert http_proxy.relayed == [f"{UPSTREAM_NAME}:{fake.port}"]
 
 
@@ -126,7 +127,7 @@ def test_all_proxy_socks5_with_credentials_carries_the_call_and_hides_the_passwo
     loop, socks_proxy, tmp_path
 ):
     reply, output, port = socks_call(loop, socks_proxy, tmp_path, "INFO")
-    assert reply.message.content == "via socks"
+    assert text_of(reply.message) == "via socks"
     assert socks_proxy.relayed == [f"{UPSTREAM_NAME}:{port}"]
     assert socks_proxy.refused == 0
     # The start-up log says which proxy is used - without its password.
@@ -137,7 +138,7 @@ def test_all_proxy_socks5_with_credentials_carries_the_call_and_hides_the_passwo
 
 def test_debug_logging_does_not_show_the_socks_password(loop, socks_proxy, tmp_path):
     reply, output, _ = socks_call(loop, socks_proxy, tmp_path, "DEBUG")
-    assert reply.message.content == "via socks"
+    assert text_of(reply.message) == "via socks"
     assert "socks-pass-771" not in output
     assert KEY not in output
 
@@ -153,13 +154,13 @@ def test_no_proxy_covering_the_host_bypasses_the_proxy(loop, http_proxy, tmp_pat
         with running_server(
             isolated_env(AIGC_CONFIG=config, FAKE_API_KEY=KEY, HTTP_PROXY=http_proxy.url)
         ) as s:
-            assert chat(s.address).message.content == "proxied"
+            assert text_of(chat(s.address).message) == "proxied"
         assert http_proxy.relayed == [f"127.0.0.2:{fake.port}"]
         env = isolated_env(
             AIGC_CONFIG=config, FAKE_API_KEY=KEY, HTTP_PROXY=http_proxy.url, NO_PROXY="example.com,127.0.0.2"
         )
         with running_server(env) as server:
-            assert chat(server.address).message.content == "direct"
+            assert text_of(chat(server.address).message) == "direct"
     finally:
         loop.run(fake.__aexit__(None, None, None))
     assert http_proxy.relayed == [f"127.0.0.2:{fake.port}"], "the second call must not use the proxy"
@@ -199,7 +200,7 @@ def test_http_proxy_credentials_are_used_and_never_shown(loop, tmp_path):
     finally:
         loop.run(fake.__aexit__(None, None, None))
         loop.run(proxy.stop())
-    assert reply.message.content == "authenticated"
+    assert text_of(reply.message) == "authenticated"
     assert proxy.relayed == [f"{UPSTREAM_NAME}:{fake.port}"] and proxy.refused == 0
     assert "proxy-pass-913" not in output
     assert "***@127.0.0.1" in output

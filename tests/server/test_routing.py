@@ -3,6 +3,7 @@ the Router on its own, then the real server calling a fake OpenAI-protocol upstr
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 
 import grpc
@@ -11,12 +12,12 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from aigc.v1 import aigc_service_pb2 as pb
-from aigc.v1 import aigc_service_pb2_grpc, content_pb2
+from aigc.v1 import aigc_service_pb2_grpc, content_pb2, generation_pb2, model_pb2
 from server import routing
 from server.catalog import Upstream
 from server.config import Settings
 from server.errors import ModelNotFound
-from server.providers.base import Chunk, GenerateRequest, Provider
+from server.providers.base import Chunk, Provider, ProviderRequest
 from server.routing import ModelRoute, Router, UpstreamProvider, build_provider, build_router
 from tests.fakes import openai_fake
 from tests.proxies.env import fake_upstream_config, isolated_env, write_config
@@ -30,8 +31,9 @@ class Dummy(Provider):
     def __init__(self, name: str) -> None:
         self.name = name
 
-    async def stream(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
-        yield Chunk(text="x")
+    @contextlib.asynccontextmanager
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[AsyncIterator[Chunk]]:
+        yield aiter(())  # never called: these tests only route
 
 
 # --- the Router ------------------------------------------------------------------------------
@@ -143,10 +145,31 @@ def test_a_kind_missing_from_the_build_is_listed_not_ready(monkeypatch):
     assert provider.not_ready_hint() == "this build has no 'gemini' provider"
 
 
+def test_routes_carry_capabilities_from_presets_and_passthrough_from_the_upstream():
+    settings = Settings.from_env(
+        isolated_env(OPENAI_API_KEY=KEY, ANTHROPIC_API_KEY=KEY, AIGC_LOCAL_ENABLED="true")
+    )
+    r = build_router(settings, environ={})
+    c = model_pb2
+    assert r.resolve("gpt-4o").capabilities == {
+        c.CAPABILITY_TOOLS,
+        c.CAPABILITY_VISION,
+        c.CAPABILITY_JSON_OUTPUT,
+        c.CAPABILITY_JSON_SCHEMA,
+    }
+    assert c.CAPABILITY_REASONING in r.resolve("o4-mini").capabilities
+    assert c.CAPABILITY_RAW_COMPLETION not in r.resolve("claude").capabilities
+    assert c.CAPABILITY_VISION not in r.resolve("smollm2").capabilities
+    # Passthrough: whatever the kind translates (the vendor refuses what its model cannot do).
+    assert c.CAPABILITY_RAW_COMPLETION in r.resolve("openai/gpt-3.5-turbo-instruct").capabilities
+    assert c.CAPABILITY_RAW_COMPLETION not in r.resolve("anthropic/claude-x").capabilities
+
+
 def test_build_router_pins_the_loopback_proxy_bypass():
     environ = {"HTTPS_PROXY": "http://proxy:3128", "no_proxy": "corp.example"}
-    settings = Settings.from_env(isolated_env(HTTPS_PROXY="http://proxy:3128", NO_PROXY="corp.example",
-                                              AIGC_LOCAL_ENABLED="true"))  # fmt: skip
+    settings = Settings.from_env(
+        isolated_env(HTTPS_PROXY="http://proxy:3128", NO_PROXY="corp.example", AIGC_LOCAL_ENABLED="true")
+    )
     build_router(settings, environ=environ)
     assert environ["no_proxy"] == environ["NO_PROXY"] == "corp.example,127.0.0.1,localhost,::1"
 
@@ -181,7 +204,7 @@ def ask(stub, model: str) -> pb.ChatRequest:
     return pb.ChatRequest(
         model=model,
         messages=[content_pb2.Message(role=content_pb2.ROLE_USER, content="hi")],
-        generation_config=content_pb2.GenerationConfig(max_output_tokens=8),
+        generation_config=generation_pb2.GenerationConfig(max_output_tokens=8),
     )
 
 
@@ -199,7 +222,7 @@ def test_chat_is_routed_by_id_alias_default_and_passthrough(served, fake, model,
     fake.script(openai_fake.chat("routed"))
     before = len(fake.requests)
     reply = stub.Chat(ask(stub, model), timeout=30)
-    assert reply.message.content == "routed"
+    assert [p.text for p in reply.message.parts] == ["routed"]
     assert (reply.model, reply.provider) == (answered_as, "fake")
     assert fake.requests[before].json()["model"] == upstream_model
     assert fake.requests[before].headers["authorization"] == f"Bearer {KEY}"
@@ -210,7 +233,7 @@ def test_streamed_chat_by_alias_ends_with_usage(served, fake):
     fake.script(openai_fake.stream(openai_fake.chat_events(["你", "好"])))
     before = len(fake.requests)
     messages = list(stub.StreamChat(ask(stub, "fake"), timeout=30))
-    assert "".join(m.message.content for m in messages) == "你好"
+    assert "".join(p.text for m in messages for p in m.message.parts) == "你好"
     assert messages[-1].usage.total_tokens == 12 and messages[-1].model == "fake-model"
     assert fake.requests[before].json()["model"] == "gpt-fake"
 

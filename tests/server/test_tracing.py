@@ -16,7 +16,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from aigc.v1 import aigc_service_pb2 as pb
-from aigc.v1 import aigc_service_pb2_grpc, content_pb2
+from aigc.v1 import aigc_service_pb2_grpc, content_pb2, generation_pb2
 from tests.support.processes import ServerProcess, free_port, running_server
 
 
@@ -83,7 +83,7 @@ def traced(receiver) -> Iterator[tuple[ServerProcess, aigc_service_pb2_grpc.Aigc
 def chat(max_output_tokens: int) -> pb.ChatRequest:
     return pb.ChatRequest(
         messages=[content_pb2.Message(role=content_pb2.ROLE_USER, content="Hello!")],
-        generation_config=content_pb2.GenerationConfig(max_output_tokens=max_output_tokens),
+        generation_config=generation_pb2.GenerationConfig(max_output_tokens=max_output_tokens),
     )
 
 
@@ -109,9 +109,10 @@ def test_stream_has_server_span_under_the_callers_trace_and_client_span_under_it
     )
     usage = responses[-1].usage
     # The model may stop before its 8 tokens: compare with what the caller got.
-    finish = {content_pb2.FINISH_REASON_STOP: "stop", content_pb2.FINISH_REASON_MAX_TOKENS: "max_tokens"}[
-        responses[-1].finish_reason
-    ]
+    finish = {
+        generation_pb2.FINISH_REASON_STOP: "stop",
+        generation_pb2.FINISH_REASON_MAX_TOKENS: "max_tokens",
+    }[responses[-1].finish_reason]
 
     spans = collector.wait_for(trace_id, 2)
     assert len(spans) == 2

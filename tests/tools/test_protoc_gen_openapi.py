@@ -196,7 +196,9 @@ def test_schemas_use_proto_field_names_and_required(spec, contract):
 
 def test_descriptions_come_from_proto_comments(spec):
     schemas = spec["components"]["schemas"]
-    assert schemas["aigc.v1.ChatRequest"]["description"] == ("A chat request: the conversation so far.")
+    assert schemas["aigc.v1.ChatRequest"]["description"] == (
+        "A chat request: the conversation so far, and what the answer may use."
+    )
     model = schemas["aigc.v1.ChatRequest"]["properties"]["model"]["description"]
     assert model.startswith("The model to use: an `id` or alias from ListModels.")
     assert spec["info"]["description"].startswith("One API in front of many large-language-model vendors.")

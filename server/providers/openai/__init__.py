@@ -43,9 +43,8 @@ class OpenAICompatProvider(RemoteProvider):
     def validate(self, request: ProviderRequest) -> Mapping[str, str]:
         chat = request.chat
         if chat is not None and chat.reasoning.HasField("budget_tokens"):
-            return {
-                "reasoning.budget_tokens": "this provider takes an effort level (reasoning.effort), not a budget"
-            }
+            why = "this provider takes an effort level (reasoning.effort), not a budget"
+            return {"reasoning.budget_tokens": why}
         return {}
 
     def chat_body(self, request: ProviderRequest) -> dict[str, Any]:

@@ -307,7 +307,11 @@ class StreamTranslator:
         function = call.get("function") or {}
         known = self._calls.get(key)
         if known is None:
-            known = (self._new_index(), call.get("id") or f"call_{uuid.uuid4().hex[:24]}", function.get("name") or "")
+            known = (
+                self._new_index(),
+                call.get("id") or f"call_{uuid.uuid4().hex[:24]}",
+                function.get("name") or "",
+            )
             self._calls[key] = known
         elif not known[2] and function.get("name"):
             known = (known[0], known[1], function["name"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 from server.providers.openai import OpenAICompatProvider
 from tests.conformance.vendor import CallSpec, Sent, UsageSpec, normalized
@@ -25,21 +25,26 @@ class OpenAIVendor:
     tool_error_flag = False
     signs_reasoning = False
     returns_signed_reasoning_unasked = False
-    reasoning_for_high_effort = {"effort": "high"}
+    reasoning_for_high_effort: ClassVar[dict[str, Any]] = {"effort": "high"}
     reasoning_for_budget_2048 = None  # refused: Chat Completions has no budget field
     http_failures = (
         ("400", oa.error(400, "bad temperature"), "BAD_REQUEST", 400),
         ("400-context", oa.error(400, "too long", code="context_length_exceeded"), "CONTEXT_TOO_LONG", 400),
         ("413", oa.error(413, "request too large"), "CONTEXT_TOO_LONG", 413),
         ("400-filter", oa.error(400, "flagged", code="content_filter"), "CONTENT_FILTERED", 400),
-        ("401", oa.error(401, f"Incorrect API key provided: {KEY}", code="invalid_api_key"), "AUTHENTICATION", 401),
+        (
+            "401",
+            oa.error(401, f"Incorrect API key provided: {KEY}", code="invalid_api_key"),
+            "AUTHENTICATION",
+            401,
+        ),
         ("403", oa.error(403, "region not supported"), "AUTHENTICATION", 403),
         ("404", oa.error(404, "The model does not exist", code="model_not_found"), "MODEL_NOT_FOUND", 404),
         ("408", oa.error(408, "request timeout"), "TIMEOUT", 408),
         ("429", oa.error(429, "slow down", code="rate_limit_exceeded"), "RATE_LIMITED", 429),
         ("500", oa.error(500, "boom", type="server_error"), "SERVER_ERROR", 500),
         ("503", oa.error(503, "overloaded", type="server_error"), "SERVER_ERROR", 503),
-    )  # fmt: skip
+    )
 
     # A key the typed request does not control, and where it lands in the body.
     passthrough_example = ("logit_bias", {"42": -100}, lambda body: body["logit_bias"])
@@ -61,7 +66,12 @@ class OpenAIVendor:
         return oa.stream(oa.delta_events(deltas, finish=reason, usage=_usage(usage)))
 
     def tool_calls_reply(
-        self, calls: list[CallSpec], *, text: str = "", interleave: bool = False, usage: UsageSpec | None = None
+        self,
+        calls: list[CallSpec],
+        *,
+        text: str = "",
+        interleave: bool = False,
+        usage: UsageSpec | None = None,
     ) -> Reply:
         deltas: list[dict[str, Any]] = [{"content": text}] if text else []
         pieces = [call.fragments() for call in calls]
@@ -82,10 +92,14 @@ class OpenAIVendor:
     def reasoning_reply(
         self, reasoning: list[str], text: list[str], *, signature: str = "", usage: UsageSpec | None = None
     ) -> Reply:
-        deltas = [{"reasoning_content": r, "content": None} for r in reasoning] + [{"content": t} for t in text]
+        deltas = [{"reasoning_content": r, "content": None} for r in reasoning] + [
+            {"content": t} for t in text
+        ]
         return oa.stream(oa.delta_events(deltas, usage=_usage(usage)))
 
-    def reasoning_then_tool_call_reply(self, reasoning: list[str], call: CallSpec, *, signature: str = "") -> Reply:
+    def reasoning_then_tool_call_reply(
+        self, reasoning: list[str], call: CallSpec, *, signature: str = ""
+    ) -> Reply:
         deltas: list[dict[str, Any]] = [{"reasoning_content": r} for r in reasoning]
         deltas.append(oa.tool_call_delta(0, id=call.id, name=call.name))
         deltas += [oa.tool_call_delta(0, arguments=f) for f in call.fragments()]
@@ -101,7 +115,9 @@ class OpenAIVendor:
 
     def stream_error_reply(self, pieces: list[str]) -> Reply:
         events = oa.delta_events([{"content": p} for p in pieces], finish=None)[:-1]
-        error = oa.event({"error": {"message": "The server had an error", "type": "server_error", "code": None}})
+        error = oa.event(
+            {"error": {"message": "The server had an error", "type": "server_error", "code": None}}
+        )
         return oa.stream([*events, error])
 
     def malformed_reply(self) -> Reply:
@@ -123,12 +139,16 @@ class OpenAIVendor:
             if role == "system":
                 system.append(message["content"])
             elif role == "tool":
-                messages.append(("tool", [("tool_result", message["tool_call_id"], message["content"], False)]))
+                messages.append(
+                    ("tool", [("tool_result", message["tool_call_id"], message["content"], False)])
+                )
             elif role == "assistant":
                 parts: list = [("text", message["content"])] if message.get("content") else []
                 for call in message.get("tool_calls") or ():
                     function = call["function"]
-                    parts.append(("tool_call", call["id"], function["name"], json.loads(function["arguments"])))
+                    parts.append(
+                        ("tool_call", call["id"], function["name"], json.loads(function["arguments"]))
+                    )
                 messages.append(("assistant", parts))
             else:
                 content = message["content"]

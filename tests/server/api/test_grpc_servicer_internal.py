@@ -6,6 +6,7 @@ real grpc.aio server on a real socket."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -15,9 +16,9 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from aigc.v1 import aigc_service_pb2 as pb
-from aigc.v1 import aigc_service_pb2_grpc, content_pb2
+from aigc.v1 import aigc_service_pb2_grpc, content_pb2, generation_pb2
 from server.app import create_server
-from server.providers.base import Chunk, Finish, GenerateRequest, Provider, Usage
+from server.providers.base import Chunk, Provider, ProviderRequest, Usage
 from server.routing import ModelRoute, Router
 
 
@@ -26,14 +27,22 @@ class BuggyProvider(Provider):
 
     name = "buggy"
 
-    async def stream(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
-        text = request.messages[-1].content if request.messages else request.prompt
+    @contextlib.asynccontextmanager
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[AsyncIterator[Chunk]]:
+        assert request.chat is not None
+        text = request.chat.messages[-1].content
         if text == "crash":
             raise KeyError("a bug before the first chunk")
-        yield Chunk(text="ok", response_id="r1")
+        yield self._chunks(text)
+
+    async def _chunks(self, text: str) -> AsyncIterator[Chunk]:
+        yield Chunk(parts=[content_pb2.Part(text="ok")], response_id="r1")
         if text == "crash later":
             raise ZeroDivisionError("a bug mid-stream")
-        yield Chunk(finish=Finish.STOP, usage=Usage(prompt_tokens=1, completion_tokens=1))
+        yield Chunk(
+            finish=generation_pb2.FINISH_REASON_STOP,
+            usage=Usage(prompt_tokens=1, completion_tokens=1, total_tokens=2),
+        )
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +85,9 @@ async def test_bug_mid_stream_ends_in_band_then_internal(stub):
         async for message in stub.StreamChat(request("crash later")):
             messages.append(message)
     assert caught.value.code() == grpc.StatusCode.INTERNAL
-    assert [m.message.content for m in messages[:-1]] == ["ok"]
+    assert [[p.text for p in m.message.parts] for m in messages[:-1]] == [["ok"]]
     last = messages[-1]
-    assert last.finish_reason == content_pb2.FINISH_REASON_ERROR
+    assert last.finish_reason == generation_pb2.FINISH_REASON_ERROR
     assert last.error.code == grpc.StatusCode.INTERNAL.value[0]
 
 
@@ -86,5 +95,5 @@ async def test_service_keeps_serving_after_a_bug(stub):
     with pytest.raises(grpc.aio.AioRpcError):
         await stub.Chat(request("crash"))
     response = await stub.Chat(request("fine"))
-    assert response.message.content == "ok"
+    assert [p.text for p in response.message.parts] == ["ok"]
     assert response.usage.total_tokens == 2

@@ -1,26 +1,42 @@
-"""AigcService end to end: the real server process, the real local model
-(llama.cpp), called with real gRPC clients and the real grpcurl."""
+"""AigcService over gRPC end to end: the real server process, the real local
+model (llama.cpp), called with real gRPC clients and the real grpcurl."""
 
 from __future__ import annotations
 
+import json
+
 import grpc
+import jsonschema
 import pytest
+from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from aigc.v1 import aigc_service_pb2 as pb
-from aigc.v1 import content_pb2
+from aigc.v1 import content_pb2, generation_pb2, model_pb2
 from tests.support.grpcurl import grpcurl, json_stream
 
 SERVICE = "aigc.v1.AigcService"
+F = generation_pb2
 
 
 def user(text: str) -> content_pb2.Message:
     return content_pb2.Message(role=content_pb2.ROLE_USER, content=text)
 
 
-def config(**fields) -> content_pb2.GenerationConfig:
-    return content_pb2.GenerationConfig(**fields)
+def config(**fields) -> generation_pb2.GenerationConfig:
+    return generation_pb2.GenerationConfig(**fields)
+
+
+def text_of(message: content_pb2.Message) -> str:
+    return "".join(p.text for p in message.parts if p.WhichOneof("data") == "text")
+
+
+def bad_fields(error: grpc.RpcError) -> dict[str, str]:
+    _, others = rich_error(error)
+    bad = error_details_pb2.BadRequest()
+    assert any(o.Unpack(bad) for o in others), others
+    return {v.field: v.description for v in bad.field_violations}
 
 
 def rich_error(error: grpc.RpcError) -> tuple[error_details_pb2.ErrorInfo, list]:
@@ -70,7 +86,8 @@ def test_grpcurl_stream_chat_streams_and_ends_with_finish_and_usage(server):
     assert len(messages) >= 5
     *deltas, last = messages
     assert all("finishReason" not in m for m in deltas)
-    assert all(m["message"]["content"] for m in deltas)
+    assert all(m["message"]["parts"][0]["text"] for m in deltas)
+    assert "message" not in last
     assert last["finishReason"] in ("FINISH_REASON_STOP", "FINISH_REASON_MAX_TOKENS")
     usage = last["usage"]
     assert usage["completionTokens"] > 0 and usage["promptTokens"] > 0
@@ -99,8 +116,10 @@ def test_chat_unary_unified_shape_with_chinese(stub):
     assert response.provider == "local"
     assert response.create_time.seconds > 0
     assert response.message.role == content_pb2.ROLE_ASSISTANT
-    assert response.message.content
-    assert response.finish_reason in (content_pb2.FINISH_REASON_STOP, content_pb2.FINISH_REASON_MAX_TOKENS)
+    assert [p.WhichOneof("data") for p in response.message.parts] == ["text"]
+    assert text_of(response.message)
+    assert not response.message.content, "answers are always in parts"
+    assert response.finish_reason in (F.FINISH_REASON_STOP, F.FINISH_REASON_MAX_TOKENS)
     assert response.usage.completion_tokens <= 16
     assert response.usage.total_tokens == response.usage.prompt_tokens + response.usage.completion_tokens
     assert not response.HasField("error")
@@ -113,7 +132,7 @@ def test_max_output_tokens_is_honoured_and_reported(stub):
         ),
         timeout=60,
     )
-    assert response.finish_reason == content_pb2.FINISH_REASON_MAX_TOKENS
+    assert response.finish_reason == F.FINISH_REASON_MAX_TOKENS
     assert response.usage.completion_tokens == 7
 
 
@@ -126,8 +145,9 @@ def test_stream_text_equals_deterministic_unary_text(stub):
     )
     unary = stub.Chat(request, timeout=60)
     messages = list(stub.StreamChat(request, timeout=60))
-    streamed = "".join(m.message.content for m in messages)
-    assert streamed == unary.message.content
+    streamed = "".join(text_of(m.message) for m in messages)
+    assert streamed == text_of(unary.message)
+    assert {p.index for m in messages for p in m.message.parts} == {0}
     assert messages[-1].usage.completion_tokens == unary.usage.completion_tokens
 
 
@@ -137,7 +157,7 @@ def test_stop_sequences_end_generation(stub):
         generation_config=config(max_output_tokens=30, temperature=0, stop_sequences=[" 8"]),
     )
     response = stub.Complete(request, timeout=60)
-    assert response.finish_reason == content_pb2.FINISH_REASON_STOP
+    assert response.finish_reason == F.FINISH_REASON_STOP
     assert " 8" not in response.text
 
 
@@ -147,17 +167,26 @@ def test_complete_and_stream_complete(stub):
     assert unary.text and unary.provider == "local" and unary.usage.completion_tokens > 0
     messages = list(stub.StreamComplete(request, timeout=60))
     assert len(messages) >= 3
-    assert messages[-1].finish_reason != content_pb2.FINISH_REASON_UNSPECIFIED
+    assert messages[-1].finish_reason != F.FINISH_REASON_UNSPECIFIED
     assert messages[-1].usage.total_tokens > 0
     assert all(m.text for m in messages[:-1])
 
 
-def test_list_models_shows_local_default(stub):
+def test_list_models_shows_local_default_and_capabilities(stub):
     response = stub.ListModels(pb.ListModelsRequest(), timeout=10)
     local = [m for m in response.models if m.id == "smollm2"]
     assert len(local) == 1
     assert local[0].provider == "local" and local[0].is_default and local[0].ready
+    assert list(local[0].capabilities) == [
+        model_pb2.CAPABILITY_TOOLS,
+        model_pb2.CAPABILITY_JSON_OUTPUT,
+        model_pb2.CAPABILITY_JSON_SCHEMA,
+        model_pb2.CAPABILITY_RAW_COMPLETION,
+    ]
     assert response.models[0].is_default
+    gemini = next(m for m in response.models if m.id == "gemini-2.5-flash")
+    assert model_pb2.CAPABILITY_REASONING in gemini.capabilities
+    assert model_pb2.CAPABILITY_VISION in gemini.capabilities
 
 
 def test_list_models_pages(stub):
@@ -192,30 +221,33 @@ def test_unknown_model_is_not_found_with_error_info_and_request_id(stub):
 
 def test_every_bad_field_is_reported_at_once(stub):
     request = pb.ChatRequest(
-        messages=[content_pb2.Message(content="")],
+        messages=[
+            content_pb2.Message(role=99, content="hi"),
+            content_pb2.Message(role=content_pb2.ROLE_USER),
+        ],
         generation_config=config(
             temperature=2.5, top_p=0, max_output_tokens=0, stop_sequences=["a", "b", "c", "d", "e"]
         ),
         user_id="u" * 300,
     )
-    request.vendor_params.update({"max_tokens": 5})
+    # n_predict is llama.cpp's name for the token limit: the typed field owns it.
+    request.vendor_params.update({"max_tokens": 5, "n_predict": 1})
     with pytest.raises(grpc.RpcError) as caught:
         stub.Chat(request, timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     info, others = rich_error(caught.value)
     assert info.reason == "INVALID_REQUEST"
-    bad = error_details_pb2.BadRequest()
-    assert len(others) == 1 and others[0].Unpack(bad)
-    fields = {v.field for v in bad.field_violations}
-    assert fields == {
+    assert len(others) == 1
+    assert set(bad_fields(caught.value)) == {
         "messages[0].role",
-        "messages[0].content",
+        "messages[1].parts",
         "generation_config.temperature",
         "generation_config.top_p",
         "generation_config.max_output_tokens",
         "generation_config.stop_sequences",
         "user_id",
-        "vendor_params",
+        "vendor_params.max_tokens",
+        "vendor_params.n_predict",
     }
 
 
@@ -230,10 +262,7 @@ def test_conversation_needs_a_non_system_message(stub, messages, violation):
     with pytest.raises(grpc.RpcError) as caught:
         stub.StreamChat(pb.ChatRequest(messages=messages), timeout=10).next()
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    _, others = rich_error(caught.value)
-    bad = error_details_pb2.BadRequest()
-    others[0].Unpack(bad)
-    assert [v.field for v in bad.field_violations] == [violation]
+    assert list(bad_fields(caught.value)) == [violation]
 
 
 def test_empty_prompt_is_invalid(stub):
@@ -283,3 +312,136 @@ def test_service_keeps_serving_after_errors(stub):
         pb.ChatRequest(messages=[user("hi")], generation_config=config(max_output_tokens=3)), timeout=30
     )
     assert response.usage.completion_tokens > 0
+
+
+# --- typed content with the local model -------------------------------------------------
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "languages": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 3},
+    },
+    "required": ["name", "age", "languages"],
+    "additionalProperties": False,
+}
+
+
+def person_request() -> pb.ChatRequest:
+    return json_format.ParseDict(
+        {
+            "messages": [{"role": "ROLE_USER", "content": "Describe a made-up person as JSON."}],
+            "response_format": {"type": "TYPE_JSON_SCHEMA", "schema": PERSON, "name": "person"},
+            "generation_config": {"max_output_tokens": 120, "temperature": 0},
+        },
+        pb.ChatRequest(),
+    )
+
+
+def test_json_schema_answer_parses_and_validates(stub):
+    """llama.cpp compiles the schema into a grammar: even a 135M model's answer matches."""
+    response = stub.Chat(person_request(), timeout=60)
+    assert response.finish_reason == F.FINISH_REASON_STOP
+    jsonschema.validate(json.loads(text_of(response.message)), PERSON)
+
+
+def test_json_schema_streamed_answer_parses_and_validates(stub):
+    messages = list(stub.StreamChat(person_request(), timeout=60))
+    assert len(messages) > 3
+    jsonschema.validate(json.loads("".join(text_of(m.message) for m in messages)), PERSON)
+
+
+WEATHER_TOOL = {
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }
+}
+
+
+def weather_request(**choice) -> pb.ChatRequest:
+    return json_format.ParseDict(
+        {
+            "messages": [{"role": "ROLE_USER", "content": "What is the weather in Paris?"}],
+            "tools": [WEATHER_TOOL],
+            "tool_choice": choice,
+            "generation_config": {"max_output_tokens": 60, "temperature": 0},
+        },
+        pb.ChatRequest(),
+    )
+
+
+@pytest.mark.parametrize(
+    "choice", [{"mode": "MODE_REQUIRED"}, {"function_name": "get_weather"}], ids=["required", "named"]
+)
+def test_local_model_calls_a_required_tool_then_answers_its_result(stub, choice):
+    response = stub.Chat(weather_request(**choice), timeout=60)
+    assert response.finish_reason == F.FINISH_REASON_TOOL_CALLS
+    calls = [p.tool_call for p in response.message.parts if p.WhichOneof("data") == "tool_call"]
+    assert calls and all(c.name == "get_weather" and c.id for c in calls)
+    arguments = json.loads(calls[0].arguments)
+    assert isinstance(arguments, dict) and isinstance(arguments.get("city"), str)
+    # The round trip: the assistant's turn as returned, the tool's result, the answer.
+    follow_up = weather_request()
+    follow_up.ClearField("tool_choice")
+    follow_up.messages.append(response.message)
+    results = follow_up.messages.add(role=content_pb2.ROLE_TOOL)
+    for call in calls:
+        results.parts.add().tool_result.CopyFrom(
+            content_pb2.ToolResult(tool_call_id=call.id, content='{"temp_c": 18, "sky": "clear"}')
+        )
+    answer = stub.Chat(follow_up, timeout=60)
+    assert answer.finish_reason in (F.FINISH_REASON_STOP, F.FINISH_REASON_MAX_TOKENS)
+    assert text_of(answer.message)
+
+
+def test_streamed_tool_call_deltas_fold_to_the_unary_call(stub):
+    request = weather_request(mode="MODE_REQUIRED")
+    messages = list(stub.StreamChat(request, timeout=60))
+    deltas = [p for m in messages for p in m.message.parts]
+    assert deltas and all(p.WhichOneof("data") == "tool_call" for p in deltas)
+    first = {p.index: p.tool_call.id for p in deltas}
+    assert all(p.tool_call.id == first[p.index] and p.tool_call.name == "get_weather" for p in deltas)
+    arguments = "".join(p.tool_call.arguments for p in deltas if p.index == 0)
+    assert isinstance(json.loads(arguments), dict)
+    assert messages[-1].finish_reason == F.FINISH_REASON_TOOL_CALLS
+
+
+def test_asking_a_model_for_a_capability_it_lacks_is_refused(stub):
+    request = pb.ChatRequest(messages=[user("What is in this picture?")])
+    request.messages[0].ClearField("content")
+    request.messages[0].parts.add(text="What is in this picture?")
+    request.messages[0].parts.add().image.CopyFrom(content_pb2.Image(uri="https://example.com/cat.png"))
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Chat(request, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    info, _ = rich_error(caught.value)
+    assert info.reason == "CAPABILITY_NOT_SUPPORTED"
+    assert (info.metadata["capability"], info.metadata["model"]) == ("CAPABILITY_VISION", "smollm2")
+    assert bad_fields(caught.value).keys() == {"messages[0].parts[1].image"}
+
+
+def test_reasoning_on_a_model_without_it_is_refused(stub):
+    request = pb.ChatRequest(messages=[user("2+2?")])
+    request.reasoning.include_reasoning = True
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Chat(request, timeout=10)
+    info, _ = rich_error(caught.value)
+    assert (info.reason, info.metadata["capability"]) == ("CAPABILITY_NOT_SUPPORTED", "CAPABILITY_REASONING")
+
+
+def test_complete_is_a_raw_completion_on_the_local_model(stub):
+    """No chat template: the prompt's own tokens are all the prompt counts."""
+    completion = stub.Complete(
+        pb.CompleteRequest(prompt="The capital of France is", generation_config=config(max_output_tokens=3)),
+        timeout=60,
+    )
+    chat = stub.Chat(
+        pb.ChatRequest(
+            messages=[user("The capital of France is")], generation_config=config(max_output_tokens=3)
+        ),
+        timeout=60,
+    )
+    assert completion.usage.prompt_tokens < chat.usage.prompt_tokens

@@ -1,0 +1,109 @@
+"""Provider for Google's Generative Language API (Gemini), v1beta.
+
+    POST {base_url}/v1beta/models/{model}:streamGenerateContent?alt=sse
+    header x-goog-api-key: {api_key}
+
+Only the streaming method: unary calls are the stream folded by the core,
+so a caller that goes away closes the stream and Gemini stops generating.
+The translations are wire.py's pure functions; this module only moves
+bytes: the pooled HTTP client of providers/http.py, one JSON decode per SSE
+event. It does not retry: server/core/retry.py is the one retry layer, and
+the RetryInfo delay in Gemini's error details is handed to it as
+`retry_after_seconds`.
+
+Why not the `google-genai` SDK: it pulls in google-auth, requests,
+cryptography, websockets and tenacity for the one JSON endpoint used here,
+retries in a layer of its own, and builds a model object per chunk; what
+we classify on (HTTP status, the google.rpc `status`, ErrorInfo reasons and
+RetryInfo in `error.details`, the end of the SSE body) is plain JSON and
+HTTP, read here directly.
+
+Gemini sends no request id header; the body's `responseId` is the
+response id. A stream has no end marker: it is complete when a chunk
+carried a finishReason and the body ended properly; otherwise it was cut.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from aigc.v1 import model_pb2
+from server.errors import UpstreamError, UpstreamFailure
+from server.providers.base import ALL_CAPABILITIES, Chunk, ProviderRequest, RemoteProvider
+from server.providers.gemini import errors, wire
+from server.providers.http import SseStream
+
+# What an event of the wrong shape raises when the translator reads it.
+_SHAPE_ERRORS = (AttributeError, TypeError, KeyError, IndexError, ValueError)
+
+
+class GeminiProvider(RemoteProvider):
+    """RemoteProvider's constructor; the key goes in `x-goog-api-key`."""
+
+    reserved_vendor_keys = wire.RESERVED_KEYS
+    # Gemini has no raw completion: a prompt is sent as one user turn.
+    supported_capabilities = ALL_CAPABILITIES - {model_pb2.CAPABILITY_RAW_COMPLETION}
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"x-goog-api-key": self.api_key} if self.api_key else {}
+
+    def validate(self, request: ProviderRequest) -> Mapping[str, str]:
+        return wire.problems(request)
+
+    @contextlib.asynccontextmanager
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[AsyncIterator[Chunk]]:
+        include_reasoning = request.chat is not None and request.chat.reasoning.include_reasoning
+        translator = wire.StreamTranslator(include_reasoning=include_reasoning)
+        async with self.transport.post_sse(
+            wire.stream_path(request.upstream_model),
+            wire.request_body(request),
+            on_error=self._error,
+            deadline=request.deadline,
+            params={"alt": "sse"},
+        ) as events:
+            chunks = self._chunks(events, translator)
+            try:
+                yield chunks
+            finally:
+                await chunks.aclose()
+
+    async def _chunks(self, events: SseStream, translator: wire.StreamTranslator) -> AsyncIterator[Chunk]:
+        async for event in events:
+            try:
+                data: Any = json.loads(event.data)
+            except ValueError as exc:
+                raise self._failure(UpstreamFailure.MALFORMED_RESPONSE, f"unparseable chunk: {exc}") from exc
+            if not isinstance(data, dict):
+                raise self._failure(
+                    UpstreamFailure.MALFORMED_RESPONSE, f"chunk is a {type(data).__name__}, not an object"
+                )
+            if "error" in data:
+                raise errors.stream_error(self.name, data, self.secrets)
+            blocked = wire.block_reason(data)
+            if blocked:
+                raise self._failure(UpstreamFailure.CONTENT_FILTERED, f"prompt blocked: {blocked}")
+            try:
+                chunk = translator.feed(data)
+            except _SHAPE_ERRORS as exc:
+                raise self._failure(
+                    UpstreamFailure.MALFORMED_RESPONSE, f"unexpected chunk shape: {exc!r}"
+                ) from exc
+            if chunk is not None:
+                yield chunk
+        if not translator.finished:
+            # A clean close without a finishReason: the stream was cut,
+            # whatever the socket said.
+            raise self._failure(UpstreamFailure.STREAM_INTERRUPTED, "the stream ended without a finishReason")
+        yield translator.last()
+
+    def _error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
+        return errors.error_from_response(self.name, status, headers, body, self.secrets)
+
+    def _failure(self, failure: UpstreamFailure, message: str) -> UpstreamError:
+        return UpstreamError(failure, message, provider=self.name, secrets=self.secrets)
+
+
+__all__ = ["GeminiProvider"]
