@@ -20,9 +20,11 @@ below does what it does):
 - With tool choice "required", llama.cpp's grammar still allows prose before
   the call, and a 135M model fills the token budget with prose; so we start
   the answer for it with `<tool_call>` (an assistant prefill), after which the
-  grammar forces a valid call. A named function is sent as that one tool,
-  required (llama.cpp treats a named choice as "auto"). With "auto" the
-  model practically never calls a tool by itself: you get text.
+  grammar forces a valid call, and `</tool_call>` as a stop sequence makes it
+  one call (the model would otherwise repeat it until the budget cuts the
+  last one). A named function is sent as that one tool, required (llama.cpp
+  treats a named choice as "auto"). With "auto" the model practically never
+  calls a tool by itself: you get text.
 - Reasoning is off (`enable_reasoning = 0`): llama.cpp's default turns
   "thinking" on for every request, and SmolLM2 does not reason.
 """
@@ -60,6 +62,7 @@ LOCAL_CAPABILITIES = frozenset(
     }
 )
 _TOOL_CALL_PREFILL = "<tool_call>\n"
+_TOOL_CALL_END = "</tool_call>"
 
 
 class LocalProvider(OpenAICompatProvider):
@@ -144,6 +147,9 @@ class LocalProvider(OpenAICompatProvider):
             body["tools"] = [t for t in body["tools"] if t["function"]["name"] == choice.function_name]
         body["tool_choice"] = "required"
         body["messages"].append({"role": "assistant", "content": _TOOL_CALL_PREFILL})
+        # One call, closed: left alone, the model repeats the call until the
+        # token budget cuts the last one mid-arguments.
+        body["stop"] = [*body.get("stop", ()), _TOOL_CALL_END]
         return body
 
     async def busy_slots(self) -> int:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 
 import httpx
+import jsonschema
 import pytest
 from openapi_spec_validator import validate
 
@@ -94,6 +95,28 @@ def test_stream_chat_is_sse_flushed_as_generated(http):
     assert last["finish_reason"] in ("FINISH_REASON_STOP", "FINISH_REASON_MAX_TOKENS")
     assert last["usage"]["completion_tokens"] == len(events) - 1 or last["usage"]["completion_tokens"] > 0
     assert all("finish_reason" not in event for _, event in events[:-1])
+
+
+def test_json_schema_over_sse_through_envoy(http):
+    """The local model's grammar-constrained JSON, streamed as SSE through Envoy, parses and validates."""
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "population": {"type": "integer", "minimum": 0}},
+        "required": ["city", "population"],
+        "additionalProperties": False,
+    }
+    body = chat_body(
+        "Name a city and its population as JSON.",
+        80,
+        response_format={"type": "TYPE_JSON_SCHEMA", "schema": schema},
+        generation_config={"max_output_tokens": 80, "temperature": 0},
+    )
+    with http.stream("POST", STREAM_CHAT, json=body) as response:
+        assert response.status_code == 200
+        events = [event for _, event in sse_events(response)]
+    text = "".join(p.get("text", "") for e in events for p in e.get("message", {}).get("parts", []))
+    jsonschema.validate(json.loads(text), schema)
+    assert events[-1]["finish_reason"] == "FINISH_REASON_STOP"
 
 
 def test_chinese_round_trips_intact(http):
@@ -208,6 +231,15 @@ def test_swagger_ui_renders_in_a_headless_browser(stack):
     assert "aigc-service" in dom
     for path in (CHAT, STREAM_CHAT, "/v1/completion:generate", "/v1/completion:streamGenerate", "/v1/models"):
         assert path in dom
+    # The typed content model is in the rendered schemas.
+    for schema in (
+        "aigc.v1.Part",
+        "aigc.v1.ToolCall",
+        "aigc.v1.Image",
+        "aigc.v1.ResponseFormat",
+        "aigc.v1.Capability",
+    ):
+        assert schema in dom, schema
 
 
 def test_ctrl_c_stops_everything_cleanly():

@@ -507,3 +507,64 @@ def test_list_models_through_the_server_shows_presets_readiness_and_never_the_ke
         assert secret not in output
     # The start-up log names each upstream and what to do, not the key.
     assert "upstream deepseek (openai) at https://api.deepseek.com: not ready: set DEEPSEEK_API_KEY" in output
+
+
+# --- capabilities ---------------------------------------------------------------------------------
+
+
+def test_capabilities_come_from_presets_the_model_entry_or_its_upstream(tmp_path):
+    text = """
+        presets = ["openai"]
+        [upstreams.box]
+        kind = "openai"
+        base_url = "http://10.0.0.5:8000/v1"
+        requires_key = false
+        capabilities = ["tools", "raw_completion"]
+        [[models]]
+        id = "box-default"
+        upstream = "box"
+        [[models]]
+        id = "box-vision"
+        upstream = "box"
+        capabilities = ["vision"]
+    """
+    s = settings(AIGC_CONFIG=write_config(tmp_path, text), OPENAI_API_KEY=KEY)
+    models = {m.id: m.capabilities for m in s.catalog.models}
+    assert models["box-default"] == {"tools", "raw_completion"}
+    assert models["box-vision"] == {"vision"}
+    assert models["o4-mini"] == {"tools", "vision", "json_output", "json_schema", "reasoning"}
+    assert s.catalog.upstreams["openai"].max_tokens_param == "max_completion_tokens"
+    assert s.catalog.upstreams["box"].max_tokens_param == "max_tokens"
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        ('capabilities = ["telepathy"]', "unknown capability 'telepathy'"),
+        ('capabilities = "tools"', "capabilities must be a list"),
+        ('max_tokens_param = "tokens"', "max_tokens_param must be max_tokens or max_completion_tokens"),
+    ],
+)
+def test_bad_capabilities_and_token_param_stop_the_server(tmp_path, table, expected):
+    text = f"""
+        [upstreams.box]
+        kind = "openai"
+        base_url = "http://10.0.0.5:8000/v1"
+        requires_key = false
+        {table}
+    """
+    assert expected in config_error(tmp_path, text)
+
+
+def test_a_capability_the_kind_cannot_translate_stops_the_server(tmp_path):
+    text = """
+        [upstreams.claude]
+        kind = "anthropic"
+        base_url = "https://api.anthropic.com"
+        api_key_env = "CLAUDE_KEY"
+        [[models]]
+        id = "c"
+        upstream = "claude"
+        capabilities = ["raw_completion"]
+    """
+    assert "cannot translate raw_completion" in config_error(tmp_path, text)
