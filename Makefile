@@ -127,9 +127,26 @@ pytest: deps browser ## Run the test suite only
 .PHONY: test
 test: lint check-breaking check-gen check-envoy check-compose check-openapi pytest ## Every check and test (what CI runs)
 
+# The load bench (bench/README.md). h2load (Debian nghttp2-client) and wrk are
+# installed once, like `browser` above; Node.js runs the fake upstream;
+# matplotlib (the chart) and py-spy (the profile) are pinned, with what they
+# pull in, in requirements-bench.txt, under their own stamp so `make deps` and
+# `make test` never install them.
+$(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt constraints.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt -c constraints.txt
+	@touch $@
+
+.PHONY: bench-deps
+bench-deps: $(VENV)/.bench-installed ## Install what `make bench` needs (h2load, wrk, matplotlib, py-spy)
+	@command -v node >/dev/null || { echo "make bench needs Node.js (node) for its fake upstream"; exit 1; }
+	@command -v h2load >/dev/null && command -v wrk >/dev/null || { \
+	  echo "installing Debian nghttp2-client (h2load) and wrk for the bench"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nghttp2-client wrk >/dev/null; }
+
 .PHONY: bench
-bench: deps ## Measure latency overhead against direct upstream calls (writes bench/RESULTS.md)
-	$(PY) bench/run.py
+bench: deps bench-deps ## Load bench vs a fast fake upstream -> bench/RESULTS.md, results.png (BENCH_ARGS=--help)
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 .PHONY: clean
 clean: ## Remove build outputs (keeps .venv and node_modules)

