@@ -39,6 +39,10 @@ def _host_port(value: str) -> tuple[str, int]:
     return host.strip("[]"), _port(port)
 
 
+def _host_ports(value: str) -> list[tuple[str, int]]:
+    return [_host_port(part.strip()) for part in value.split(",") if part.strip()]
+
+
 def _port(value: str) -> int:
     try:
         port = int(value)
@@ -59,9 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
         "--grpc-upstream",
-        type=_host_port,
+        type=_host_ports,
         default="127.0.0.1:9000",
-        help="the gRPC server, HOST:PORT (default 127.0.0.1:9000)",
+        help="the gRPC server, HOST:PORT[,HOST:PORT...]: one per server worker or replica, "
+        "balanced per request (default 127.0.0.1:9000)",
     )
     p.add_argument(
         "--listen-address",
@@ -108,7 +113,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def render(args: argparse.Namespace) -> str:
     """Return the config text for the parsed arguments."""
-    host, port = args.grpc_upstream
     files = {
         "DESCRIPTOR": args.descriptor,
         "OPENAPI": args.openapi,
@@ -121,9 +125,13 @@ def render(args: argparse.Namespace) -> str:
         raise SystemExit("render.py: missing input files (" + hint + "):\n  " + "\n  ".join(missing))
     # json.dumps gives a double-quoted string that YAML reads back verbatim.
     values = {name: json.dumps(str(path)) for name, path in files.items()}
+    endpoints = [
+        {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
+        for host, port in args.grpc_upstream
+    ]
     values |= {
-        "GRPC_HOST": json.dumps(host),
-        "GRPC_PORT": str(port),
+        # A JSON list is a YAML flow sequence.
+        "GRPC_ENDPOINTS": json.dumps(endpoints),
         "LISTEN_ADDRESS": json.dumps(args.listen_address),
         "LISTEN_PORT": str(args.listen_port),
         "ADMIN_PORT": str(args.admin_port),

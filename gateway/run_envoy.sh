@@ -16,5 +16,6 @@ config="${ENVOY_CONFIG:-$repo/build/envoy.yaml}"
 # Envoys (tests, a dev run) coexist and containers need no /dev/shm tuning.
 # --file-flush-interval-msec: write the JSON access log every second, not
 # every 10 s, so `tail -f` and log shippers see requests as they happen.
+# --concurrency: Envoy's worker threads (ENVOY_CONCURRENCY, default: one per core).
 exec "$envoy" -c "$config" --disable-hot-restart --file-flush-interval-msec 1000 \
-  --log-level "${ENVOY_LOG_LEVEL:-info}"
+  --log-level "${ENVOY_LOG_LEVEL:-info}" --concurrency "${ENVOY_CONCURRENCY:-$(nproc)}"

@@ -37,6 +37,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--admin-port", type=int, default=9901, help="Envoy admin, on 127.0.0.1 only")
     parser.add_argument("--startup-timeout", type=float, default=120.0)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("AIGC_WORKERS") or os.cpu_count() or 1),
+        help="server processes (default AIGC_WORKERS, else the machine's cores)",
+    )
+    parser.add_argument(
+        "--worker-ports",
+        default=os.environ.get("AIGC_WORKER_PORTS", ""),
+        help="each worker's own port on 127.0.0.1, comma-separated (default: the ports after --grpc-port)",
+    )
     args = parser.parse_args(argv)
 
     stop_requested = False
@@ -53,6 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("AIGC_GRPC_ADDRESS", f"{args.host}:{args.grpc_port}")
     grpc_port = int(env["AIGC_GRPC_ADDRESS"].rpartition(":")[2])
+    workers = max(1, args.workers)
+    if workers > 1:
+        worker_ports = (
+            [int(p) for p in args.worker_ports.split(",")]
+            if args.worker_ports
+            else [grpc_port + 1 + i for i in range(workers)]
+        )
+        env["AIGC_WORKER_PORTS"] = ",".join(map(str, worker_ports))
+    else:
+        worker_ports = []
+    env["AIGC_WORKERS"] = str(workers)
+    # Envoy balances over the workers' own ports; with one process, its port.
+    upstreams = worker_ports or [grpc_port]
 
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
 
@@ -69,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                 return f"{name} exited with code {proc.returncode}"
         return None
 
-    busy = [port for port in (grpc_port, args.http_port, args.admin_port) if _in_use(port)]
+    busy = [port for port in (grpc_port, args.http_port, args.admin_port, *worker_ports) if _in_use(port)]
     if busy:
         print(
             f"aigc-service: port(s) {', '.join(map(str, busy))} already in use (another instance?). "
@@ -82,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spawn("server", [sys.executable, "-m", "server"])
         _wait(
-            lambda: _serving(f"127.0.0.1:{grpc_port}"),
-            "the gRPC server",
+            lambda: all(_serving(f"127.0.0.1:{port}") for port in upstreams),
+            "the gRPC server" if workers == 1 else f"the {workers} server workers",
             args,
             failed_child,
             lambda: stop_requested,
@@ -92,11 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         # serve one Envoy config: gateway/envoy.yaml rendered for these ports.
         env["ENVOY_CONFIG"] = str(ROOT / "build" / f"envoy-{args.http_port}.yaml")
         env.setdefault("ENVOY_LOG_LEVEL", "warn")
+        # Envoy's worker threads match the server's processes.
+        env.setdefault("ENVOY_CONCURRENCY", str(workers))
         spawn(
             "envoy",
             [
                 str(ROOT / "gateway" / "run_envoy.sh"),
-                f"--grpc-upstream=127.0.0.1:{grpc_port}",
+                "--grpc-upstream=" + ",".join(f"127.0.0.1:{port}" for port in upstreams),
                 f"--listen-address={args.host}",
                 f"--listen-port={args.http_port}",
                 f"--admin-port={args.admin_port}",
@@ -104,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         _wait(lambda: _envoy_ready(args.admin_port), "Envoy", args, failed_child, lambda: stop_requested)
         if not stop_requested:
-            print(_banner(args, grpc_port), flush=True)
+            print(_banner(args, grpc_port, workers), flush=True)
         while not stop_requested:
             problem = failed_child()
             if problem:
@@ -181,13 +207,14 @@ def _metrics_url() -> str:
     return f"http://{host}:{port}/metrics (Prometheus)"
 
 
-def _banner(args: argparse.Namespace, grpc_port: int) -> str:
+def _banner(args: argparse.Namespace, grpc_port: int, workers: int) -> str:
     http = f"http://localhost:{args.http_port}"
     return "\n".join(
         [
             "",
             "aigc-service is up (Ctrl-C stops it):",
             f"  gRPC          localhost:{grpc_port}   (grpcurl -plaintext localhost:{grpc_port} list)",
+            f"  workers       {workers} server process{'es' if workers > 1 else ''} (AIGC_WORKERS)",
             f"  HTTP/JSON     {http}/v1/models",
             f"  Swagger UI    {http}/docs",
             f"  OpenAPI spec  {http}/openapi.json",

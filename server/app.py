@@ -47,9 +47,19 @@ def create_server(
     observability: Observability | None = None,
     *,
     servicer: AigcServicer | None = None,
+    private_address: str = "",
+    shared_port: bool = False,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
-    """A configured server bound to `address` (port 0 picks a free port), not started."""
-    server = grpc.aio.server(options=_SERVER_OPTIONS)
+    """A configured server bound to `address` (port 0 picks a free port), not started.
+
+    `shared_port`: several worker processes bind `address` (SO_REUSEPORT; the
+    kernel spreads new connections over them). Off otherwise, so a second
+    server on a taken port fails instead of silently sharing it.
+    `private_address`: this worker's own address as well, for Envoy, which
+    balances requests over the workers' own ports.
+    """
+    options = [*_SERVER_OPTIONS, ("grpc.so_reuseport", 1 if shared_port else 0)]
+    server = grpc.aio.server(options=options)
     servicer = servicer or AigcServicer(Engine(router), observability)
     aigc_service_pb2_grpc.add_AigcServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
@@ -58,18 +68,31 @@ def create_server(
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind the gRPC server to {address}")
+    if private_address and not server.add_insecure_port(private_address):
+        raise OSError(f"could not bind the gRPC server to {private_address}")
     return server, port, health_servicer
 
 
 async def serve(settings: Settings, observability_settings: ObservabilitySettings | None = None) -> None:
     obs_settings = observability_settings or ObservabilitySettings.from_env()
     observability = Observability(obs_settings, tracing=tracing_for(obs_settings.otlp_traces_endpoint))
-    metrics_server = _start_metrics(observability, obs_settings.metrics_address)
+    worker = settings.worker_index
+    # Under a supervisor, the supervisor serves every worker's metrics at once
+    # (prometheus_client's multiprocess mode, server/supervisor.py).
+    metrics_address = None if worker is not None else obs_settings.metrics_address
+    metrics_server = _start_metrics(observability, metrics_address)
     router = build_router(settings)
     for provider in router.providers():
         await provider.start()
     servicer = AigcServicer(Engine(router), observability)
-    server, port, health_servicer = create_server(router, settings.grpc_address, servicer=servicer)
+    private = f"127.0.0.1:{settings.worker_ports[worker]}" if worker is not None else ""
+    server, port, health_servicer = create_server(
+        router,
+        settings.grpc_address,
+        servicer=servicer,
+        private_address=private,
+        shared_port=worker is not None,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -83,6 +106,7 @@ async def serve(settings: Settings, observability_settings: ObservabilitySetting
             extra={
                 "address": settings.grpc_address,
                 "port": port,
+                "worker_address": private or None,
                 "default_model": router.default.id,
                 "metrics_port": metrics_server.port if metrics_server else None,
                 "tracing": observability.tracing.enabled,

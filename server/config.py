@@ -43,11 +43,16 @@ class LocalModelSettings:
     context_tokens: int
     # CPU threads for decoding; 0 lets llama.cpp pick (all cores).
     threads: int
+    # An already running llama.cpp server to use instead of starting one:
+    # with several workers, the supervisor runs the model once and every
+    # worker reaches it here (http://127.0.0.1:PORT and its API key).
+    url: str = ""
+    key: str = dataclasses.field(default="", repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
 class ProxySettings:
-    """The standard proxy variables, as httpx (under the vendor SDKs) reads them.
+    """The standard proxy variables, as curl and httpx read them (server/providers/http.py `proxy_for`).
 
     Lower-case names win over upper-case ones, as in urllib and curl. Values
     may hold credentials (http://user:pass@host): they are kept out of reprs
@@ -123,15 +128,15 @@ def _check_proxy_url(name: str, url: str) -> None:
         raise ConfigError(f"{name}: not a valid proxy URL (value not shown)") from None
     if not parts.hostname:
         raise ConfigError(f"{name}: the proxy URL has no host (value not shown)")
-    if scheme.startswith("socks") and importlib.util.find_spec("socksio") is None:
+    if scheme.startswith("socks") and importlib.util.find_spec("aiohttp_socks") is None:
         raise ConfigError(
-            f"{name}: a SOCKS proxy needs the socksio package (pip install -r requirements.txt)"
+            f"{name}: a SOCKS proxy needs the aiohttp-socks package (pip install -r requirements.txt)"
         )
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    # host:port the gRPC server listens on.
+    # host:port the gRPC server listens on (every worker, with SO_REUSEPORT).
     grpc_address: str
     # Seconds in-flight RPCs get to finish after SIGTERM/SIGINT.
     shutdown_grace_seconds: float
@@ -145,6 +150,17 @@ class Settings:
         default_factory=lambda: Catalog(upstreams={}, models=(), default_model="", allow_passthrough=False)
     )
     proxy: ProxySettings = ProxySettings()
+    # Server processes (server/supervisor.py): 1 serves in this process.
+    workers: int = 1
+    # Each worker's own port on 127.0.0.1, for Envoy to balance per request
+    # (one per worker); empty for a single worker.
+    worker_ports: tuple[int, ...] = ()
+    # This process's worker number (0-based) under a supervisor, else None.
+    worker_index: int | None = None
+
+    @property
+    def grpc_port(self) -> int:
+        return split_host_port(self.grpc_address)[1]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -156,11 +172,19 @@ class Settings:
             parallel=setting(env, "AIGC_LOCAL_PARALLEL", 4, _positive_int),
             context_tokens=setting(env, "AIGC_LOCAL_CONTEXT_TOKENS", 2048, _positive_int),
             threads=setting(env, "AIGC_LOCAL_THREADS", 0, _non_negative_int),
+            url=setting(env, "AIGC_LOCAL_URL", "", _http_url),
+            key=setting(env, "AIGC_LOCAL_KEY", "", str),
         )
         reserved = {local.model_id: "the built-in local model (AIGC_LOCAL_MODEL_ID)"} if local.enabled else {}
         catalog = load_catalog(env, reserved_models=reserved)
+        grpc_address = setting(env, "AIGC_GRPC_ADDRESS", "0.0.0.0:9000", _address)
+        workers = setting(env, "AIGC_WORKERS", os.cpu_count() or 1, _positive_int)
+        worker_ports = _worker_ports(env, workers, split_host_port(grpc_address)[1])
         return cls(
-            grpc_address=setting(env, "AIGC_GRPC_ADDRESS", "0.0.0.0:9000", _address),
+            grpc_address=grpc_address,
+            workers=workers,
+            worker_ports=worker_ports,
+            worker_index=setting(env, "AIGC_WORKER_INDEX", None, _non_negative_int),
             shutdown_grace_seconds=setting(env, "AIGC_SHUTDOWN_GRACE_SECONDS", 10.0, _non_negative_float),
             log_level=setting(env, "AIGC_LOG_LEVEL", "INFO", _log_level),
             default_model=_default_model(catalog, local),
@@ -168,6 +192,32 @@ class Settings:
             catalog=catalog,
             proxy=ProxySettings.from_env(env),
         )
+
+
+def _worker_ports(env: Mapping[str, str], workers: int, grpc_port: int) -> tuple[int, ...]:
+    """AIGC_WORKER_PORTS (one port per worker), else the ports right after the gRPC port."""
+    if workers == 1:
+        return ()
+    raw = env.get("AIGC_WORKER_PORTS", "").strip()
+    if not raw:
+        if grpc_port == 0:
+            raise ConfigError("AIGC_WORKERS > 1 with a random gRPC port (0) needs AIGC_WORKER_PORTS")
+        return tuple(grpc_port + 1 + i for i in range(workers))
+    try:
+        ports = tuple(int(p) for p in raw.split(","))
+    except ValueError:
+        raise ConfigError(f"AIGC_WORKER_PORTS={raw!r}: expected comma-separated port numbers") from None
+    if len(ports) != workers or len(set(ports)) != workers or not all(0 < p < 65536 for p in ports):
+        raise ConfigError(
+            f"AIGC_WORKER_PORTS={raw!r}: expected {workers} different ports (AIGC_WORKERS={workers})"
+        )
+    return ports
+
+
+def _http_url(raw: str) -> str:
+    if not raw.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// URL")
+    return raw.rstrip("/")
 
 
 def _default_model(catalog: Catalog, local: LocalModelSettings) -> str:

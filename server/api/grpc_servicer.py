@@ -19,6 +19,7 @@ import asyncio
 import base64
 import contextlib
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -61,8 +62,8 @@ class _Rpc:
             method, self.request_id, peer=context.peer(), time_remaining=remaining, metadata=metadata
         )
         self.call = Call(self.request_id, self.record, _deadline(remaining))
-        self.create_time = timestamp_pb2.Timestamp()
-        self.create_time.GetCurrentTime()
+        now = time.time_ns()
+        self.create_time = timestamp_pb2.Timestamp(seconds=now // 1_000_000_000, nanos=now % 1_000_000_000)
         self._headers_sent = False
 
     async def abort(self, error: AigcError) -> None:

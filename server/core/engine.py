@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
@@ -94,6 +95,7 @@ class AnswerStream:
         self.provider = prepared.route.provider.name
         self._chunks = chunks
         self._call = call
+        self._record = call.record
         self.finish = 0
         self.usage: generation_pb2.Usage | None = None
         self.response_id = ""
@@ -103,18 +105,31 @@ class AnswerStream:
 
     async def __anext__(self) -> list[content_pb2.Part]:
         """The next non-empty list of part deltas; ends after the finish."""
+        record = self._record
         while True:
-            with _unexpected_errors(self._call):
-                try:
-                    chunk = await anext(self._chunks)
-                except StopAsyncIteration:
-                    if not self.finish:
-                        raise UpstreamError(
-                            UpstreamFailure.STREAM_INTERRUPTED,
-                            "the stream ended without a finish reason",
-                            provider=self.provider,
-                        ) from None
-                    raise
+            # No context manager here: this runs once per chunk, on the hot path.
+            began = time.perf_counter()
+            try:
+                chunk = await anext(self._chunks)
+            except StopAsyncIteration:
+                record.upstream_ended(None, time.perf_counter() - began)
+                if not self.finish:
+                    raise UpstreamError(
+                        UpstreamFailure.STREAM_INTERRUPTED,
+                        "the stream ended without a finish reason",
+                        provider=self.provider,
+                    ) from None
+                raise
+            except AigcError as exc:
+                record.upstream_ended(exc, time.perf_counter() - began)
+                raise
+            except Exception as exc:
+                record.upstream_ended(exc, time.perf_counter() - began)
+                raise _internal(self._call, exc) from exc
+            except BaseException as exc:  # cancelled, or closed by the caller
+                record.upstream_ended(exc, time.perf_counter() - began)
+                raise
+            record.chunk(chunk, time.perf_counter() - began)
             if chunk.response_id and not self.response_id:
                 self.response_id = chunk.response_id
             if chunk.finish:
@@ -152,13 +167,16 @@ class Engine:
         with _unexpected_errors(call):
             prepared = self._prepare(request, call)
         record = call.record
-        provider = prepared.route.provider
-        async with contextlib.AsyncExitStack() as scope:
-            with _unexpected_errors(call), record.opening():
-                chunks = await scope.enter_async_context(
-                    retry.open_stream(provider, prepared.request, on_retry=record.retried)
-                )
-            yield AnswerStream(prepared, record.upstream_stream(chunks), call)
+        opened = retry.open_stream(prepared.route.provider, prepared.request, on_retry=record.retried)
+        with _unexpected_errors(call), record.opening():
+            chunks = await opened.__aenter__()
+        try:
+            yield AnswerStream(prepared, chunks, call)
+        except BaseException as exc:
+            if not await opened.__aexit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            await opened.__aexit__(None, None, None)
 
     # --- preparation ------------------------------------------------------------------------------
 
@@ -239,10 +257,12 @@ def _unexpected_errors(call: Call) -> Iterator[None]:
     except (AigcError, StopAsyncIteration):
         raise
     except Exception as exc:
-        log.exception("unexpected error (request %s)", call.request_id)
-        raise InternalError(
-            f"internal error; the server log has details under request id {call.request_id}"
-        ) from exc
+        raise _internal(call, exc) from exc
+
+
+def _internal(call: Call, exc: Exception) -> InternalError:
+    log.error("unexpected error (request %s)", call.request_id, exc_info=exc)
+    return InternalError(f"internal error; the server log has details under request id {call.request_id}")
 
 
 def new_response_id() -> str:

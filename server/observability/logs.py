@@ -18,10 +18,14 @@ import logging
 import sys
 from typing import Any, TextIO
 
+import orjson
+
 from server.observability.settings import LogFormat
 
 # The id of the RPC being served in this task; None outside RPCs.
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("aigc_request_id", default=None)
+# This process's worker number under a supervisor (on every line), else None.
+_worker: int | None = None
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
@@ -39,6 +43,8 @@ def fields(record: logging.LogRecord) -> dict[str, Any]:
         "logger": record.name,
         "message": record.getMessage(),
     }
+    if _worker is not None:
+        out["worker"] = _worker
     request_id = request_id_var.get()
     if request_id is not None:
         out["request_id"] = request_id
@@ -59,7 +65,8 @@ class JsonFormatter(logging.Formatter):
             out["exception"] = record.exc_text
         if record.stack_info:
             out["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(out, default=str, ensure_ascii=False)
+        # orjson: a few µs per access line instead of tens (one per RPC).
+        return orjson.dumps(out, default=str).decode()
 
 
 class ConsoleFormatter(logging.Formatter):
@@ -75,8 +82,12 @@ class ConsoleFormatter(logging.Formatter):
         return line
 
 
-def configure(level: str, log_format: LogFormat, stream: TextIO | None = None) -> None:
+def configure(
+    level: str, log_format: LogFormat, stream: TextIO | None = None, *, worker: int | None = None
+) -> None:
     """Replaces the root logger's handlers with one writing `log_format` to stdout."""
+    global _worker
+    _worker = worker
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter() if log_format == "json" else ConsoleFormatter())
     root = logging.getLogger()

@@ -68,7 +68,12 @@ class Metrics:
             registry=r,
         )
         self.streams_in_flight = Gauge(
-            "aigc_streams_in_flight", "Streaming RPCs being served now.", _RPC_LABELS, registry=r
+            "aigc_streams_in_flight",
+            "Streaming RPCs being served now.",
+            _RPC_LABELS,
+            registry=r,
+            # Under a supervisor: the sum over the workers that are alive.
+            multiprocess_mode="livesum",
         )
         self.upstream_errors = Counter(
             "aigc_upstream_errors",

@@ -1,7 +1,7 @@
 """The per-RPC record: what the service reports once per call, to logs, metrics and traces.
 
 The service opens an `RpcRecord` around each RPC (`with record:`), tells it
-the route, wraps the provider's stream in `upstream_stream`, and
+the route, times the provider's stream (`opening`, `chunk`, `upstream_ended`), and
 hands it the error it aborts with. When the block exits - normally, by
 abort, or because the caller went away (CancelledError, or GeneratorExit when
 a streaming handler is closed) - the record writes exactly one access line,
@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -235,9 +235,15 @@ class RpcRecord:
         finally:
             self.upstream_seconds += time.perf_counter() - began
 
-    def upstream_stream(self, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
-        """Wraps a provider stream: times each wait for a chunk, traces the whole stream."""
-        return _UpstreamStream(self, chunks)
+    def chunk(self, chunk: Chunk, seconds: float) -> None:
+        """The provider's stream gave `chunk` after `seconds` of waiting for it."""
+        self.upstream_seconds += seconds
+        self._observe_chunk(chunk)
+
+    def upstream_ended(self, exc: BaseException | None, seconds: float) -> None:
+        """The provider's stream ended (exc None) or failed after `seconds` of waiting."""
+        self.upstream_seconds += seconds
+        self._end_client(exc)
 
     # --- internals ----------------------------------------------------------------
 
@@ -374,38 +380,6 @@ class RpcRecord:
         access_log.log(
             level, "%s %s %.1fms", self.method, code_pb2.Code.Name(self.code), elapsed * 1000, extra=line
         )
-
-
-class _UpstreamStream:
-    """An async iterator (not a generator, so nothing is left to finalize) over a provider stream."""
-
-    def __init__(self, record: RpcRecord, chunks: AsyncIterator[Chunk]) -> None:
-        self._record = record
-        self._chunks = chunks
-        self._started = False
-
-    def __aiter__(self) -> _UpstreamStream:
-        return self
-
-    async def __anext__(self) -> Chunk:
-        record = self._record
-        if not self._started:
-            self._started = True
-            if record._client_span is None and not record.upstream_calls:
-                record._start_client()
-        began = time.perf_counter()
-        try:
-            chunk = await anext(self._chunks)
-        except StopAsyncIteration:
-            record._end_client(None)
-            raise
-        except BaseException as exc:
-            record._end_client(exc)
-            raise
-        finally:
-            record.upstream_seconds += time.perf_counter() - began
-        record._observe_chunk(chunk)
-        return chunk
 
 
 def _ms(seconds: float | None) -> float | None:

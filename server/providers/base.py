@@ -230,6 +230,41 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def merge_chunks(chunks: Sequence[Chunk]) -> Chunk:
+    """Several chunks that arrived together as one (see SseStream.batches).
+
+    Consecutive deltas of the same part become one delta (text, reasoning
+    text, tool call arguments joined); deltas of different parts stay apart,
+    in order. The finish and usage are the last ones reported.
+    """
+    if len(chunks) == 1:
+        return chunks[0]
+    parts: list[content_pb2.Part] = []
+    finish, usage, response_id = 0, None, ""
+    for chunk in chunks:
+        for part in chunk.parts:
+            last = parts[-1] if parts else None
+            kind = part.WhichOneof("data")
+            if last is None or last.index != part.index or last.WhichOneof("data") != kind:
+                parts.append(part)
+            elif kind == "text":
+                last.text += part.text
+            elif kind == "reasoning":
+                last.reasoning.text += part.reasoning.text
+                last.reasoning.encrypted_content += part.reasoning.encrypted_content
+            elif kind == "tool_call":
+                last.tool_call.arguments += part.tool_call.arguments
+            else:
+                parts.append(part)
+                continue
+            if part.signature and last is not None and parts[-1] is last:
+                last.signature = part.signature
+        finish = chunk.finish or finish
+        usage = chunk.usage if chunk.usage is not None else usage
+        response_id = response_id or chunk.response_id
+    return Chunk(parts=parts, finish=finish, usage=usage, response_id=response_id)
+
+
 _EMPTY: tuple[content_pb2.Part, ...] = ()
 
 
@@ -249,6 +284,7 @@ __all__ = [
     "ProviderRequest",
     "RemoteProvider",
     "Usage",
+    "merge_chunks",
     "parts_of",
     "retry_after_seconds",
 ]

@@ -80,37 +80,15 @@ class LocalProvider(OpenAICompatProvider):
         self.address = ""
 
     async def start(self) -> None:
-        path = self._settings.path or str(smollm2_path())
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"local model file not found: {path}")
-        # The port is loopback-only, and the key keeps other local users off it.
-        self.api_key = key = secrets.token_urlsafe(24)
-        params = xllamacpp.CommonParams()
-        params.model.path = path
-        params.hostnames = ["127.0.0.1"]
-        params.port = 0  # any free port; read back from listening_address
-        params.api_keys = [key]
-        params.n_parallel = self._settings.parallel
-        # llama.cpp splits n_ctx across slots; we configure it per slot.
-        params.n_ctx = self._settings.context_tokens * self._settings.parallel
-        if self._settings.threads:
-            params.cpuparams.n_threads = self._settings.threads
-            params.cpuparams_batch.n_threads = self._settings.threads
-        params.endpoint_slots = True
-        params.use_jinja = True
-        params.chat_template = CHAT_TEMPLATE.read_text()
-        params.enable_reasoning = 0
-        # llama.cpp logs several lines per request to stderr; keep them for
-        # AIGC_LOG_LEVEL=DEBUG only.
-        params.verbosity = 3 if self._verbose else 0
-        # Loading takes ~0.5 s of C++ work: keep the event loop free meanwhile.
-        self._server = await asyncio.to_thread(xllamacpp.Server, params)
-        self.address = self._server.listening_address
+        if self._settings.url:
+            # Another process runs the model (the supervisor of several workers).
+            self.address, self.api_key = self._settings.url, self._settings.key
+        else:
+            # Loading takes ~0.5 s of C++ work: keep the event loop free meanwhile.
+            self._server, self.address, self.api_key = await asyncio.to_thread(
+                start_llama_server, self._settings, self._verbose
+            )
         self.base_url = f"{self.address}/v1"
-        log.info(
-            "local model loaded",
-            extra={"model_path": path, "llama_server": self.address, "slots": self._settings.parallel},
-        )
         await super().start()
 
     def _new_transport(self) -> HttpTransport:
@@ -132,7 +110,7 @@ class LocalProvider(OpenAICompatProvider):
         self._server = None
 
     def ready(self) -> bool:
-        return self._server is not None
+        return bool(self.address)
 
     def chat_body(self, request: ProviderRequest) -> dict[str, Any]:
         body = super().chat_body(request)
@@ -168,4 +146,42 @@ class LocalProvider(OpenAICompatProvider):
         return sum(1 for slot in await asyncio.to_thread(fetch) if slot.get("is_processing"))
 
 
-__all__ = ["CHAT_TEMPLATE", "LOCAL_CAPABILITIES", "LocalProvider"]
+def start_llama_server(
+    settings: LocalModelSettings, verbose: bool = False
+) -> tuple[xllamacpp.Server, str, str]:
+    """llama.cpp's server for the built-in model, on 127.0.0.1: (server, its URL, its API key).
+
+    The port is loopback-only and the random key keeps other local users off
+    it. Keep the returned server referenced: dropping it stops llama.cpp.
+    """
+    path = settings.path or str(smollm2_path())
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"local model file not found: {path}")
+    key = secrets.token_urlsafe(24)
+    params = xllamacpp.CommonParams()
+    params.model.path = path
+    params.hostnames = ["127.0.0.1"]
+    params.port = 0  # any free port; read back from listening_address
+    params.api_keys = [key]
+    params.n_parallel = settings.parallel
+    # llama.cpp splits n_ctx across slots; we configure it per slot.
+    params.n_ctx = settings.context_tokens * settings.parallel
+    if settings.threads:
+        params.cpuparams.n_threads = settings.threads
+        params.cpuparams_batch.n_threads = settings.threads
+    params.endpoint_slots = True
+    params.use_jinja = True
+    params.chat_template = CHAT_TEMPLATE.read_text()
+    params.enable_reasoning = 0
+    # llama.cpp logs several lines per request to stderr; keep them for
+    # AIGC_LOG_LEVEL=DEBUG only.
+    params.verbosity = 3 if verbose else 0
+    server = xllamacpp.Server(params)
+    address = server.listening_address
+    log.info(
+        "local model loaded", extra={"model_path": path, "llama_server": address, "slots": settings.parallel}
+    )
+    return server, address, key
+
+
+__all__ = ["CHAT_TEMPLATE", "LOCAL_CAPABILITIES", "LocalProvider", "start_llama_server"]

@@ -41,7 +41,11 @@ async def test_tools_and_tool_choice_are_translated(harness, vendor, fake, choic
 
 async def test_tool_call_arguments_streamed_in_pieces(harness, vendor, fake):
     call = CallSpec("call_1", "get_weather", PARIS, pieces=9)
-    fake.script(vendor.tool_calls_reply([call], usage=USAGE), vendor.tool_calls_reply([call], usage=USAGE))
+    streamed_reply = vendor.tool_calls_reply([call], usage=USAGE)
+    # Separate network writes, so fragments are separate reads (what arrives
+    # together is passed on together: SseStream.batches).
+    streamed_reply.pause = 0.01
+    fake.script(streamed_reply, vendor.tool_calls_reply([call], usage=USAGE))
     request = chat(user("weather in Paris?"), tools=[WEATHER])
     streamed = await harness.stream(request)
     unary = await harness.unary(request)

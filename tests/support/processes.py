@@ -76,6 +76,8 @@ class ServerProcess(Process):
             {
                 "AIGC_GRPC_ADDRESS": self.address,
                 "AIGC_SHUTDOWN_GRACE_SECONDS": "3",
+                # One process unless a test asks for workers (tests/server/test_supervisor.py).
+                "AIGC_WORKERS": "1",
                 "AIGC_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
                 **(env or {}),
             }

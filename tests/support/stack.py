@@ -24,7 +24,14 @@ class Stack(Process):
             f"--http-port={self.http_port}",
             f"--admin-port={self.admin_port}",
         ]
-        merged = {"AIGC_METRICS_ADDRESS": f"127.0.0.1:{self.metrics_port}", **(env or {})}
+        merged = {
+            "AIGC_METRICS_ADDRESS": f"127.0.0.1:{self.metrics_port}",
+            "AIGC_WORKERS": "1",
+            **(env or {}),
+        }
+        workers = int(merged["AIGC_WORKERS"])
+        if workers > 1 and "AIGC_WORKER_PORTS" not in merged:
+            merged["AIGC_WORKER_PORTS"] = ",".join(str(free_port()) for _ in range(workers))
         super().__init__("stack", args, python_env(merged))
 
     def wait_up(self, timeout: float = 90) -> None:

@@ -21,13 +21,14 @@ is STREAM_INTERRUPTED, whatever the socket said.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncIterator, Mapping
+
+import orjson
 
 from aigc.v1 import model_pb2
 from server.errors import UpstreamError, UpstreamFailure
 from server.providers.anthropic import errors, wire
-from server.providers.base import ALL_CAPABILITIES, Chunk, ProviderRequest, RemoteProvider
+from server.providers.base import ALL_CAPABILITIES, Chunk, ProviderRequest, RemoteProvider, merge_chunks
 from server.providers.http import SseStream
 
 API_VERSION = "2023-06-01"
@@ -75,21 +76,37 @@ class AnthropicProvider(RemoteProvider):
 
     async def _chunks(self, events: SseStream, translator: wire.StreamTranslator) -> AsyncIterator[Chunk]:
         request_id = events.request_id
-        async for event in events:
+        async for batch in events.batches():
+            chunks: list[Chunk] = []
             try:
-                data = json.loads(event.data)
-            except ValueError as exc:
-                raise self._malformed(f"unparseable stream event: {exc}", request_id) from exc
-            if not isinstance(data, dict):
-                raise self._malformed(f"stream event is a {type(data).__name__}, not an object", request_id)
-            if data.get("type") == "error" or event.name == "error":
-                raise errors.stream_error(self.name, data, request_id, self.secrets)
-            try:
-                chunk = translator.feed(data)
-            except _SHAPE_ERRORS as exc:
-                raise self._malformed(f"unexpected {data.get('type')!r} event: {exc!r}", request_id) from exc
-            if chunk is not None:
-                yield chunk
+                for event in batch:
+                    try:
+                        data = orjson.loads(event.data)
+                    except ValueError as exc:
+                        raise self._malformed(f"unparseable stream event: {exc}", request_id) from exc
+                    if not isinstance(data, dict):
+                        raise self._malformed(
+                            f"stream event is a {type(data).__name__}, not an object", request_id
+                        )
+                    if data.get("type") == "error" or event.name == "error":
+                        raise errors.stream_error(self.name, data, request_id, self.secrets)
+                    try:
+                        chunk = translator.feed(data)
+                    except _SHAPE_ERRORS as exc:
+                        raise self._malformed(
+                            f"unexpected {data.get('type')!r} event: {exc!r}", request_id
+                        ) from exc
+                    if chunk is not None:
+                        chunks.append(chunk)
+                    if translator.finished:
+                        break
+            except UpstreamError:
+                # What arrived before the failure still reaches the caller.
+                if chunks:
+                    yield merge_chunks(chunks)
+                raise
+            if chunks:
+                yield merge_chunks(chunks)
             if translator.finished:
                 return
         raise UpstreamError(

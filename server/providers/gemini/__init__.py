@@ -26,13 +26,14 @@ carried a finishReason and the body ended properly; otherwise it was cut.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import orjson
+
 from aigc.v1 import model_pb2
 from server.errors import UpstreamError, UpstreamFailure
-from server.providers.base import ALL_CAPABILITIES, Chunk, ProviderRequest, RemoteProvider
+from server.providers.base import ALL_CAPABILITIES, Chunk, ProviderRequest, RemoteProvider, merge_chunks
 from server.providers.gemini import errors, wire
 from server.providers.http import SseStream
 
@@ -71,28 +72,41 @@ class GeminiProvider(RemoteProvider):
                 await chunks.aclose()
 
     async def _chunks(self, events: SseStream, translator: wire.StreamTranslator) -> AsyncIterator[Chunk]:
-        async for event in events:
+        async for batch in events.batches():
+            chunks: list[Chunk] = []
             try:
-                data: Any = json.loads(event.data)
-            except ValueError as exc:
-                raise self._failure(UpstreamFailure.MALFORMED_RESPONSE, f"unparseable chunk: {exc}") from exc
-            if not isinstance(data, dict):
-                raise self._failure(
-                    UpstreamFailure.MALFORMED_RESPONSE, f"chunk is a {type(data).__name__}, not an object"
-                )
-            if "error" in data:
-                raise errors.stream_error(self.name, data, self.secrets)
-            blocked = wire.block_reason(data)
-            if blocked:
-                raise self._failure(UpstreamFailure.CONTENT_FILTERED, f"prompt blocked: {blocked}")
-            try:
-                chunk = translator.feed(data)
-            except _SHAPE_ERRORS as exc:
-                raise self._failure(
-                    UpstreamFailure.MALFORMED_RESPONSE, f"unexpected chunk shape: {exc!r}"
-                ) from exc
-            if chunk is not None:
-                yield chunk
+                for event in batch:
+                    try:
+                        data: Any = orjson.loads(event.data)
+                    except ValueError as exc:
+                        raise self._failure(
+                            UpstreamFailure.MALFORMED_RESPONSE, f"unparseable chunk: {exc}"
+                        ) from exc
+                    if not isinstance(data, dict):
+                        raise self._failure(
+                            UpstreamFailure.MALFORMED_RESPONSE,
+                            f"chunk is a {type(data).__name__}, not an object",
+                        )
+                    if "error" in data:
+                        raise errors.stream_error(self.name, data, self.secrets)
+                    blocked = wire.block_reason(data)
+                    if blocked:
+                        raise self._failure(UpstreamFailure.CONTENT_FILTERED, f"prompt blocked: {blocked}")
+                    try:
+                        chunk = translator.feed(data)
+                    except _SHAPE_ERRORS as exc:
+                        raise self._failure(
+                            UpstreamFailure.MALFORMED_RESPONSE, f"unexpected chunk shape: {exc!r}"
+                        ) from exc
+                    if chunk is not None:
+                        chunks.append(chunk)
+            except UpstreamError:
+                # What arrived before the failure still reaches the caller.
+                if chunks:
+                    yield merge_chunks(chunks)
+                raise
+            if chunks:
+                yield merge_chunks(chunks)
         if not translator.finished:
             # A clean close without a finishReason: the stream was cut,
             # whatever the socket said.

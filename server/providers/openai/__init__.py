@@ -18,12 +18,13 @@ answer has none rather than a count of our own.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import orjson
+
 from server.errors import UpstreamError, UpstreamFailure
-from server.providers.base import Chunk, ProviderRequest, RemoteProvider
+from server.providers.base import Chunk, ProviderRequest, RemoteProvider, merge_chunks
 from server.providers.http import SseStream
 from server.providers.openai import wire
 
@@ -72,23 +73,39 @@ class OpenAICompatProvider(RemoteProvider):
 
     async def _chunks(self, events: SseStream, translator: wire.StreamTranslator) -> AsyncIterator[Chunk]:
         request_id = events.request_id
-        async for event in events:
-            if event.data == b"[DONE]":
+        done = False
+        async for batch in events.batches():
+            chunks: list[Chunk] = []
+            try:
+                for event in batch:
+                    if event.data == b"[DONE]":
+                        done = True
+                        break
+                    try:
+                        data = orjson.loads(event.data)
+                    except ValueError as exc:
+                        raise self._malformed(f"unparseable stream chunk: {exc}", request_id) from exc
+                    if not isinstance(data, dict):
+                        raise self._malformed(
+                            f"stream chunk is a {type(data).__name__}, not an object", request_id
+                        )
+                    if "error" in data:
+                        raise wire.stream_error(self.name, data, request_id, self.secrets)
+                    try:
+                        chunk = translator.feed(data)
+                    except _SHAPE_ERRORS as exc:
+                        raise self._malformed(f"unexpected chunk shape: {exc!r}", request_id) from exc
+                    if chunk is not None:
+                        chunks.append(chunk)
+            except UpstreamError:
+                # What arrived before the failure still reaches the caller.
+                if chunks:
+                    yield merge_chunks(chunks)
+                raise
+            if chunks:
+                yield merge_chunks(chunks)
+            if done:
                 break
-            try:
-                data = json.loads(event.data)
-            except ValueError as exc:
-                raise self._malformed(f"unparseable stream chunk: {exc}", request_id) from exc
-            if not isinstance(data, dict):
-                raise self._malformed(f"stream chunk is a {type(data).__name__}, not an object", request_id)
-            if "error" in data:
-                raise wire.stream_error(self.name, data, request_id, self.secrets)
-            try:
-                chunk = translator.feed(data)
-            except _SHAPE_ERRORS as exc:
-                raise self._malformed(f"unexpected chunk shape: {exc!r}", request_id) from exc
-            if chunk is not None:
-                yield chunk
         if not translator.finished:
             # A clean close without a finish reason: the stream was cut,
             # whatever the socket said.

@@ -1,0 +1,171 @@
+"""Several server processes on one machine: one per core, one model, one /metrics.
+
+    python -m server                  AIGC_WORKERS workers (default: the machine's cores)
+
+A Python process runs on one core at a time, so N cores need N processes.
+The supervisor (this module, the process `python -m server` starts as when
+AIGC_WORKERS > 1) does only what must be done once:
+
+- runs the built-in model's llama.cpp server (server/providers/local.py
+  `start_llama_server`) and hands every worker its loopback URL and key
+  (AIGC_LOCAL_URL, AIGC_LOCAL_KEY): the model is loaded once, not N times,
+  and llama.cpp batches every worker's requests in its slots;
+- serves /metrics for all workers together (prometheus_client's multiprocess
+  mode: each worker writes its samples to files in PROMETHEUS_MULTIPROC_DIR,
+  the supervisor reads them);
+- starts the workers (`python -m server` with AIGC_WORKER_INDEX), restarts
+  one that dies, and on SIGTERM/SIGINT passes the signal on, waits for every
+  worker's graceful drain, then stops the model.
+
+Each worker binds the public gRPC address with SO_REUSEPORT - the kernel
+spreads direct gRPC clients' connections over the workers - and its own port
+on 127.0.0.1 (AIGC_WORKER_PORTS), which Envoy balances per request (round
+robin over the workers, with health checks): Envoy multiplexes many requests
+over few HTTP/2 connections, which per-connection kernel balancing would
+leave on one worker. bench/README.md has the measurement.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+
+from server.config import Settings
+from server.observability.settings import ObservabilitySettings
+
+log = logging.getLogger(__name__)
+
+# A worker that dies sooner than this after its start is not restarted at
+# once: a crash loop (a bad setting, a taken port) waits, logged.
+_MIN_UPTIME = 5.0
+_RESTART_DELAY = 1.0
+
+
+class Worker:
+    def __init__(self, index: int, env: Mapping[str, str]) -> None:
+        self.index = index
+        self._env = {**env, "AIGC_WORKER_INDEX": str(index)}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "server"], env=self._env)
+        self.started = time.monotonic()
+        log.info("worker started", extra={"worker": self.index, "pid": self.proc.pid})
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(sig)
+
+
+def run(settings: Settings, observability: ObservabilitySettings) -> int:
+    """Supervises `settings.workers` workers until SIGTERM/SIGINT; returns the exit code."""
+    stop: list[int] = []
+    signal.signal(signal.SIGTERM, lambda sig, _frame: stop.append(sig))
+    signal.signal(signal.SIGINT, lambda sig, _frame: stop.append(sig))
+    env = dict(os.environ)
+    env["AIGC_WORKERS"] = str(settings.workers)
+    env["AIGC_WORKER_PORTS"] = ",".join(map(str, settings.worker_ports))
+    metrics_dir = tempfile.mkdtemp(prefix="aigc-metrics-")
+    env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    llama = None
+    metrics = None
+    workers = [Worker(i, env) for i in range(settings.workers)]
+    try:
+        if settings.local.enabled and not settings.local.url:
+            from server.providers.local import start_llama_server  # only when there is a model to run
+
+            llama, url, key = start_llama_server(settings.local, settings.log_level == "DEBUG")
+            env["AIGC_LOCAL_URL"], env["AIGC_LOCAL_KEY"] = url, key
+            workers = [Worker(i, env) for i in range(settings.workers)]
+        metrics = _serve_metrics(observability.metrics_address, metrics_dir)
+        for worker in workers:
+            worker.start()
+        log.info(
+            "supervising workers",
+            extra={
+                "workers": settings.workers,
+                "address": settings.grpc_address,
+                "worker_ports": list(settings.worker_ports),
+                "metrics_port": metrics.server_port if metrics else None,
+            },
+        )
+        while not stop:
+            for worker in workers:
+                if not worker.alive():
+                    _restart(worker, metrics_dir)
+            time.sleep(0.2)
+        log.info("stopping workers", extra={"grace_seconds": settings.shutdown_grace_seconds})
+        for worker in workers:
+            worker.signal(signal.SIGTERM)
+        deadline = time.monotonic() + settings.shutdown_grace_seconds + 10
+        for worker in workers:
+            if worker.proc is None:
+                continue
+            try:
+                worker.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("worker ignored SIGTERM; killing it", extra={"worker": worker.index})
+                worker.proc.kill()
+                worker.proc.wait()
+        return 0
+    finally:
+        for worker in workers:
+            worker.signal(signal.SIGKILL)
+        if metrics is not None:
+            metrics.shutdown()
+            metrics.server_close()
+        # Dropping the last reference stops llama.cpp's HTTP and decode loops.
+        llama = None  # noqa: F841
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        log.info("stopped")
+
+
+def _restart(worker: Worker, metrics_dir: str) -> None:
+    code = worker.proc.returncode if worker.proc else None
+    uptime = time.monotonic() - worker.started
+    log.error(
+        "worker exited; restarting it", extra={"worker": worker.index, "exit_code": code, "uptime_s": uptime}
+    )
+    if worker.proc is not None:
+        from prometheus_client import multiprocess
+
+        # Its live gauges (streams in flight) no longer count.
+        multiprocess.mark_process_dead(worker.proc.pid, metrics_dir)
+    if uptime < _MIN_UPTIME:
+        time.sleep(_RESTART_DELAY)
+    worker.start()
+
+
+def _serve_metrics(address: str | None, metrics_dir: str):
+    """/metrics aggregated over every worker's samples, on `address`."""
+    if address is None:
+        return None
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    from server.envvars import split_host_port
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=metrics_dir)
+    host, port = split_host_port(address)
+    try:
+        httpd, _thread = start_http_server(port, host, registry=registry)
+    except OSError as exc:
+        log.error("metrics endpoint not started", extra={"address": address, "error": str(exc)})
+        return None
+    return httpd
+
+
+__all__ = ["run"]
