@@ -38,10 +38,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--admin-port", type=int, default=9901, help="Envoy admin, on 127.0.0.1 only")
     parser.add_argument("--startup-timeout", type=float, default=120.0)
     parser.add_argument(
+        "--replicas",
+        type=int,
+        default=int(os.environ.get("AIGC_REPLICAS") or 1),
+        help="independent servers behind Envoy, as on several machines (default 1; REPLICAS=2 make run)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
-        default=int(os.environ.get("AIGC_WORKERS") or os.cpu_count() or 1),
-        help="server processes (default AIGC_WORKERS, else the machine's cores)",
+        default=int(os.environ.get("AIGC_WORKERS") or 0),
+        help="server processes per replica (default AIGC_WORKERS, else the cores divided by the replicas)",
     )
     parser.add_argument(
         "--worker-ports",
@@ -62,28 +68,47 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "gen" / "python")])
     env["PYTHONUNBUFFERED"] = "1"
-    env.setdefault("AIGC_GRPC_ADDRESS", f"{args.host}:{args.grpc_port}")
-    grpc_port = int(env["AIGC_GRPC_ADDRESS"].rpartition(":")[2])
-    workers = max(1, args.workers)
-    if workers > 1:
-        worker_ports = (
-            [int(p) for p in args.worker_ports.split(",")]
-            if args.worker_ports
-            else [grpc_port + 1 + i for i in range(workers)]
-        )
-        env["AIGC_WORKER_PORTS"] = ",".join(map(str, worker_ports))
-    else:
-        worker_ports = []
-    env["AIGC_WORKERS"] = str(workers)
-    # Envoy balances over the workers' own ports; with one process, its port.
-    upstreams = worker_ports or [grpc_port]
+    grpc_port = int(env.get("AIGC_GRPC_ADDRESS", f":{args.grpc_port}").rpartition(":")[2])
+    replicas = max(1, args.replicas)
+    workers = args.workers or max(1, (os.cpu_count() or 1) // replicas)
+    # The server's own settings parser, so the banner says what the server will do.
+    sys.path[:0] = [str(ROOT), str(ROOT / "gen" / "python")]
+    from server.config import ConfigError, Settings
 
+    try:
+        settings = Settings.from_env(env)
+    except ConfigError as exc:
+        print(f"aigc-service: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    # Replica r listens on its own public port, its workers on the ports after it.
+    plans: list[tuple[int, list[int]]] = []
+    for r in range(replicas):
+        public = grpc_port + r * (workers + 1)
+        if workers > 1:
+            if r == 0 and args.worker_ports:
+                own = [int(p) for p in args.worker_ports.split(",")]
+            else:
+                own = [public + 1 + i for i in range(workers)]
+        else:
+            own = []
+        plans.append((public, own))
+    # Envoy balances over every worker's own port (or each replica's port).
+    upstreams = [port for public, own in plans for port in (own or [public])]
+    access = settings.access
+    needs_redis = (
+        replicas > 1
+        and not access.redis_url
+        and access.keys.enabled
+        and any(not k.limits.unlimited for k in access.keys.keys)
+    )
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def spawn(name: str, command: list[str]) -> subprocess.Popen[bytes]:
+    def spawn(
+        name: str, command: list[str], child_env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         # Own process group: the terminal's Ctrl-C reaches only us, and we
         # stop the children in order instead of all at once.
-        proc = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+        proc = subprocess.Popen(command, cwd=ROOT, env=child_env or env, start_new_session=True)
         children.append((name, proc))
         return proc
 
@@ -93,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                 return f"{name} exited with code {proc.returncode}"
         return None
 
-    busy = [port for port in (grpc_port, args.http_port, args.admin_port, *worker_ports) if _in_use(port)]
+    used = [p for public, own in plans for p in (public, *own)]
+    busy = [port for port in (*used, args.http_port, args.admin_port) if _in_use(port)]
     if busy:
         print(
             f"aigc-service: port(s) {', '.join(map(str, busy))} already in use (another instance?). "
@@ -104,10 +130,30 @@ def main(argv: list[str] | None = None) -> int:
 
     exit_code = 0
     try:
-        spawn("server", [sys.executable, "-m", "server"])
+        if needs_redis:
+            # Quotas shared by the replicas need one store: a local redis-server.
+            env["AIGC_REDIS_URL"] = spawn_redis(spawn)
+        for r, (public, own) in enumerate(plans):
+            replica_env = {
+                **env,
+                "AIGC_GRPC_ADDRESS": f"{args.host}:{public}",
+                "AIGC_WORKERS": str(workers),
+                "AIGC_WORKER_PORTS": ",".join(map(str, own)),
+            }
+            if replicas > 1:
+                # Behind Envoy with others: on SIGTERM, keep answering until
+                # Envoy's health checks have moved new calls elsewhere.
+                replica_env.setdefault("AIGC_DRAIN_SECONDS", "2.5")
+                # Each replica's metrics on their own port: 9464, 9465, ...
+                metrics = _metrics_address(r)
+                if metrics:
+                    replica_env["AIGC_METRICS_ADDRESS"] = metrics
+            spawn(
+                "server" if replicas == 1 else f"replica-{r}", [sys.executable, "-m", "server"], replica_env
+            )
         _wait(
             lambda: all(_serving(f"127.0.0.1:{port}") for port in upstreams),
-            "the gRPC server" if workers == 1 else f"the {workers} server workers",
+            "the gRPC server" if len(upstreams) == 1 else f"the {len(upstreams)} server processes",
             args,
             failed_child,
             lambda: stop_requested,
@@ -116,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         # serve one Envoy config: gateway/envoy.yaml rendered for these ports.
         env["ENVOY_CONFIG"] = str(ROOT / "build" / f"envoy-{args.http_port}.yaml")
         env.setdefault("ENVOY_LOG_LEVEL", "warn")
-        # Envoy's worker threads match the server's processes.
+        # Envoy's worker threads match the server's processes (per replica).
         env.setdefault("ENVOY_CONCURRENCY", str(workers))
         spawn(
             "envoy",
@@ -130,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         _wait(lambda: _envoy_ready(args.admin_port), "Envoy", args, failed_child, lambda: stop_requested)
         if not stop_requested:
-            print(_banner(args, grpc_port, workers), flush=True)
+            print(_banner(args, plans, workers, settings), flush=True)
         while not stop_requested:
             problem = failed_child()
             if problem:
@@ -197,30 +243,76 @@ def _stop(name: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None
             proc.wait()
 
 
-def _metrics_url() -> str:
+def _metrics_address(replica: int = 0) -> str:
+    """Replica `replica`'s metrics host:port (the base port + replica), or "" when off."""
     address = os.environ.get("AIGC_METRICS_ADDRESS", "0.0.0.0:9464").strip()
     if address.lower() == "off":
+        return ""
+    host, _, port = address.rpartition(":")
+    return f"{host}:{int(port) + replica}"
+
+
+def _metrics_url(replicas: int = 1) -> str:
+    address = _metrics_address()
+    if not address:
         return "off (AIGC_METRICS_ADDRESS=off)"
     host, _, port = address.rpartition(":")
     if host in ("", "0.0.0.0", "[::]", "::"):
         host = "localhost"
+    if replicas > 1:
+        return f"http://{host}:{port}-{int(port) + replicas - 1}/metrics (Prometheus, one port per replica)"
     return f"http://{host}:{port}/metrics (Prometheus)"
 
 
-def _banner(args: argparse.Namespace, grpc_port: int, workers: int) -> str:
+def spawn_redis(spawn) -> str:
+    """A redis-server on a free loopback port for the replicas' shared quotas; its URL."""
+    import shutil
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise _StartupFailed("replicas with quotas need redis-server (make redis) or AIGC_REDIS_URL")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # In memory only (no dump file in the repo), quiet unless something is wrong.
+    options = ["--save", "", "--appendonly", "no", "--loglevel", "warning"]
+    spawn("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", *options])
+    deadline = time.monotonic() + 10
+    while not _in_use(port):
+        if time.monotonic() > deadline:
+            raise _StartupFailed("redis-server did not start")
+        time.sleep(0.05)
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def _banner(args: argparse.Namespace, plans: list[tuple[int, list[int]]], workers: int, settings) -> str:
     http = f"http://localhost:{args.http_port}"
+    grpc_port = plans[0][0]
+    keys = settings.access.keys
+    auth = (
+        f"ON: every call needs `authorization: Bearer <key>` (keys: {', '.join(k.name for k in keys.keys)})"
+        if keys.enabled
+        else "off (no keys configured; see README, Security)"
+    )
+    servers = (
+        f"{workers} server process{'es' if workers > 1 else ''} (AIGC_WORKERS)"
+        if len(plans) == 1
+        else f"{len(plans)} replicas on gRPC ports {', '.join(str(p) for p, _ in plans)}, "
+        f"{workers} worker(s) each, behind Envoy"
+    )
     return "\n".join(
         [
             "",
             "aigc-service is up (Ctrl-C stops it):",
             f"  gRPC          localhost:{grpc_port}   (grpcurl -plaintext localhost:{grpc_port} list)",
-            f"  workers       {workers} server process{'es' if workers > 1 else ''} (AIGC_WORKERS)",
+            f"  servers       {servers}",
+            f"  auth          {auth}",
             f"  HTTP/JSON     {http}/v1/models",
             f"  Swagger UI    {http}/docs",
             f"  OpenAPI spec  {http}/openapi.json",
             "  logs          this terminal: JSON lines, the server's access log (logger aigc.access)",
             "                and Envoy's (one per HTTP request), joined by request_id",
-            f"  metrics       {_metrics_url()}",
+            f"  metrics       {_metrics_url(len(plans))}",
             "",
         ]
     )

@@ -19,10 +19,14 @@ import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from aigc.v1 import aigc_service_pb2, aigc_service_pb2_grpc
-from server.api.grpc_servicer import AigcServicer
-from server.config import Settings
+from aigc.v1 import aigc_service_pb2
+from server.access.gate import Gate
+from server.access.keys import KeyRing
+from server.api.grpc_servicer import AigcServicer, register, status_to_grpc
+from server.config import AccessSettings, Settings
 from server.core.engine import Engine
+from server.core.limits import MAX_REQUEST_BYTES
+from server.errors import AigcError
 from server.observability import MetricsServer, Observability, ObservabilitySettings, tracing_for
 from server.routing import Router, build_router
 
@@ -36,8 +40,17 @@ _SERVER_OPTIONS = [
     ("grpc.keepalive_timeout_ms", 20_000),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.keepalive_permit_without_calls", 1),
-    # Long conversations are large requests: allow 32 MiB.
-    ("grpc.max_receive_message_length", 32 * 1024 * 1024),
+    # grpcio's own cap, twice ours: a message between the two gets our
+    # INVALID_ARGUMENT (REQUEST_TOO_LARGE, server/api/grpc_servicer.py);
+    # only beyond this does grpcio refuse it itself, with RESOURCE_EXHAUSTED.
+    ("grpc.max_receive_message_length", 2 * MAX_REQUEST_BYTES),
+    # Request headers (metadata): as much as Envoy passes (60 KiB,
+    # gateway/envoy.yaml), so a request Envoy accepted is not refused here
+    # with grpc-core's RESOURCE_EXHAUSTED (its default soft limit is 8 KiB).
+    ("grpc.max_metadata_size", 64 * 1024),
+    ("grpc.absolute_max_metadata_size", 64 * 1024),
+    # Answers are small messages; compression would cost CPU on every one.
+    ("grpc.default_compression_algorithm", 0),
 ]
 
 
@@ -59,9 +72,12 @@ def create_server(
     balances requests over the workers' own ports.
     """
     options = [*_SERVER_OPTIONS, ("grpc.so_reuseport", 1 if shared_port else 0)]
-    server = grpc.aio.server(options=options)
     servicer = servicer or AigcServicer(Engine(router), observability)
-    aigc_service_pb2_grpc.add_AigcServiceServicer_to_server(servicer, server)
+    keys = servicer.engine.gate.keys
+    # With keys required, reflection too needs one: only health answers without.
+    interceptors = [ReflectionGuard(keys)] if keys.enabled else []
+    server = grpc.aio.server(options=options, interceptors=interceptors)
+    register(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -84,8 +100,9 @@ async def serve(settings: Settings, observability_settings: ObservabilitySetting
     router = build_router(settings)
     for provider in router.providers():
         await provider.start()
-    servicer = AigcServicer(Engine(router), observability)
-    private = f"127.0.0.1:{settings.worker_ports[worker]}" if worker is not None else ""
+    gate = await _gate(settings.access)
+    servicer = AigcServicer(Engine(router, gate=gate), observability)
+    private = f"{settings.worker_host}:{settings.worker_ports[worker]}" if worker is not None else ""
     server, port, health_servicer = create_server(
         router,
         settings.grpc_address,
@@ -117,12 +134,21 @@ async def serve(settings: Settings, observability_settings: ObservabilitySetting
         # NOT_SERVING first, so load balancers stop sending new work while
         # in-flight streams get the grace period to finish.
         await health_servicer.enter_graceful_shutdown()
+        # Behind Envoy with other replicas: keep taking calls until its health
+        # checks have seen NOT_SERVING and send new ones elsewhere.
+        await asyncio.sleep(settings.drain_seconds)
         # stop(grace) refuses new RPCs at once and waits for open ones - but
         # health Watch streams never end by themselves, so it would always
         # take the whole grace. Wait for our own RPCs only, then stop at once.
-        stopping = asyncio.create_task(server.stop(settings.shutdown_grace_seconds))
+        stopping = asyncio.create_task(server.stop(settings.shutdown_grace_seconds + 5))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(servicer.drained(), settings.shutdown_grace_seconds)
+        if servicer.interrupt_all():
+            # The grace is over: what still runs ends with SHUTTING_DOWN, a
+            # stream's in its last message - never a silent cut.
+            log.warning("grace over: interrupting the calls still running")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(servicer.drained(), 5)
         await server.stop(0)
         await stopping
     finally:
@@ -133,6 +159,78 @@ async def serve(settings: Settings, observability_settings: ObservabilitySetting
         # Flushes the spans still batched, so the last RPCs' traces are not lost.
         await asyncio.to_thread(observability.tracing.shutdown)
     log.info("stopped")
+
+
+async def _gate(access: AccessSettings) -> Gate:
+    """The gate with its quota store: Redis when configured, else this process's memory."""
+    keys = access.keys
+    quotas = None
+    if keys.enabled and any(not key.limits.unlimited for key in keys.keys):
+        if access.redis_url:
+            from server.access.redis_quotas import RedisQuotaStore
+
+            quotas = RedisQuotaStore(access.redis_url, on_failure=access.redis_failure)
+        else:
+            from server.access.memory_quotas import MemoryQuotaStore
+
+            quotas = MemoryQuotaStore()
+    log.info(
+        "authentication %s",
+        "on: every call needs an API key" if keys.enabled else "off: no keys configured (AIGC_AUTH)",
+        extra={
+            "auth": keys.enabled,
+            "keys": [key.name for key in keys.keys],
+            "quotas": "redis" if access.redis_url and quotas else ("memory" if quotas else None),
+        },
+    )
+    return Gate(keys, quotas, max_in_flight=access.max_concurrent_streams)
+
+
+class ReflectionGuard(grpc.aio.ServerInterceptor):
+    """With keys required, server reflection needs a key too - except for the health
+    service's own descriptor, so `grpcurl ... grpc.health.v1.Health/Check` (which
+    asks reflection for it first) works without a key, like health itself."""
+
+    def __init__(self, keys: KeyRing) -> None:
+        self._keys = keys
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or not details.method.startswith("/grpc.reflection."):
+            return handler
+        try:
+            self._keys.authenticate(details.invocation_metadata or ())
+        except AigcError as error:
+            refusal = status_to_grpc(error.to_status())
+        else:
+            return handler
+        reflect = handler.stream_stream
+
+        async def health_only(request_iterator, context):
+            async def checked():
+                async for request in request_iterator:
+                    if not _asks_for_health(request):
+                        await context.abort(*refusal)
+                    yield request
+
+            async for response in reflect(checked(), context):
+                yield response
+
+        return grpc.stream_stream_rpc_method_handler(
+            health_only,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _asks_for_health(request) -> bool:
+    """A reflection request for grpc.health.v1's descriptor (what grpcurl asks before a Check)."""
+    kind = request.WhichOneof("message_request")
+    if kind == "file_containing_symbol":
+        return request.file_containing_symbol.startswith(f"{health.SERVICE_NAME.rpartition('.')[0]}.")
+    if kind == "file_by_filename":
+        return request.file_by_filename == "grpc/health/v1/health.proto"
+    return False
 
 
 def _start_metrics(observability: Observability, address: str | None) -> MetricsServer | None:

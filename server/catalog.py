@@ -55,6 +55,7 @@ class Upstream:
     api_key_env: str
     # False for servers without auth (Ollama, vLLM): ready without a key.
     requires_key: bool
+    # The whole call at most this long (the caller's deadline may be shorter).
     timeout_seconds: float
     max_retries: int
     # Extra HTTP headers sent with every request (values may be secrets).
@@ -72,6 +73,17 @@ class Upstream:
     # openai kind: the body field for max_output_tokens ("max_tokens", or
     # OpenAI's own "max_completion_tokens", which its reasoning models need).
     max_tokens_param: str = "max_tokens"
+    # Seconds to connect; to the first event of an answer (a thinking model
+    # can be silent a while); between two events once it streams.
+    connect_timeout_seconds: float = 10.0
+    first_token_timeout_seconds: float = 120.0
+    idle_timeout_seconds: float = 60.0
+    # More base URLs and keys of the same vendor account(s): requests are
+    # balanced over every (base URL, key) pair, and a failing pair is left
+    # out for a while (server/providers/endpoints.py). The first of each is
+    # `base_url` / `api_key`.
+    base_urls: tuple[str, ...] = ()
+    api_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
 
     @property
     def ready(self) -> bool:
@@ -79,8 +91,8 @@ class Upstream:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """Values that must never be shown: the key and secret header values."""
-        values = [self.api_key, *(self.headers[h] for h in self.secret_headers)]
+        """Values that must never be shown: the keys and secret header values."""
+        values = [self.api_key, *self.api_keys, *(self.headers[h] for h in self.secret_headers)]
         return tuple(v for v in values if v)
 
 
@@ -95,6 +107,11 @@ class Model:
     description: str = ""
     # Capability names (see CAPABILITIES).
     capabilities: frozenset[str] = frozenset()
+    # The most tokens one answer may ask for (also the amount used when a
+    # request names none); None: the vendor's own limit.
+    max_output_tokens: int | None = None
+    # Model ids to try, in order, when this one fails before answering.
+    fallbacks: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,7 +338,8 @@ PRESETS_BY_NAME = {p.name: p for p in PRESETS}
 
 # --- the file ---------------------------------------------------------------------------------
 
-_TOP_KEYS = {"default_model", "presets", "allow_passthrough", "upstreams", "models"}
+# `keys` is read by server/access/keys.py.
+_TOP_KEYS = {"default_model", "presets", "allow_passthrough", "upstreams", "models", "keys"}
 _UPSTREAM_KEYS = {
     "kind",
     "base_url",
@@ -333,8 +351,22 @@ _UPSTREAM_KEYS = {
     "header_envs",
     "capabilities",
     "max_tokens_param",
+    "connect_timeout_seconds",
+    "first_token_timeout_seconds",
+    "idle_timeout_seconds",
+    "base_urls",
+    "api_key_envs",
 }
-_MODEL_KEYS = {"id", "upstream", "upstream_model", "aliases", "description", "capabilities"}
+_MODEL_KEYS = {
+    "id",
+    "upstream",
+    "upstream_model",
+    "aliases",
+    "description",
+    "capabilities",
+    "max_output_tokens",
+    "fallbacks",
+}
 
 
 def load_catalog(env: Mapping[str, str], *, reserved_models: Mapping[str, str] | None = None) -> Catalog:
@@ -393,6 +425,13 @@ def load_catalog(env: Mapping[str, str], *, reserved_models: Mapping[str, str] |
                 taken[name] = f"preset {preset.name}"
             models.append(model)
 
+    for model in models:
+        for name in model.fallbacks:
+            upstream_name, sep, rest = name.partition("/")
+            passthrough = allow_passthrough and sep and rest and upstream_name in upstreams
+            if name not in taken and not passthrough:
+                raise ConfigError(f"{where.models(model.id)}: fallbacks: no model {name!r}")
+
     default_model = _env(env, "AIGC_DEFAULT_MODEL")
     default_source = "AIGC_DEFAULT_MODEL"
     if not default_model:
@@ -435,6 +474,11 @@ class _Where:
 
     def models(self, model_id: str) -> str:
         return f"{self.path} [[models]] id={model_id!r}"
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """The AIGC_CONFIG file's TOML, or ConfigError."""
+    return _read_toml(path)
 
 
 def _read_toml(path: str) -> dict[str, Any]:
@@ -560,6 +604,32 @@ def _upstream(
     api_key = _env(env, api_key_env) if api_key_env else ""
     if requires_key and not api_key:
         missing.insert(0, api_key_env)
+    timeouts = {}
+    for key, default in (
+        ("connect_timeout_seconds", 10.0),
+        ("first_token_timeout_seconds", 120.0),
+        ("idle_timeout_seconds", 60.0),
+    ):
+        value = get(key, (int, float), default)
+        if isinstance(value, bool) or not value > 0:
+            raise ConfigError(f"{source}: {key} must be a number above 0")
+        timeouts[key] = float(value)
+    base_urls = get("base_urls", list, [])
+    if not all(isinstance(u, str) and re.match(r"^https?://[^/\s]+", u) for u in base_urls):
+        raise ConfigError(f"{source}: base_urls must be a list of http:// or https:// URLs")
+    key_envs = get("api_key_envs", list, [])
+    if not all(isinstance(v, str) and _ENV_NAME.match(v) for v in key_envs):
+        raise ConfigError(
+            f"{source}: api_key_envs must be a list of environment variable NAMES in upper case; "
+            "the values were not shown"
+        )
+    more_keys = []
+    for var in key_envs:
+        value = _env(env, var)
+        if value:
+            more_keys.append(value)
+        else:
+            missing.append(var)
     capabilities = _capabilities(table, where, source, KIND_CAPABILITIES[kind], KIND_CAPABILITIES[kind])
     max_tokens_param = get("max_tokens_param", str, preset.max_tokens_param if preset else "max_tokens")
     if max_tokens_param not in ("max_tokens", "max_completion_tokens"):
@@ -581,6 +651,9 @@ def _upstream(
         source=source,
         capabilities=capabilities,
         max_tokens_param=max_tokens_param,
+        base_urls=tuple(u.rstrip("/") for u in base_urls),
+        api_keys=tuple(more_keys),
+        **timeouts,
     )
 
 
@@ -616,7 +689,24 @@ def _file_models(data: Mapping[str, Any], upstreams: Mapping[str, Upstream], whe
         description = _typed(entry, "description", str, where, label, default="")
         kind_caps = KIND_CAPABILITIES[upstreams[upstream].kind]
         capabilities = _capabilities(entry, where, label, upstreams[upstream].capabilities, kind_caps)
-        models.append(Model(model_id, upstream, upstream_model, tuple(aliases), description, capabilities))
+        max_tokens = _typed(entry, "max_output_tokens", int, where, label, default=None)
+        if max_tokens is not None and (isinstance(max_tokens, bool) or max_tokens <= 0):
+            raise ConfigError(f"{label}: max_output_tokens must be a whole number above 0")
+        fallbacks = _typed(entry, "fallbacks", list, where, label, default=[])
+        if not all(isinstance(f, str) and f and f != model_id for f in fallbacks):
+            raise ConfigError(f"{label}: fallbacks must be a list of other model ids")
+        models.append(
+            Model(
+                model_id,
+                upstream,
+                upstream_model,
+                tuple(aliases),
+                description,
+                capabilities,
+                max_output_tokens=max_tokens,
+                fallbacks=tuple(fallbacks),
+            )
+        )
     return models
 
 

@@ -16,7 +16,8 @@ import pathlib
 import urllib.parse
 from collections.abc import Mapping
 
-from server.catalog import Catalog, load_catalog
+from server.access.keys import KeyRing, load_keys
+from server.catalog import Catalog, load_catalog, read_config_file
 from server.envvars import ConfigError, parse_bool, setting, split_host_port
 
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -43,6 +44,12 @@ class LocalModelSettings:
     context_tokens: int
     # CPU threads for decoding; 0 lets llama.cpp pick (all cores).
     threads: int
+    # The most tokens one answer may ask for; also used when a request names none.
+    max_output_tokens: int = 1024
+    # Seconds a request may wait for a free slot before it is refused
+    # (RESOURCE_EXHAUSTED, LOCAL_MODEL_BUSY, with RetryInfo): a full queue
+    # tells callers to back off instead of making every one wait.
+    queue_timeout_seconds: float = 5.0
     # An already running llama.cpp server to use instead of starting one:
     # with several workers, the supervisor runs the model once and every
     # worker reaches it here (http://127.0.0.1:PORT and its API key).
@@ -135,6 +142,21 @@ def _check_proxy_url(name: str, url: str) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
+class AccessSettings:
+    """Who may call (server/access/keys.py) and how much (server/access/quotas.py)."""
+
+    keys: KeyRing = dataclasses.field(default_factory=lambda: KeyRing((), enabled=False))
+    # redis://host:port/db shared by every replica; empty: quotas per process.
+    redis_url: str = dataclasses.field(default="", repr=False)
+    # What quotas do when Redis cannot be reached: "open" (let requests
+    # through, log a warning) or "closed" (refuse with UNAVAILABLE).
+    redis_failure: str = "open"
+    # Streams (and unary calls) one worker serves at once; beyond it, callers
+    # get RESOURCE_EXHAUSTED (OVERLOADED) with RetryInfo at once.
+    max_concurrent_streams: int = 2000
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     # host:port the gRPC server listens on (every worker, with SO_REUSEPORT).
     grpc_address: str
@@ -155,8 +177,16 @@ class Settings:
     # Each worker's own port on 127.0.0.1, for Envoy to balance per request
     # (one per worker); empty for a single worker.
     worker_ports: tuple[int, ...] = ()
+    access: AccessSettings = AccessSettings()
+    # Seconds between turning health NOT_SERVING on SIGTERM and refusing new
+    # calls: behind Envoy with replicas, its health checks need ~2 s to send
+    # new calls elsewhere. 0 stops taking calls at once (one replica).
+    drain_seconds: float = 0.0
     # This process's worker number (0-based) under a supervisor, else None.
     worker_index: int | None = None
+    # The address of the workers' own ports: loopback, unless Envoy runs
+    # elsewhere (another container: docker-compose.yml sets 0.0.0.0).
+    worker_host: str = "127.0.0.1"
 
     @property
     def grpc_port(self) -> int:
@@ -174,17 +204,29 @@ class Settings:
             threads=setting(env, "AIGC_LOCAL_THREADS", 0, _non_negative_int),
             url=setting(env, "AIGC_LOCAL_URL", "", _http_url),
             key=setting(env, "AIGC_LOCAL_KEY", "", str),
+            max_output_tokens=setting(env, "AIGC_LOCAL_MAX_OUTPUT_TOKENS", 1024, _positive_int),
+            queue_timeout_seconds=setting(env, "AIGC_LOCAL_QUEUE_TIMEOUT_SECONDS", 5.0, _non_negative_float),
         )
         reserved = {local.model_id: "the built-in local model (AIGC_LOCAL_MODEL_ID)"} if local.enabled else {}
         catalog = load_catalog(env, reserved_models=reserved)
         grpc_address = setting(env, "AIGC_GRPC_ADDRESS", "0.0.0.0:9000", _address)
         workers = setting(env, "AIGC_WORKERS", os.cpu_count() or 1, _positive_int)
         worker_ports = _worker_ports(env, workers, split_host_port(grpc_address)[1])
+        path = env.get("AIGC_CONFIG", "").strip()
+        access = AccessSettings(
+            keys=load_keys(read_config_file(path) if path else {}, env, path or "(no config file)"),
+            redis_url=setting(env, "AIGC_REDIS_URL", "", _redis_url),
+            redis_failure=setting(env, "AIGC_QUOTA_REDIS_FAILURE", "open", _open_or_closed),
+            max_concurrent_streams=setting(env, "AIGC_MAX_CONCURRENT_STREAMS", 2000, _positive_int),
+        )
         return cls(
+            access=access,
             grpc_address=grpc_address,
             workers=workers,
             worker_ports=worker_ports,
             worker_index=setting(env, "AIGC_WORKER_INDEX", None, _non_negative_int),
+            worker_host=setting(env, "AIGC_WORKER_HOST", "127.0.0.1", str),
+            drain_seconds=setting(env, "AIGC_DRAIN_SECONDS", 0.0, _non_negative_float),
             shutdown_grace_seconds=setting(env, "AIGC_SHUTDOWN_GRACE_SECONDS", 10.0, _non_negative_float),
             log_level=setting(env, "AIGC_LOG_LEVEL", "INFO", _log_level),
             default_model=_default_model(catalog, local),
@@ -212,6 +254,18 @@ def _worker_ports(env: Mapping[str, str], workers: int, grpc_port: int) -> tuple
             f"AIGC_WORKER_PORTS={raw!r}: expected {workers} different ports (AIGC_WORKERS={workers})"
         )
     return ports
+
+
+def _redis_url(raw: str) -> str:
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("expected a redis:// URL")
+    return raw
+
+
+def _open_or_closed(raw: str) -> str:
+    if raw.lower() not in ("open", "closed"):
+        raise ValueError("expected open or closed")
+    return raw.lower()
 
 
 def _http_url(raw: str) -> str:
@@ -295,6 +349,7 @@ def _log_level(raw: str) -> str:
 
 __all__ = [
     "LOOPBACK_HOSTS",
+    "AccessSettings",
     "ConfigError",
     "LocalModelSettings",
     "ProxySettings",

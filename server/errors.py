@@ -208,8 +208,11 @@ class UpstreamError(AigcError):
         upstream_request_id: str | None = None,
         retry_after_seconds: float | None = None,
         secrets: Iterable[str] = (),
+        timeout: str = "",
+        retryable: bool | None = None,
     ) -> None:
         self.failure = failure
+        self._retryable = retryable
         self.code, self.reason = UPSTREAM_TABLE[failure]
         self.retry_after_seconds = retry_after_seconds
         self.upstream_status = upstream_status
@@ -219,6 +222,8 @@ class UpstreamError(AigcError):
                 "provider": provider,
                 "upstream_status": str(upstream_status) if upstream_status else "",
                 "upstream_request_id": upstream_request_id or "",
+                # Which limit fired, for TIMEOUT: connect, first_token, idle, total, deadline.
+                "timeout": timeout,
             },
         )
 
@@ -226,20 +231,30 @@ class UpstreamError(AigcError):
     def retryable(self) -> bool:
         """Worth another attempt, if nothing was sent to the caller yet: the
         vendor was busy (429, 5xx, an error event saying so), the connection
-        failed or was cut, or the vendor timed the request out itself (408).
-        Never our own deadline's TIMEOUT: retrying cannot beat it."""
+        failed or was cut, it could not even be opened in time (connect), or
+        the vendor timed the request out itself (408, 504). Not the other
+        TIMEOUTs: the caller's deadline cannot be beaten by trying again, and
+        after a first-token, idle or total limit the time is spent - a
+        fallback model may still be tried (server/core/engine.py)."""
+        if self._retryable is not None:
+            return self._retryable
         if self.failure is UpstreamFailure.TIMEOUT:
-            return self.upstream_status in (408, 504)
+            return self.upstream_status in (408, 504) or self.metadata.get("timeout") == "connect"
         return self.failure in _RETRYABLE
 
     def extra_details(self) -> Iterable[any_pb2.Any]:
         if self.retry_after_seconds is None:
             return ()
-        seconds = max(0.0, self.retry_after_seconds)
-        delay = duration_pb2.Duration(seconds=int(seconds), nanos=int((seconds % 1) * 1e9))
-        packed = any_pb2.Any()
-        packed.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
-        return (packed,)
+        return (retry_info(self.retry_after_seconds),)
+
+
+def retry_info(seconds: float) -> any_pb2.Any:
+    """A packed google.rpc.RetryInfo saying to wait `seconds`."""
+    seconds = max(0.0, seconds)
+    delay = duration_pb2.Duration(seconds=int(seconds), nanos=int((seconds % 1) * 1e9))
+    packed = any_pb2.Any()
+    packed.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    return packed
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:

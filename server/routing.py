@@ -13,13 +13,14 @@ import dataclasses
 import importlib
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Iterable, Mapping, MutableMapping
 from contextlib import AbstractAsyncContextManager
 
 from aigc.v1 import model_pb2
 from server.catalog import Upstream
 from server.config import Settings, redact_url
-from server.errors import ModelNotFound
+from server.errors import InvalidRequest, ModelNotFound
 from server.providers.base import Capability, Chunk, Provider, ProviderRequest
 from server.providers.local import LOCAL_CAPABILITIES, LocalProvider
 
@@ -31,6 +32,9 @@ _PROVIDER_CLASSES = {
     "gemini": ("server.providers.gemini", "GeminiProvider"),
     "anthropic": ("server.providers.anthropic", "AnthropicProvider"),
 }
+
+
+_PASSTHROUGH_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,255}$")
 
 
 def capability_values(names: Iterable[str]) -> frozenset[Capability]:
@@ -49,6 +53,17 @@ class ModelRoute:
     description: str = ""
     # aigc.v1.Capability values: what requests to this model may use.
     capabilities: frozenset[Capability] = frozenset()
+    # The most tokens one answer may ask for (and the default); None: the vendor's.
+    max_output_tokens: int | None = None
+    # Model names to try, in order, when this one fails before answering.
+    fallbacks: tuple[str, ...] = ()
+    # An `upstream/model` name not in the configuration: its metric label is
+    # `upstream/*`, so random names cannot grow the metrics without bound.
+    passthrough: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider.name}/*" if self.passthrough else self.id
 
 
 class Router:
@@ -99,8 +114,21 @@ class Router:
         provider = self._passthrough.get(upstream) if sep else None
         if provider is None or not upstream_model:
             return None
+        segments = upstream_model.split("/")
+        if not _PASSTHROUGH_MODEL.match(upstream_model) or any(s in ("", ".", "..") for s in segments):
+            # It becomes part of a URL at some vendors (Gemini): no path tricks.
+            raise InvalidRequest(
+                {
+                    "model": "a passthrough model name is letters, digits and . _ - : @ + / "
+                    "(no '.', '..' or empty path segments)"
+                }
+            )
         return ModelRoute(
-            id=name, provider=provider, upstream_model=upstream_model, capabilities=provider.capabilities
+            id=name,
+            provider=provider,
+            upstream_model=upstream_model,
+            capabilities=provider.capabilities,
+            passthrough=True,
         )
 
 
@@ -178,7 +206,12 @@ def build_provider(upstream: Upstream) -> UpstreamProvider:
         requires_key=upstream.requires_key,
         max_retries=upstream.max_retries,
         timeout_seconds=upstream.timeout_seconds,
+        connect_timeout_seconds=upstream.connect_timeout_seconds,
+        first_token_timeout_seconds=upstream.first_token_timeout_seconds,
+        idle_timeout_seconds=upstream.idle_timeout_seconds,
         default_headers=dict(upstream.headers),
+        base_urls=upstream.base_urls,
+        api_keys=upstream.api_keys,
         **options,
     )
     return UpstreamProvider(upstream, inner)
@@ -196,11 +229,14 @@ def build_router(settings: Settings, *, environ: MutableMapping[str, str] | None
         routes.append(
             ModelRoute(
                 id=settings.local.model_id,
-                provider=LocalProvider(settings.local, verbose=settings.log_level == "DEBUG"),
+                provider=LocalProvider(
+                    settings.local, verbose=settings.log_level == "DEBUG", workers=settings.workers
+                ),
                 upstream_model=settings.local.model_id,
                 description="SmolLM2-135M-Instruct (Q4_1 GGUF) run by llama.cpp; "
                 "no API key or network needed.",
                 capabilities=LOCAL_CAPABILITIES,
+                max_output_tokens=settings.local.max_output_tokens,
             )
         )
     catalog = settings.catalog
@@ -215,6 +251,8 @@ def build_router(settings: Settings, *, environ: MutableMapping[str, str] | None
                 description=model.description,
                 capabilities=capability_values(model.capabilities)
                 & providers[model.upstream].supported_capabilities,
+                max_output_tokens=model.max_output_tokens,
+                fallbacks=model.fallbacks,
             )
         )
     for provider in providers.values():

@@ -81,8 +81,17 @@ def run(settings: Settings, observability: ObservabilitySettings) -> int:
     env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     llama = None
     metrics = None
+    redis: subprocess.Popen[bytes] | None = None
     workers = [Worker(i, env) for i in range(settings.workers)]
     try:
+        access = settings.access
+        if (
+            access.keys.enabled
+            and not access.redis_url
+            and any(not k.limits.unlimited for k in access.keys.keys)
+        ):
+            # Quotas must hold over every worker: one store they all share.
+            redis, env["AIGC_REDIS_URL"] = _private_redis(metrics_dir)
         if settings.local.enabled and not settings.local.url:
             from server.providers.local import start_llama_server  # only when there is a model to run
 
@@ -128,8 +137,45 @@ def run(settings: Settings, observability: ObservabilitySettings) -> int:
             metrics.server_close()
         # Dropping the last reference stops llama.cpp's HTTP and decode loops.
         llama = None  # noqa: F841
+        if redis is not None:
+            redis.terminate()
+            redis.wait(10)
         shutil.rmtree(metrics_dir, ignore_errors=True)
         log.info("stopped")
+
+
+def _private_redis(folder: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server on a unix socket only the workers use, for their shared quotas."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit(
+            "aigc-service: quotas with several workers need one store they share: set AIGC_REDIS_URL, "
+            "install redis-server (Debian: apt-get install redis-server; `make redis`), or AIGC_WORKERS=1"
+        )
+    socket = os.path.join(folder, "quotas.sock")
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            "0",
+            "--unixsocket",
+            socket,
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not os.path.exists(socket):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("aigc-service: the private redis-server for quotas did not start")
+        time.sleep(0.05)
+    log.info("quotas shared by the workers through a private redis-server", extra={"socket": socket})
+    return proc, f"unix://{socket}"
 
 
 def _restart(worker: Worker, metrics_dir: str) -> None:

@@ -25,11 +25,13 @@ from collections.abc import AsyncIterator, Iterator
 
 import grpc
 from google.protobuf import timestamp_pb2
-from google.rpc import status_pb2
+from google.rpc import code_pb2, status_pb2
 
 from aigc.v1 import aigc_service_pb2, aigc_service_pb2_grpc, content_pb2, generation_pb2, model_pb2
+from server.access.keys import CallerKey
 from server.core.engine import Call, Engine, new_response_id
-from server.errors import AigcError, InvalidRequest
+from server.core.limits import MAX_REQUEST_BYTES
+from server.errors import AigcError, InvalidRequest, retry_info
 from server.observability import Observability
 
 # Accept a caller's request id only if it is safe to echo into headers and logs.
@@ -48,20 +50,63 @@ def status_to_grpc(status: status_pb2.Status) -> tuple[grpc.StatusCode, str, tup
     return code, status.message, (("grpc-status-details-bin", status.SerializeToString()),)
 
 
+class Undecodable:
+    """A request whose bytes are not the message they should be, or too many (see `register`)."""
+
+    __slots__ = ("error", "size")
+
+    def __init__(self, error: Exception | None, size: int) -> None:
+        self.error = error
+        self.size = size
+
+
+class ServerShuttingDown(AigcError):
+    code = code_pb2.UNAVAILABLE
+    reason = "SHUTTING_DOWN"
+
+    def __init__(self) -> None:
+        super().__init__("this server is shutting down; retry (another replica will answer)")
+
+    def extra_details(self):
+        return (retry_info(1.0),)
+
+
+class MalformedRequest(AigcError):
+    code = code_pb2.INVALID_ARGUMENT
+    reason = "MALFORMED_REQUEST"
+
+    def __init__(self, method: str) -> None:
+        super().__init__(f"the {method} request is not valid protobuf for its message type")
+
+
+class RequestTooLarge(AigcError):
+    code = code_pb2.INVALID_ARGUMENT
+    reason = "REQUEST_TOO_LARGE"
+
+    def __init__(self, size: int) -> None:
+        super().__init__(
+            f"the request is {size} bytes; at most {MAX_REQUEST_BYTES} are accepted",
+            metadata={"limit_bytes": str(MAX_REQUEST_BYTES)},
+        )
+
+
 class _Rpc:
     """Per-RPC state: request id, deadline, timing, and the observability record."""
 
     def __init__(self, context: grpc.aio.ServicerContext, method: str, observability: Observability) -> None:
         self.context = context
         metadata = context.invocation_metadata() or ()
+        self.metadata = metadata
         self.request_id = _request_id(metadata)
         # Read now, never at the end: context.peer() on an RPC that its
         # deadline cancelled segfaulted the server (grpcio 1.85.1).
-        remaining = context.time_remaining()
+        remaining = _remaining(context.time_remaining(), metadata)
         self.record = observability.rpc(
             method, self.request_id, peer=context.peer(), time_remaining=remaining, metadata=metadata
         )
         self.call = Call(self.request_id, self.record, _deadline(remaining))
+        self.task = asyncio.current_task()
+        self.shutting_down = False
         now = time.time_ns()
         self.create_time = timestamp_pb2.Timestamp(seconds=now // 1_000_000_000, nanos=now % 1_000_000_000)
         self._headers_sent = False
@@ -94,34 +139,70 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
     def __init__(self, engine: Engine, observability: Observability | None = None) -> None:
         self._engine = engine
         self._observability = observability or Observability()
-        self._active = 0
+        self._rpcs: set[_Rpc] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
 
     async def drained(self) -> None:
         """Returns once no AigcService RPC is in flight (used by graceful shutdown)."""
         await self._idle.wait()
 
+    def interrupt_all(self) -> int:
+        """Ends every RPC still running with SHUTTING_DOWN, in-band for streams.
+
+        Called when the shutdown grace is over: each RPC's task is cancelled,
+        and the RPC - seeing it was us - answers with the error (a stream's
+        last message carries it) instead of vanishing mid-stream.
+        """
+        for rpc in list(self._rpcs):
+            rpc.shutting_down = True
+            if rpc.task is not None:
+                rpc.task.cancel()
+        return len(self._rpcs)
+
     @contextlib.contextmanager
-    def _in_flight(self) -> Iterator[None]:
-        self._active += 1
+    def _in_flight(self, rpc: _Rpc) -> Iterator[None]:
+        self._rpcs.add(rpc)
         self._idle.clear()
         try:
             yield
         finally:
-            self._active -= 1
-            if not self._active:
+            self._rpcs.discard(rpc)
+            if not self._rpcs:
                 self._idle.set()
+
+    def _admit(self, rpc: _Rpc, request) -> None:
+        """What every RPC checks first: the bytes decoded, and the caller's key."""
+        if isinstance(request, Undecodable):
+            if request.error is None:
+                raise RequestTooLarge(request.size)
+            raise MalformedRequest(rpc.record.method)
+        rpc.call.key = key = self._engine.gate.authenticate(rpc.metadata)
+        rpc.record.authenticated(key.name if key is not None else None)
+
+    def _failed(self, rpc: _Rpc, error: BaseException) -> AigcError:
+        """The error to end the RPC with, for an exception from the engine (or our own cancel)."""
+        if isinstance(error, AigcError):
+            return error
+        if isinstance(error, asyncio.CancelledError) and rpc.shutting_down and rpc.task is not None:
+            rpc.task.uncancel()
+            return ServerShuttingDown()
+        raise error
 
     # --- chat -------------------------------------------------------------------------------------
 
     async def Chat(self, request, context):  # noqa: N802 - gRPC method names
         rpc = _Rpc(context, "Chat", self._observability)
-        with self._in_flight(), rpc.record:
+        with self._in_flight(rpc), rpc.record:
             try:
+                self._admit(rpc, request)
                 answer = await self._engine.generate(request, rpc.call)
-            except AigcError as error:
-                await rpc.abort(error)
+            except (AigcError, asyncio.CancelledError) as error:
+                await rpc.abort(self._failed(rpc, error))
             response = aigc_service_pb2.ChatResponse(
                 id=answer.response_id,
                 model=answer.model,
@@ -143,11 +224,12 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
 
     async def Complete(self, request, context):  # noqa: N802
         rpc = _Rpc(context, "Complete", self._observability)
-        with self._in_flight(), rpc.record:
+        with self._in_flight(rpc), rpc.record:
             try:
+                self._admit(rpc, request)
                 answer = await self._engine.generate(request, rpc.call)
-            except AigcError as error:
-                await rpc.abort(error)
+            except (AigcError, asyncio.CancelledError) as error:
+                await rpc.abort(self._failed(rpc, error))
             await rpc.send_headers()
             return aigc_service_pb2.CompleteResponse(
                 id=answer.response_id,
@@ -169,10 +251,12 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
 
     async def _stream(self, request, context, method: str, delta, last) -> AsyncIterator:
         rpc = _Rpc(context, method, self._observability)
-        with self._in_flight(), rpc.record:
+        with self._in_flight(rpc), rpc.record:
             sent = False
             head = None
+            stream = None
             try:
+                self._admit(rpc, request)
                 # Leaving this block early - the caller cancelled, its
                 # deadline passed - closes the upstream stream at once.
                 async with self._engine.stream(request, rpc.call) as stream:
@@ -184,11 +268,12 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
                             await rpc.send_headers()
                             sent = True
                             yield message
-            except AigcError as error:
+            except (AigcError, asyncio.CancelledError) as caught:
+                error = self._failed(rpc, caught)
                 if sent:
                     # Already streaming: HTTP/SSE clients saw a 200 and cannot
                     # read trailers, so the failure goes in-band first.
-                    failed = last(head, stream.usage)
+                    failed = last(head, stream.usage if stream is not None else None)
                     failed.finish_reason = generation_pb2.FINISH_REASON_ERROR
                     failed.error.CopyFrom(error.to_status(rpc.request_id))
                     yield failed
@@ -205,23 +290,25 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
 
     async def ListModels(self, request, context):  # noqa: N802
         rpc = _Rpc(context, "ListModels", self._observability)
-        with self._in_flight(), rpc.record:
+        with self._in_flight(rpc), rpc.record:
             try:
-                response = self._list_models(request)
-            except AigcError as error:
-                await rpc.abort(error)
+                self._admit(rpc, request)
+                response = self._list_models(request, rpc.call.key)
+            except (AigcError, asyncio.CancelledError) as error:
+                await rpc.abort(self._failed(rpc, error))
             await rpc.send_headers()
             return response
 
     def _list_models(
-        self, request: aigc_service_pb2.ListModelsRequest
+        self, request: aigc_service_pb2.ListModelsRequest, key: CallerKey | None
     ) -> aigc_service_pb2.ListModelsResponse:
         offset = _page_offset(request.page_token)
         if request.page_size < 0:
             raise InvalidRequest({"page_size": "must not be negative"})
         size = min(request.page_size or _DEFAULT_PAGE_SIZE, _MAX_PAGE_SIZE)
         router = self._engine.router
-        routes = router.models()
+        # A caller sees the models its key may use.
+        routes = [r for r in router.models() if key is None or key.allows(r.id, *r.aliases)]
         page = routes[offset : offset + size]
         response = aigc_service_pb2.ListModelsResponse(
             models=[
@@ -291,6 +378,66 @@ def _completion_last(
     return response
 
 
+# A caller's timeout over HTTP, in seconds, for clients that cannot send
+# grpc-timeout (Envoy passes request headers on as metadata).
+TIMEOUT_HEADER = "x-aigc-timeout"
+
+
+def _remaining(grpc_remaining: float | None, metadata) -> float | None:
+    """Seconds left: the gRPC deadline, or the x-aigc-timeout header if sooner."""
+    for key, value in metadata:
+        if key == TIMEOUT_HEADER and isinstance(value, str):
+            try:
+                seconds = float(value.strip().removesuffix("s"))
+            except ValueError:
+                break
+            if seconds > 0 and (grpc_remaining is None or seconds < grpc_remaining):
+                return seconds
+            break
+    return grpc_remaining
+
+
+def register(servicer: AigcServicer, server: grpc.aio.Server) -> None:
+    """Adds AigcService to `server`, like the generated add_AigcServiceServicer_to_server,
+    but with deserializers that never raise: grpcio answers undecodable bytes with
+    UNKNOWN and its own text, before any handler runs; ours then answer
+    INVALID_ARGUMENT (MALFORMED_REQUEST) with the request id and an access line.
+    A message over MAX_REQUEST_BYTES is not parsed at all: REQUEST_TOO_LARGE."""
+
+    def lenient(message):
+        def decode(data: bytes):
+            if len(data) > MAX_REQUEST_BYTES:
+                return Undecodable(None, len(data))  # not even parsed
+            try:
+                return message.FromString(data)
+            except Exception as exc:  # DecodeError, or bytes of another message
+                return Undecodable(exc, len(data))
+
+        return decode
+
+    pb = aigc_service_pb2
+    handlers = {
+        "Chat": grpc.unary_unary_rpc_method_handler(
+            servicer.Chat, lenient(pb.ChatRequest), pb.ChatResponse.SerializeToString
+        ),
+        "StreamChat": grpc.unary_stream_rpc_method_handler(
+            servicer.StreamChat, lenient(pb.ChatRequest), pb.ChatResponse.SerializeToString
+        ),
+        "Complete": grpc.unary_unary_rpc_method_handler(
+            servicer.Complete, lenient(pb.CompleteRequest), pb.CompleteResponse.SerializeToString
+        ),
+        "StreamComplete": grpc.unary_stream_rpc_method_handler(
+            servicer.StreamComplete, lenient(pb.CompleteRequest), pb.CompleteResponse.SerializeToString
+        ),
+        "ListModels": grpc.unary_unary_rpc_method_handler(
+            servicer.ListModels, lenient(pb.ListModelsRequest), pb.ListModelsResponse.SerializeToString
+        ),
+    }
+    service = pb.DESCRIPTOR.services_by_name["AigcService"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    server.add_registered_method_handlers(service, handlers)
+
+
 def _deadline(remaining: float | None) -> float | None:
     """Loop time by which the provider gives up: the caller's deadline, minus a margin.
 
@@ -325,4 +472,4 @@ def _page_offset(token: str) -> int:
         raise InvalidRequest({"page_token": "is not a token from a previous ListModels call"}) from None
 
 
-__all__ = ["AigcServicer", "status_to_grpc"]
+__all__ = ["TIMEOUT_HEADER", "AigcServicer", "register", "status_to_grpc"]

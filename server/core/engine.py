@@ -24,6 +24,7 @@ then whether its provider is configured (FAILED_PRECONDITION).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -33,12 +34,15 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 from aigc.v1 import aigc_service_pb2, content_pb2, generation_pb2, model_pb2
+from server.access.gate import Gate
+from server.access.keys import CallerKey, KeyRing
 from server.core import retry, validation
 from server.core.fold import Folder
 from server.core.limits import Limits
 from server.errors import (
     AigcError,
     InternalError,
+    InvalidRequest,
     ModelNotFound,
     ProviderNotConfigured,
     UpstreamError,
@@ -64,6 +68,8 @@ class Call:
     # Event-loop time by which the provider must give up (the caller's
     # deadline minus a margin, so the full error status still gets out).
     deadline: float | None = None
+    # The caller's key (None when authentication is off), from Gate.authenticate.
+    key: CallerKey | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -85,6 +91,8 @@ class Answer:
 class _Prepared:
     route: ModelRoute
     request: ProviderRequest
+    # Tokens reserved against the caller's quota until the real usage is known.
+    reserve_tokens: int = 0
 
 
 class AnswerStream:
@@ -141,9 +149,10 @@ class AnswerStream:
 
 
 class Engine:
-    def __init__(self, router: Router, limits: Limits | None = None) -> None:
+    def __init__(self, router: Router, limits: Limits | None = None, gate: Gate | None = None) -> None:
         self.router = router
         self.limits = limits or Limits()
+        self.gate = gate or Gate(KeyRing((), enabled=False), None, max_in_flight=1_000_000)
 
     async def generate(self, request: Request, call: Call) -> Answer:
         """The whole answer: the provider's stream folded (see providers/base.py for why)."""
@@ -165,27 +174,69 @@ class Engine:
     @contextlib.asynccontextmanager
     async def stream(self, request: Request, call: Call) -> AsyncIterator[AnswerStream]:
         with _unexpected_errors(call):
-            prepared = self._prepare(request, call)
+            params = self._check(request, call)
+            prepared = self._plan(request, self.router.resolve(request.model), params, call)
         record = call.record
-        opened = retry.open_stream(prepared.route.provider, prepared.request, on_retry=record.retried)
-        with _unexpected_errors(call), record.opening():
-            chunks = await opened.__aenter__()
+        ticket = await self.gate.admit(
+            call.key, reserve_tokens=prepared.reserve_tokens, stream=record.streaming
+        )
+        usage: generation_pb2.Usage | None = generation_pb2.Usage()  # nothing used if opening fails
         try:
-            yield AnswerStream(prepared, chunks, call)
-        except BaseException as exc:
-            if not await opened.__aexit__(type(exc), exc, exc.__traceback__):
-                raise
-        else:
-            await opened.__aexit__(None, None, None)
+            opened, chunks, prepared = await self._open(request, prepared, params, call)
+            usage = None
+            try:
+                answer = AnswerStream(prepared, chunks, call)
+                yield answer
+                usage = answer.usage
+            except BaseException as exc:
+                usage = answer.usage
+                if not await opened.__aexit__(type(exc), exc, exc.__traceback__):
+                    raise
+            else:
+                await opened.__aexit__(None, None, None)
+        finally:
+            await ticket.release(usage.total_tokens if usage is not None else None)
+
+    async def _open(self, request: Request, prepared: _Prepared, params: dict, call: Call):
+        """Opens the route's stream - retried - then, while nothing was sent, each fallback's."""
+        record = call.record
+        fallbacks = list(prepared.route.fallbacks)
+        while True:
+            opened = retry.open_stream(prepared.route.provider, prepared.request, on_retry=record.retried)
+            try:
+                with _unexpected_errors(call), record.opening():
+                    chunks = await opened.__aenter__()
+                return opened, chunks, prepared
+            except UpstreamError as error:
+                following = self._next_fallback(request, fallbacks, params, call, error)
+                if following is None:
+                    raise
+                record.fell_back(prepared.route.label, following.route.label, error)
+                prepared = following
+
+    def _next_fallback(
+        self, request: Request, names: list[str], params: dict, call: Call, error: UpstreamError
+    ) -> _Prepared | None:
+        """The next fallback route that can take this request, or None."""
+        if error.failure not in _FALLBACK_FAILURES or _deadline_passed(call.deadline):
+            return None
+        while names:
+            name = names.pop(0)
+            try:
+                route = self.router.resolve(name)
+                return self._plan(request, route, params, call)
+            except AigcError as skipped:  # cannot serve this request: the next one may
+                log.info("fallback %s skipped: %s", name, skipped.reason, extra={"fallback": name})
+        return None
 
     # --- preparation ------------------------------------------------------------------------------
 
-    def _prepare(self, request: Request, call: Call) -> _Prepared:
+    def _check(self, request: Request, call: Call) -> dict:
+        """The request on its own; returns its vendor_params. Raises INVALID_ARGUMENT or NOT_FOUND."""
         record = call.record
         record.requested(request.model, self._label(request.model))
-        chat = isinstance(request, aigc_service_pb2.ChatRequest)
         violations = validation.Violations()
-        if chat:
+        if isinstance(request, aigc_service_pb2.ChatRequest):
             params = validation.check_chat(request, self.limits, violations)
         else:
             params = validation.check_complete(request, self.limits, violations)
@@ -195,37 +246,71 @@ class Engine:
             # A bad request is INVALID_ARGUMENT whatever model it names.
             violations.raise_if_any()
             raise
-        record.routed(route.id, route.provider.name, route.upstream_model)
-        provider = route.provider
+        self._route_violations(request, route, params, violations)
+        violations.raise_if_any()
+        record.capture_prompt(request)
+        return params
+
+    def _route_violations(
+        self, request: Request, route: ModelRoute, params: dict, violations: validation.Violations
+    ) -> None:
+        validation.check_vendor_params(params, route.provider.reserved_vendor_keys, violations)
+        cap = route.max_output_tokens
+        config = request.generation_config
+        if cap is not None and config.HasField("max_output_tokens") and config.max_output_tokens > cap:
+            violations.add("generation_config.max_output_tokens", f"at most {cap} for model {route.id!r}")
+
+    def _plan(self, request: Request, route: ModelRoute, params: dict, call: Call) -> _Prepared:
+        """The provider request for `route`, after what the route decides: who may use it,
+        what it can do, what its provider reserves, whether it is configured."""
+        self.gate.check_model(call.key, route, request.model)
+        call.record.routed(route.id, route.provider.name, route.upstream_model, route.label)
+        chat = isinstance(request, aigc_service_pb2.ChatRequest)
+        violations = validation.Violations()
+        self._route_violations(request, route, params, violations)
+        violations.raise_if_any()
+        config = request.generation_config
+        if route.max_output_tokens is not None and not config.HasField("max_output_tokens"):
+            # The model's cap bounds an answer that names no limit, too.
+            capped = generation_pb2.GenerationConfig()
+            capped.CopyFrom(config)
+            capped.max_output_tokens = route.max_output_tokens
+            config = capped
         if chat:
             provider_request = ProviderRequest(
                 upstream_model=route.upstream_model,
                 chat=request,
-                config=request.generation_config,
+                config=config,
                 user_id=request.user_id,
                 vendor_params=params,
                 deadline=call.deadline,
             )
         else:
-            provider_request = self._completion(request, route, params, call)
-        validation.check_vendor_params(params, provider.reserved_vendor_keys, violations)
-        if not violations:  # provider checks may rely on a well-formed request
-            for field, why in provider.validate(provider_request).items():
-                violations.add(field, why)
-        violations.raise_if_any()
+            provider_request = self._completion(request, route, config, params, call)
+        provider = route.provider
+        problems = provider.validate(provider_request)
+        if problems:
+            raise InvalidRequest(problems)
         if chat:
             validation.check_capabilities(request, route.id, route.capabilities)
         if not provider.ready():
             raise ProviderNotConfigured(route.id, provider.name, provider.not_ready_hint())
-        record.capture_prompt(request)
-        return _Prepared(route, provider_request)
+        reserve = (
+            config.max_output_tokens if config.HasField("max_output_tokens") else DEFAULT_RESERVED_TOKENS
+        )
+        return _Prepared(route, provider_request, reserve)
 
     def _completion(
-        self, request: aigc_service_pb2.CompleteRequest, route: ModelRoute, params: dict, call: Call
+        self,
+        request: aigc_service_pb2.CompleteRequest,
+        route: ModelRoute,
+        config: generation_pb2.GenerationConfig,
+        params: dict,
+        call: Call,
     ) -> ProviderRequest:
         common = {
             "upstream_model": route.upstream_model,
-            "config": request.generation_config,
+            "config": config,
             "user_id": request.user_id,
             "vendor_params": params,
             "deadline": call.deadline,
@@ -236,7 +321,7 @@ class Engine:
         chat = aigc_service_pb2.ChatRequest(
             model=request.model,
             messages=[content_pb2.Message(role=content_pb2.ROLE_USER, content=request.prompt)],
-            generation_config=request.generation_config,
+            generation_config=config,
             user_id=request.user_id,
         )
         return ProviderRequest(chat=chat, **common)
@@ -244,9 +329,32 @@ class Engine:
     def _label(self, model: str) -> str | None:
         """The configured id of `model`, if we serve it: a bounded metric label."""
         try:
-            return self.router.resolve(model).id
-        except ModelNotFound:
+            return self.router.resolve(model).label
+        except (ModelNotFound, InvalidRequest):
             return None
+
+
+# Failures another model may not have: worth a fallback (a bad request is
+# bad everywhere, a policy refusal or an over-long prompt too).
+_FALLBACK_FAILURES = frozenset(
+    {
+        UpstreamFailure.RATE_LIMITED,
+        UpstreamFailure.SERVER_ERROR,
+        UpstreamFailure.UNREACHABLE,
+        UpstreamFailure.STREAM_INTERRUPTED,
+        UpstreamFailure.TIMEOUT,
+        UpstreamFailure.AUTHENTICATION,
+        UpstreamFailure.MODEL_NOT_FOUND,
+        UpstreamFailure.MALFORMED_RESPONSE,
+    }
+)
+# Tokens a request that names no max_output_tokens reserves against its key's
+# tokens_per_minute until its real usage is known.
+DEFAULT_RESERVED_TOKENS = 1024
+
+
+def _deadline_passed(deadline: float | None) -> bool:
+    return deadline is not None and asyncio.get_running_loop().time() >= deadline
 
 
 @contextlib.contextmanager

@@ -11,6 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 
+# The largest request body, in bytes: gRPC messages (server/api/grpc_servicer.py)
+# and HTTP bodies at Envoy (gateway/render.py) alike, so both doors refuse the
+# same requests - with INVALID_ARGUMENT (REQUEST_TOO_LARGE), which clients do
+# not retry, not a RESOURCE_EXHAUSTED that they would.
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Limits:
@@ -29,4 +35,4 @@ class Limits:
     max_schema_bytes: int = 64 * 1024
 
 
-__all__ = ["Limits"]
+__all__ = ["MAX_REQUEST_BYTES", "Limits"]

@@ -86,6 +86,11 @@ class Violations(dict[str, str]):
 # --- stage 1: the request on its own --------------------------------------------------------
 
 
+# NUL is valid in a protobuf string and in JSON (\u0000), but C-string code at
+# vendors and in llama.cpp truncates text at it: refused, not silently cut.
+_NUL = "must not contain NUL (U+0000) characters"
+
+
 def check_chat(request: aigc_service_pb2.ChatRequest, limits: Limits, v: Violations) -> dict[str, Any]:
     """Adds every bad field to `v`; returns the vendor_params as a dict."""
     _messages(request.messages, limits, v)
@@ -110,6 +115,8 @@ def check_complete(
         v.add("prompt", "must not be empty")
     elif len(request.prompt) > limits.max_text_chars:
         v.add("prompt", f"at most {limits.max_text_chars} characters")
+    elif "\0" in request.prompt:
+        v.add("prompt", _NUL)
     _generation_config(request.generation_config, v)
     _user_id(request.user_id, v)
     return _vendor_params(request, v)
@@ -167,6 +174,8 @@ def _messages(messages: Sequence[content_pb2.Message], limits: Limits, v: Violat
                     v.add(at if message.content else f"{at}.text", "must not be empty")
                 elif len(part.text) > limits.max_text_chars:
                     v.add(at, f"at most {limits.max_text_chars} characters")
+                elif "\0" in part.text:
+                    v.add(at, _NUL)
             elif kind == "image":
                 images += 1
                 _image(part.image, f"{at}.image", limits, v)
@@ -225,6 +234,8 @@ def _tool_result(result: content_pb2.ToolResult, at: str, open_calls: dict[str, 
         )
     else:
         del open_calls[result.tool_call_id]
+    if "\0" in result.content:
+        v.add(f"{at}.content", _NUL)
 
 
 def _unanswered(open_calls: Mapping[str, int], index: int, v: Violations) -> None:

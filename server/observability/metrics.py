@@ -11,6 +11,10 @@ semconv attribute names as labels; the rest are `aigc_*`:
     aigc_overhead_seconds{method,model,provider}           histogram, RPC time minus time in the provider
     gen_ai_server_time_to_first_token_seconds{GEN_AI}      histogram
     gen_ai_client_token_usage{GEN_AI,gen_ai_token_type}    histogram of tokens per request (input|output)
+    aigc_upstream_retries_total{provider,reason}           counter, retries before the first chunk
+    aigc_fallbacks_total{from_model,to_model,reason}       counter, switches to a fallback model
+    aigc_caller_requests_total{key,code}                   counter per caller key name (auth on)
+    aigc_caller_tokens_total{key}                          counter of tokens per caller key name
 
     GEN_AI = gen_ai_operation_name (chat|text_completion), gen_ai_provider_name, gen_ai_request_model
 
@@ -79,6 +83,30 @@ class Metrics:
             "aigc_upstream_errors",
             "Provider failures, by the reason callers see in ErrorInfo.",
             ("provider", "model", "reason"),
+            registry=r,
+        )
+        self.retries = Counter(
+            "aigc_upstream_retries",
+            "Attempts retried before the first chunk, by provider and the reason of the failure.",
+            ("provider", "reason"),
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "aigc_fallbacks",
+            "Calls switched to a fallback model before answering.",
+            ("from_model", "to_model", "reason"),
+            registry=r,
+        )
+        self.caller_requests = Counter(
+            "aigc_caller_requests",
+            "RPCs by caller key name (authentication on) and final code.",
+            ("key", "code"),
+            registry=r,
+        )
+        self.caller_tokens = Counter(
+            "aigc_caller_tokens",
+            "Tokens (prompt + completion, as reported) used per caller key name.",
+            ("key",),
             registry=r,
         )
         self.overhead = Histogram(

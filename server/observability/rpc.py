@@ -126,6 +126,8 @@ class RpcRecord:
         self.usage: Usage | None = None
         self.finish = 0  # an aigc.v1.FinishReason value
         self.retries = 0
+        self.fallbacks: list[str] = []
+        self.key_name: str | None = None
         self.response_id = ""
         self.prompt: Any = None
         self._answer: list[str] | None = [] if owner.settings.log_prompts else None
@@ -180,12 +182,14 @@ class RpcRecord:
         if label:
             self.model_label = label
 
-    def routed(self, model_id: str, provider: str, upstream_model: str) -> None:
-        self.model = self.model_label = model_id
+    def routed(self, model_id: str, provider: str, upstream_model: str, label: str | None = None) -> None:
+        """The route chosen: `label` is its bounded metric label (default: `model_id`)."""
+        self.model = model_id
+        self.model_label = label or model_id
         self.provider = provider
         self.upstream_model = upstream_model
         if self.streaming and self._in_flight is None:
-            self._in_flight = (self.method, model_id, provider)
+            self._in_flight = (self.method, self.model_label, provider)
             self._owner.metrics.streams_in_flight.labels(*self._in_flight).inc()
 
     def capture_prompt(
@@ -209,9 +213,27 @@ class RpcRecord:
         self.code = error.code
         self._finish(None)
 
+    def authenticated(self, key_name: str | None) -> None:
+        """The caller's key, by name (never the key itself)."""
+        self.key_name = key_name
+
+    def fell_back(self, from_model: str, to_model: str, error: AigcError) -> None:
+        """`from_model` failed before answering; `to_model` is tried instead."""
+        self.fallbacks.append(to_model)
+        self._owner.metrics.fallbacks.labels(from_model, to_model, error.reason).inc()
+        access_log.info(
+            "%s fallback %s -> %s after %s",
+            self.method,
+            from_model,
+            to_model,
+            error.reason,
+            extra={"from_model": from_model, "to_model": to_model, "error_reason": error.reason},
+        )
+
     def retried(self, error: AigcError, attempt: int, delay: float) -> None:
         """An attempt failed before any output and is tried again after `delay` seconds."""
         self.retries = attempt
+        self._owner.metrics.retries.labels(self.provider, error.reason).inc()
         access_log.info(
             "%s retry %d after %s in %.2fs",
             self.method,
@@ -322,6 +344,10 @@ class RpcRecord:
             m.tokens.labels(*gen_ai, "output").observe(self.usage.completion_tokens)
         if isinstance(self.error, UpstreamError):
             m.upstream_errors.labels(self.provider, self.model_label, self.error.reason).inc()
+        if self.key_name is not None:
+            m.caller_requests.labels(self.key_name, code_pb2.Code.Name(self.code)).inc()
+            if self.usage is not None:
+                m.caller_tokens.labels(self.key_name).inc(self.usage.total_tokens)
 
     def _end_span(self) -> None:
         self.span.set_attributes(
@@ -356,6 +382,8 @@ class RpcRecord:
             "completion_tokens": self.usage.completion_tokens if self.usage else None,
             "finish_reason": _FINISH_NAMES.get(self.finish) if self.finish else None,
             "retries": self.retries or None,
+            "fallbacks": self.fallbacks or None,
+            "key": self.key_name,
             "response_id": self.response_id or None,
             "cancelled": self.cancelled,
             "peer": self.peer,

@@ -25,6 +25,7 @@ closing a stream reliably stops a vendor from generating for nobody.
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import email.utils
 import time
@@ -33,7 +34,9 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from aigc.v1 import aigc_service_pb2, content_pb2, generation_pb2, model_pb2
-from server.providers.http import HttpTransport
+from server.errors import UpstreamError
+from server.providers.endpoints import Endpoint, Endpoints
+from server.providers.http import HttpTransport, SseStream, Timeouts
 
 Part = content_pb2.Part
 Usage = generation_pb2.Usage
@@ -138,10 +141,12 @@ class Provider(abc.ABC):
 class RemoteProvider(Provider):
     """A vendor reached over HTTP, usually with an API key.
 
-    Every remote provider (openai_compat, anthropic, gemini) takes exactly this
+    Every remote provider (openai, anthropic, gemini) takes exactly this
     constructor, so configuration code can build any of them the same way.
-    `timeout_seconds` bounds each HTTP operation (connect, each read); the
-    caller's deadline bounds the whole call on top of it.
+    `timeout_seconds` bounds the whole call, the other timeouts its phases
+    (server/providers/http.py `Timeouts`); the caller's deadline applies on
+    top. `base_urls` and `api_keys` add pairs to balance over
+    (server/providers/endpoints.py).
     """
 
     def __init__(
@@ -153,8 +158,13 @@ class RemoteProvider(Provider):
         requires_key: bool = True,
         max_retries: int = 2,
         timeout_seconds: float = 600.0,
+        connect_timeout_seconds: float = 10.0,
+        first_token_timeout_seconds: float = 120.0,
+        idle_timeout_seconds: float = 60.0,
         default_headers: Mapping[str, str] | None = None,
         trust_env: bool = True,
+        base_urls: Sequence[str] = (),
+        api_keys: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
@@ -162,39 +172,71 @@ class RemoteProvider(Provider):
         self.requires_key = requires_key
         self.max_retries = max_retries
         self.timeout_seconds = timeout_seconds
+        self.timeouts = Timeouts(
+            total=timeout_seconds,
+            connect=connect_timeout_seconds,
+            first_token=first_token_timeout_seconds,
+            idle=idle_timeout_seconds,
+        )
         self.default_headers = dict(default_headers or {})
         self.trust_env = trust_env
-        self._transport: HttpTransport | None = None
+        self.base_urls = (self.base_url, *(u.rstrip("/") for u in base_urls))
+        self.api_keys = (api_key, *api_keys)
+        self._endpoints: Endpoints | None = None
 
-    def auth_headers(self) -> dict[str, str]:
-        """The headers that carry the key (vendor-specific)."""
-        return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+    def auth_headers(self, key: str) -> dict[str, str]:
+        """The headers that carry `key` (vendor-specific)."""
+        return {"authorization": f"Bearer {key}"} if key else {}
 
-    def _new_transport(self) -> HttpTransport:
+    def _new_transport(self, base_url: str, key: str) -> HttpTransport:
         return HttpTransport(
             self.name,
-            self.base_url,
-            {**self.default_headers, **self.auth_headers()},
-            timeout_seconds=self.timeout_seconds,
+            base_url,
+            {**self.default_headers, **self.auth_headers(key)},
+            timeouts=self.timeouts,
             trust_env=self.trust_env,
             secrets=self.secrets,
         )
 
     @property
+    def endpoints(self) -> Endpoints:
+        if self._endpoints is None:
+            self._endpoints = Endpoints(
+                [
+                    Endpoint(self._new_transport(url, key), f"{url} key #{k + 1}")
+                    for url in self.base_urls
+                    for k, key in enumerate(self.api_keys)
+                ]
+            )
+        return self._endpoints
+
+    @property
     def transport(self) -> HttpTransport:
-        if self._transport is None:
-            self._transport = self._new_transport()
-        return self._transport
+        """The first endpoint's client (for code that needs only one)."""
+        return self.endpoints.all[0].transport
+
+    @contextlib.asynccontextmanager
+    async def post_sse(self, path: str, body: Mapping[str, Any], **options: Any) -> AsyncIterator[SseStream]:
+        """`HttpTransport.post_sse` on the next endpoint; a failure there counts against it."""
+        endpoints = self.endpoints
+        endpoint = endpoints.pick()
+        try:
+            async with endpoint.transport.post_sse(path, body, **options) as events:
+                yield events
+        except UpstreamError as error:
+            endpoints.failed(endpoint, error)
+            raise
 
     async def start(self) -> None:
         # Built now, not on the first request, so a bad base URL or header
         # stops the server at start-up.
-        _ = self.transport
+        _ = self.endpoints
 
     async def close(self) -> None:
-        transport, self._transport = self._transport, None
-        if transport is not None:
-            await transport.close()
+        endpoints, self._endpoints = self._endpoints, None
+        if endpoints is not None:
+            for endpoint in endpoints.all:
+                await endpoint.transport.close()
 
     def ready(self) -> bool:
         return bool(self.api_key) or not self.requires_key
@@ -212,7 +254,7 @@ class RemoteProvider(Provider):
         harmless value costs little; a short one would redact ordinary words).
         """
         headers = tuple(v for v in self.default_headers.values() if len(v) >= _MIN_SECRET_HEADER)
-        return ((self.api_key,) if self.api_key else ()) + headers
+        return tuple(k for k in self.api_keys if k) + headers
 
 
 def retry_after_seconds(value: str | None) -> float | None:

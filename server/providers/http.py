@@ -53,6 +53,23 @@ MAX_ERROR_BODY = 64 * 1024
 ErrorClassifier = Callable[[int, Mapping[str, str], bytes], UpstreamError]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Timeouts:
+    """How long a call to an upstream may take, per phase (seconds).
+
+    connect: to open the connection. first_token: from the request to the
+    first event of the answer (a reasoning model can think a while).
+    idle: between two reads once the answer streams. total: the whole call.
+    The caller's own deadline applies on top. Each error says which fired
+    (ErrorInfo metadata `timeout`).
+    """
+
+    total: float = 600.0
+    connect: float = 10.0
+    first_token: float = 120.0
+    idle: float = 60.0
+
+
 @dataclasses.dataclass(slots=True)
 class SseEvent:
     """One server-sent event: its `event:` name ("" when none) and its `data` bytes."""
@@ -111,14 +128,23 @@ class HttpTransport:
         base_url: str,
         headers: Mapping[str, str],
         *,
-        timeout_seconds: float,
+        timeout_seconds: float | None = None,
+        timeouts: Timeouts | None = None,
         trust_env: bool = True,
         keepalive_expiry: float = 30.0,
         secrets: tuple[str, ...] = (),
     ) -> None:
         self.provider = provider
         self.base_url = base_url.rstrip("/")
-        self.timeout_seconds = timeout_seconds
+        if timeouts is None:
+            timeouts = Timeouts() if timeout_seconds is None else Timeouts(total=timeout_seconds)
+        # No phase outlasts the whole call.
+        self.timeouts = timeouts = Timeouts(
+            total=timeouts.total,
+            connect=min(timeouts.connect, timeouts.total),
+            first_token=min(timeouts.first_token, timeouts.total),
+            idle=min(timeouts.idle, timeouts.total),
+        )
         self._headers = {**headers, "content-type": "application/json", "accept": "text/event-stream"}
         # The proxy is decided once: an upstream has one base URL.
         # trust_env=False: never a proxy (the local model on loopback).
@@ -141,9 +167,8 @@ class HttpTransport:
             connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=keepalive_expiry)
         self._session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=min(timeout_seconds, 10.0), sock_read=timeout_seconds
-            ),
+            # The other phases are timed here (post_sse, SseStream), to say which fired.
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect, sock_read=None),
             # We pass the proxy ourselves: the environment is not read again.
             trust_env=False,
             auto_decompress=True,
@@ -173,6 +198,12 @@ class HttpTransport:
         Raises UpstreamError before yielding when no 200 event stream came back.
         """
         loop = asyncio.get_running_loop()
+        timeouts = self.timeouts
+        started = loop.time()
+        limit = _Limit(started + timeouts.total, "total")
+        if deadline is not None and deadline < limit.at:
+            limit = _Limit(deadline, "deadline")
+        first_token = min(limit.at, started + timeouts.first_token)
         request = self._session.post(
             self.base_url + path,
             data=orjson.dumps(body),
@@ -181,24 +212,21 @@ class HttpTransport:
             proxy=self._proxy,
         )
         try:
-            if deadline is None:
+            async with asyncio.timeout_at(first_token):
                 response = await request
-            else:
-                async with asyncio.timeout_at(deadline):
-                    response = await request
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise self.timed_out("connect") from exc
         except TimeoutError as exc:
-            if deadline is not None and loop.time() >= deadline:
-                raise self._deadline_passed() from exc
-            raise self.error(
-                UpstreamFailure.TIMEOUT, f"no answer within {self.timeout_seconds:.3g}s"
-            ) from exc
+            # Which limit was the nearer one, not the clock: a timer may fire
+            # a hair before its time.
+            raise self.timed_out(limit.kind if first_token >= limit.at else "first_token") from exc
         except aiohttp.ClientError as exc:  # refused, reset, DNS, TLS, proxy
             raise self.error(UpstreamFailure.UNREACHABLE, _describe(exc)) from exc
         try:
             request_id = response.headers.get(request_id_header) if request_id_header else None
             if response.status != 200 or not _is_event_stream(response.headers):
-                raise await self._error_answer(response, on_error, deadline)
-            yield SseStream(self, response, deadline, request_id)
+                raise await self._error_answer(response, on_error, limit.at)
+            yield SseStream(self, response, limit, first_token, request_id)
         finally:
             # Closes the connection if the body was not read to its end (the
             # caller went away): the vendor stops generating.
@@ -208,7 +236,7 @@ class HttpTransport:
                 response.close()
 
     async def _error_answer(
-        self, response: aiohttp.ClientResponse, on_error: ErrorClassifier, deadline: float | None
+        self, response: aiohttp.ClientResponse, on_error: ErrorClassifier, deadline: float
     ) -> UpstreamError:
         body = bytearray()
         try:
@@ -221,8 +249,24 @@ class HttpTransport:
             pass  # classify what arrived
         return on_error(response.status, response.headers, bytes(body[:MAX_ERROR_BODY]))
 
-    def _deadline_passed(self) -> UpstreamError:
-        return self.error(UpstreamFailure.TIMEOUT, "no answer within the caller's deadline")
+    def timed_out(self, kind: str, request_id: str | None = None) -> UpstreamError:
+        t = self.timeouts
+        message = {
+            "deadline": "no answer within the caller's deadline",
+            "total": f"the call took longer than {t.total:.3g}s (timeout_seconds)",
+            "connect": f"no connection within {t.connect:.3g}s (connect_timeout_seconds)",
+            "first_token": f"no first token within {t.first_token:.3g}s (first_token_timeout_seconds)",
+            "idle": f"stream stalled: nothing for {t.idle:.3g}s (idle_timeout_seconds)",
+        }[kind]
+        return self.error(UpstreamFailure.TIMEOUT, message, upstream_request_id=request_id, timeout=kind)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Limit:
+    """The end of a call: the caller's deadline or the upstream's total timeout."""
+
+    at: float
+    kind: str  # "deadline" | "total"
 
 
 class SseStream:
@@ -232,12 +276,14 @@ class SseStream:
         self,
         transport: HttpTransport,
         response: aiohttp.ClientResponse,
-        deadline: float | None,
+        limit: _Limit,
+        first_token: float,
         request_id: str | None,
     ) -> None:
         self._transport = transport
         self._response = response
-        self._deadline = deadline
+        self._limit = limit
+        self._first_token = first_token
         #: The vendor's request id header, for error metadata.
         self.request_id = request_id
         self.headers = response.headers
@@ -261,23 +307,20 @@ class SseStream:
         content = self._response.content
         parser = SseParser()
         transport = self._transport
-        deadline = self._deadline
+        limit = self._limit
+        idle = transport.timeouts.idle
         loop = asyncio.get_running_loop()
+        first = True
         while True:
+            # Until the first event: the first-token limit; then each read
+            # gets the idle limit. Never past the call's end.
+            until = self._first_token if first else min(limit.at, loop.time() + idle)
             try:
-                if deadline is None:
+                async with asyncio.timeout_at(until):
                     piece = await content.readany()
-                else:
-                    async with asyncio.timeout_at(deadline):
-                        piece = await content.readany()
             except TimeoutError as exc:
-                if deadline is not None and loop.time() >= deadline:
-                    raise transport._deadline_passed() from exc
-                raise transport.error(
-                    UpstreamFailure.TIMEOUT,
-                    f"stream stalled: nothing for {transport.timeout_seconds:.3g}s",
-                    upstream_request_id=self.request_id,
-                ) from exc
+                kind = limit.kind if until >= limit.at else ("first_token" if first else "idle")
+                raise transport.timed_out(kind, self.request_id) from exc
             except aiohttp.ClientError as exc:
                 raise transport.error(
                     UpstreamFailure.STREAM_INTERRUPTED, _describe(exc), upstream_request_id=self.request_id
@@ -286,6 +329,7 @@ class SseStream:
                 break
             events = parser.feed(piece)
             if events:
+                first = False
                 yield events
         events = parser.close()
         if events:
@@ -393,5 +437,6 @@ __all__ = [
     "SseEvent",
     "SseParser",
     "SseStream",
+    "Timeouts",
     "proxy_for",
 ]

@@ -32,19 +32,22 @@ below does what it does):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import pathlib
 import secrets
 import urllib.request
+from collections.abc import AsyncIterator
 from typing import Any
 
 import xllamacpp
 
 from aigc.v1 import model_pb2, tool_pb2
 from server.config import LocalModelSettings, smollm2_path
-from server.providers.base import ProviderRequest
+from server.errors import UpstreamError, UpstreamFailure
+from server.providers.base import Chunk, ProviderRequest
 from server.providers.http import HttpTransport
 from server.providers.openai import OpenAICompatProvider
 
@@ -62,11 +65,16 @@ LOCAL_CAPABILITIES = frozenset(
     }
 )
 _TOOL_CALL_PREFILL = "<tool_call>\n"
+# No token of the model's vocabulary is longer than this many bytes, so a
+# request larger than context_tokens times it cannot fit the context: it is
+# refused before llama.cpp spends seconds tokenizing it (a 10 MB prompt once
+# kept a core busy for 30 s before llama.cpp said it was too long).
+_MAX_BYTES_PER_TOKEN = 64
 _TOOL_CALL_END = "</tool_call>"
 
 
 class LocalProvider(OpenAICompatProvider):
-    def __init__(self, settings: LocalModelSettings, *, verbose: bool = False) -> None:
+    def __init__(self, settings: LocalModelSettings, *, verbose: bool = False, workers: int = 1) -> None:
         # One retry, for the one failure that does pass: a pooled keep-alive
         # connection that llama.cpp closed for idleness just as we reuse it
         # ("Server disconnected without sending a response"). Retries happen
@@ -76,6 +84,10 @@ class LocalProvider(OpenAICompatProvider):
         super().__init__("local", base_url="http://127.0.0.1", api_key="", max_retries=1, trust_env=False)
         self._settings = settings
         self._verbose = verbose
+        # This worker's share of llama.cpp's slots: beyond it, requests wait
+        # here, at most queue_timeout_seconds, instead of piling up unseen in
+        # llama.cpp's queue (20 streams on 4 slots once waited 35 s).
+        self._slots = asyncio.Semaphore(max(1, -(-settings.parallel // workers)))
         self._server: xllamacpp.Server | None = None
         self.address = ""
 
@@ -89,14 +101,15 @@ class LocalProvider(OpenAICompatProvider):
                 start_llama_server, self._settings, self._verbose
             )
         self.base_url = f"{self.address}/v1"
+        self.base_urls, self.api_keys = (self.base_url,), (self.api_key,)
         await super().start()
 
-    def _new_transport(self) -> HttpTransport:
+    def _new_transport(self, base_url: str, key: str) -> HttpTransport:
         return HttpTransport(
             self.name,
-            self.base_url,
-            self.auth_headers(),
-            timeout_seconds=self.timeout_seconds,
+            base_url,
+            self.auth_headers(key),
+            timeouts=self.timeouts,
             trust_env=False,
             # Below llama.cpp's own keep-alive timeout (5 s), so we rarely
             # reuse a connection it is about to close.
@@ -111,6 +124,39 @@ class LocalProvider(OpenAICompatProvider):
 
     def ready(self) -> bool:
         return bool(self.address)
+
+    @contextlib.asynccontextmanager
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[AsyncIterator[Chunk]]:
+        size = request.chat.ByteSize() if request.chat is not None else len((request.prompt or "").encode())
+        context = self._settings.context_tokens
+        if size > context * _MAX_BYTES_PER_TOKEN:
+            raise UpstreamError(
+                UpstreamFailure.CONTEXT_TOO_LONG,
+                f"the request ({size} bytes) cannot fit the local model's context of {context} "
+                "tokens (AIGC_LOCAL_CONTEXT_TOKENS)",
+                provider=self.name,
+            )
+        wait = self._settings.queue_timeout_seconds
+        if request.deadline is not None:
+            wait = min(wait, max(0.0, request.deadline - asyncio.get_running_loop().time()))
+        try:
+            async with asyncio.timeout(wait):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise UpstreamError(
+                UpstreamFailure.RATE_LIMITED,
+                f"the local model's {self._settings.parallel} slots are all busy "
+                f"(waited {wait:.3g}s, AIGC_LOCAL_QUEUE_TIMEOUT_SECONDS)",
+                provider=self.name,
+                retry_after_seconds=1.0,
+                # Waiting again here would only make the caller wait twice.
+                retryable=False,
+            ) from None
+        try:
+            async with super().stream(request) as chunks:
+                yield chunks
+        finally:
+            self._slots.release()
 
     def chat_body(self, request: ProviderRequest) -> dict[str, Any]:
         body = super().chat_body(request)

@@ -9,8 +9,9 @@ test starts with empty fakes (`reset_fakes`, autouse).
 The config file points the `openai`, `gemini` and `anthropic` presets (and
 `qwen`, through QWEN_BASE_URL) at the fakes, with `max_retries = 0` so a
 scripted 5xx or 429 is answered once, and adds three upstreams of our own:
-`slow` (the OpenAI fake with a 1 s `timeout_seconds`), `dead` (a closed port)
-and nothing else. Every other preset is listed but has no key.
+`slow` (the OpenAI fake with a 1 s `timeout_seconds`), `stall` (the same
+fake with a 1 s `idle_timeout_seconds`), `dead` (a closed port) and nothing
+else. Every other preset is listed but has no key.
 """
 
 from __future__ import annotations
@@ -157,6 +158,18 @@ def config_text(fakes: Fakes, dead_port: int) -> str:
         requires_key = false
         max_retries = 0
         timeout_seconds = 5
+
+        [upstreams.stall]
+        kind = "openai"
+        base_url = "{fakes.openai.base_url}/v1"
+        api_key_env = "OPENAI_API_KEY"
+        max_retries = 0
+        idle_timeout_seconds = 1
+
+        [[models]]
+        id = "stall-model"
+        upstream = "stall"
+        upstream_model = "gpt-4o-mini"
 
         [[models]]
         id = "slow-model"

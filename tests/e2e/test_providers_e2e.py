@@ -22,7 +22,7 @@ from aigc.v1 import aigc_service_pb2 as pb
 from aigc.v1 import content_pb2, generation_pb2
 from tests.e2e.conftest import E2E, KEYS, TIMEOUT, Either, Fake, is_stream_request, sse_events
 from tests.fakes import anthropic_fake, gemini_fake, openai_fake
-from tests.fakes.http import Reply, split_inside
+from tests.fakes.http import Reply, Stream, split_inside
 from tests.support.content import json_text, text_of
 
 PIECES = ["你好", "，世界", "！"]
@@ -297,3 +297,41 @@ def test_sse_stream_cut_mid_way_carries_the_error_in_the_last_event(e2e: E2E, ki
     assert info["metadata"]["provider"] == kind.provider
     assert info["metadata"]["request_id"] == response.headers["x-request-id"]
     assert all("error" not in e for e in events[:-1])
+
+
+# --- a stream that stalls mid-way, with no caller deadline ----------------------------------------
+
+
+def _stalling(e2e: E2E) -> None:
+    """The answer starts, then the vendor sends nothing more and keeps the connection open."""
+    events = openai_fake.chat_events(["你好"], finish=None, usage=None)[:-1]
+    e2e.fakes.openai.script(Stream(events, end="hold"))
+
+
+def test_sse_stream_that_stalls_ends_in_band_with_the_idle_timeout(e2e: E2E) -> None:
+    _stalling(e2e)
+    body = {"model": "stall-model", "messages": [{"role": "ROLE_USER", "content": "hi"}]}
+    with e2e.http.stream("POST", "/v1/chat:streamGenerate", json=body) as response:
+        assert response.status_code == 200
+        events = sse_events(response)
+    assert "".join(json_text(e) for e in events) == "你好"
+    last = events[-1]
+    assert last["finish_reason"] == "FINISH_REASON_ERROR"
+    (info,) = [d for d in last["error"]["details"] if d["@type"].endswith("google.rpc.ErrorInfo")]
+    assert (info["reason"], info["metadata"]["timeout"]) == ("UPSTREAM_TIMEOUT", "idle")
+    assert e2e.fakes.openai.wait_client_gone(), "the stalled upstream connection was closed"
+
+
+def test_grpc_stream_that_stalls_ends_with_the_idle_timeout(e2e: E2E) -> None:
+    _stalling(e2e)
+    messages = []
+    request = pb.ChatRequest(
+        model="stall-model", messages=[content_pb2.Message(role=content_pb2.ROLE_USER, content="hi")]
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        for message in e2e.stub.StreamChat(request):  # no deadline
+            messages.append(message)
+    assert messages[-1].finish_reason == generation_pb2.FINISH_REASON_ERROR
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    info = error_info(rpc_status.from_call(caught.value))
+    assert (info.reason, info.metadata["timeout"]) == ("UPSTREAM_TIMEOUT", "idle")

@@ -16,7 +16,7 @@ from aigc.v1 import aigc_service_pb2_grpc, content_pb2, generation_pb2, model_pb
 from server import routing
 from server.catalog import Upstream
 from server.config import Settings
-from server.errors import ModelNotFound
+from server.errors import InvalidRequest, ModelNotFound
 from server.providers.base import Chunk, Provider, ProviderRequest
 from server.routing import ModelRoute, Router, UpstreamProvider, build_provider, build_router
 from tests.fakes import openai_fake
@@ -74,6 +74,31 @@ def test_passthrough_sends_the_rest_of_the_name_to_that_upstream():
 def test_unknown_names_are_model_not_found(name):
     with pytest.raises(ModelNotFound):
         router().resolve(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "one/../v1beta/models/x",
+        "one/a/../../b",
+        "one/./x",
+        "one/a//b",
+        "one/x?key=1",
+        "one/%2e%2e/x",
+        "one/a b",
+    ],
+)
+def test_passthrough_names_that_could_change_a_vendor_url_are_refused(name):
+    with pytest.raises(InvalidRequest) as caught:
+        router().resolve(name)
+    assert set(caught.value.violations) == {"model"}
+
+
+def test_passthrough_routes_share_one_bounded_metric_label():
+    r = router()
+    labels = {r.resolve(f"one/random-{i}").label for i in range(50)}
+    assert labels == {"one/*"}
+    assert r.resolve("b").label == "b"
 
 
 def test_passthrough_off():

@@ -31,6 +31,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive free ports (for a plan that numbers ports from a base)."""
+    import random
+
+    for _ in range(200):
+        base = random.randrange(20000, 60000 - count)
+        socks = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
 def python_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{ROOT / 'gen' / 'python'}"
@@ -82,6 +103,8 @@ class ServerProcess(Process):
                 **(env or {}),
             }
         )
+        # host:port of /metrics, or "off".
+        self.metrics_address = merged["AIGC_METRICS_ADDRESS"]
         super().__init__("server", [sys.executable, "-m", "server"], merged)
 
     def wait_serving(self, timeout: float = 60) -> None:

@@ -7,15 +7,24 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 
-from tests.support.processes import Process, free_port, python_env
+from tests.support.processes import Process, free_port, free_ports, python_env
 
 
 class Stack(Process):
-    def __init__(self, env: Mapping[str, str] | None = None) -> None:
-        self.grpc_port, self.http_port, self.admin_port = free_port(), free_port(), free_port()
-        self.metrics_port = free_port()
+    """`replicas` > 1: that many servers behind the one Envoy (`make run REPLICAS=2`);
+    replica r answers gRPC on `replica_addresses[r]` and metrics on `metrics_port + r`."""
+
+    def __init__(self, env: Mapping[str, str] | None = None, *, replicas: int = 1) -> None:
+        merged = {"AIGC_WORKERS": "1", **(env or {})}
+        workers = int(merged["AIGC_WORKERS"])
+        # run_stack.py numbers replica r's ports from grpc_port + r * (workers + 1).
+        span = replicas * (workers + 1) if replicas > 1 else 1
+        self.grpc_port = free_ports(span) if replicas > 1 else free_port()
+        self.http_port, self.admin_port = free_port(), free_port()
+        self.metrics_port = free_ports(replicas)
         self.http = f"http://127.0.0.1:{self.http_port}"
         self.grpc_address = f"127.0.0.1:{self.grpc_port}"
+        self.replica_addresses = [f"127.0.0.1:{self.grpc_port + r * (workers + 1)}" for r in range(replicas)]
         args = [
             sys.executable,
             "scripts/run_stack.py",
@@ -23,14 +32,10 @@ class Stack(Process):
             f"--grpc-port={self.grpc_port}",
             f"--http-port={self.http_port}",
             f"--admin-port={self.admin_port}",
+            f"--replicas={replicas}",
         ]
-        merged = {
-            "AIGC_METRICS_ADDRESS": f"127.0.0.1:{self.metrics_port}",
-            "AIGC_WORKERS": "1",
-            **(env or {}),
-        }
-        workers = int(merged["AIGC_WORKERS"])
-        if workers > 1 and "AIGC_WORKER_PORTS" not in merged:
+        merged.setdefault("AIGC_METRICS_ADDRESS", f"127.0.0.1:{self.metrics_port}")
+        if workers > 1 and replicas == 1 and "AIGC_WORKER_PORTS" not in merged:
             merged["AIGC_WORKER_PORTS"] = ",".join(str(free_port()) for _ in range(workers))
         super().__init__("stack", args, python_env(merged))
 
@@ -45,8 +50,8 @@ class Stack(Process):
 
 
 @contextlib.contextmanager
-def running_stack(env: Mapping[str, str] | None = None) -> Iterator[Stack]:
-    stack = Stack(env)
+def running_stack(env: Mapping[str, str] | None = None, *, replicas: int = 1) -> Iterator[Stack]:
+    stack = Stack(env, replicas=replicas)
     try:
         stack.wait_up()
         yield stack

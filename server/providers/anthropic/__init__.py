@@ -45,12 +45,12 @@ class AnthropicProvider(RemoteProvider):
     # No raw completion: a completion is a single user turn.
     supported_capabilities = ALL_CAPABILITIES - {model_pb2.CAPABILITY_RAW_COMPLETION}
 
-    def auth_headers(self) -> dict[str, str]:
+    def auth_headers(self, key: str) -> dict[str, str]:
         # A configured `anthropic-version` (any spelling) is sent as configured, once.
         configured = {name.lower() for name in self.default_headers}
         headers = {} if "anthropic-version" in configured else {"anthropic-version": API_VERSION}
-        if self.api_key:
-            headers["x-api-key"] = self.api_key
+        if key:
+            headers["x-api-key"] = key
         return headers
 
     def validate(self, request: ProviderRequest) -> Mapping[str, str]:
@@ -61,7 +61,7 @@ class AnthropicProvider(RemoteProvider):
         body = wire.chat_body(request)
         include_reasoning = request.chat is not None and request.chat.reasoning.include_reasoning
         translator = wire.StreamTranslator(include_reasoning=include_reasoning)
-        async with self.transport.post_sse(
+        async with self.post_sse(
             "/v1/messages",
             body,
             on_error=self._error,

@@ -48,8 +48,8 @@ class GeminiProvider(RemoteProvider):
     # Gemini has no raw completion: a prompt is sent as one user turn.
     supported_capabilities = ALL_CAPABILITIES - {model_pb2.CAPABILITY_RAW_COMPLETION}
 
-    def auth_headers(self) -> dict[str, str]:
-        return {"x-goog-api-key": self.api_key} if self.api_key else {}
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"x-goog-api-key": key} if key else {}
 
     def validate(self, request: ProviderRequest) -> Mapping[str, str]:
         return wire.problems(request)
@@ -58,7 +58,7 @@ class GeminiProvider(RemoteProvider):
     async def stream(self, request: ProviderRequest) -> AsyncIterator[AsyncIterator[Chunk]]:
         include_reasoning = request.chat is not None and request.chat.reasoning.include_reasoning
         translator = wire.StreamTranslator(include_reasoning=include_reasoning)
-        async with self.transport.post_sse(
+        async with self.post_sse(
             wire.stream_path(request.upstream_model),
             wire.request_body(request),
             on_error=self._error,

@@ -62,7 +62,7 @@ class OpenAICompatProvider(RemoteProvider):
             path, body = "/chat/completions", self.chat_body(request)
             include_reasoning = request.chat.reasoning.include_reasoning
         translator = wire.StreamTranslator(include_reasoning=include_reasoning)
-        async with self.transport.post_sse(
+        async with self.post_sse(
             path, body, on_error=self._error, deadline=request.deadline, request_id_header="x-request-id"
         ) as events:
             chunks = self._chunks(events, translator)

@@ -264,3 +264,24 @@ def test_schema_check_is_cached_for_repeated_tools():
         assert violations(request) == {}
     assert validation._schema_problem.cache_info().hits == 2
     assert json.loads(json.dumps(WEATHER))  # the fixture itself is plain JSON
+
+
+def test_nul_characters_are_refused_wherever_text_goes_to_a_model():
+    from aigc.v1 import aigc_service_pb2
+    from server.core.validation import check_complete
+
+    request = chat(
+        user("a\0b"),
+        {"role": "ROLE_ASSISTANT", "parts": [{"text": "ok"}, call("a")]},
+        {"role": "ROLE_TOOL", "parts": [{"tool_result": {"tool_call_id": "a", "content": "x\0"}}]},
+        {"role": "ROLE_USER", "parts": [{"text": "fine"}, {"text": "\0"}]},
+        tools=[WEATHER],
+    )
+    assert violations(request) == {
+        "messages[0].content": "must not contain NUL (U+0000) characters",
+        "messages[2].parts[0].tool_result.content": "must not contain NUL (U+0000) characters",
+        "messages[3].parts[1]": "must not contain NUL (U+0000) characters",
+    }
+    v = Violations()
+    check_complete(aigc_service_pb2.CompleteRequest(prompt="once\0"), Limits(), v)
+    assert dict(v) == {"prompt": "must not contain NUL (U+0000) characters"}

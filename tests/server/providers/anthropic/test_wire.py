@@ -553,7 +553,7 @@ async def test_a_configured_anthropic_version_is_sent_once_instead(fake):
     await _answer(await _provider(fake, default_headers={"Anthropic-Version": "2026-10-21"}), request())
     assert fake.requests[0].headers["anthropic-version"] == "2026-10-21"
     provider = AnthropicProvider("anthropic", base_url="http://127.0.0.1:1", api_key="")
-    assert provider.auth_headers() == {"anthropic-version": API_VERSION}
+    assert provider.auth_headers("") == {"anthropic-version": API_VERSION}
 
 
 async def test_a_character_split_across_network_writes(fake):
