@@ -41,7 +41,17 @@ node_modules/.installed: package.json package-lock.json
 	@touch $@
 
 .PHONY: deps
-deps: $(VENV)/.installed node_modules/.installed ## Install Python (.venv) and npm (node_modules) dependencies
+deps: $(VENV)/.installed $(VENV)/.client-installed node_modules/.installed ## Install Python (.venv, with the aigc CLI) and npm (node_modules) dependencies
+
+# The Python client and its `aigc` CLI (clients/python) in .venv, as a user's
+# `pip install ./clients/python` puts them (.venv/bin/aigc), and again when it
+# or the generated stubs change. No build isolation and no deps: hatchling and
+# the runtime are pinned by requirements-dev.txt, so nothing resolves anew.
+CLIENT_PY_SOURCES := clients/python/pyproject.toml clients/python/README.md \
+  $(wildcard clients/python/src/aigc_client/*.py) $(wildcard gen/python/aigc/v1/*.py gen/python/aigc/v1/*.pyi)
+$(VENV)/.client-installed: $(VENV)/.installed $(CLIENT_PY_SOURCES)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation --no-deps ./clients/python
+	@touch $@
 
 # google/api and google/rpc protos come from the installed
 # googleapis-common-protos wheel, never from the network or the repo.
@@ -89,8 +99,11 @@ lint: deps protos-deps ## buf lint + buf format check + ruff
 
 # --- run -----------------------------------------------------------------------
 .PHONY: run
-run: deps ## Run server (gRPC :9000) + Envoy (HTTP :8000) with the local model, in the foreground
-	$(PY) scripts/run_stack.py --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --admin-port $(ADMIN_PORT)
+# REPLICAS=2 runs two independent servers behind one Envoy, as on two
+# machines; their quotas are shared through a local redis-server.
+REPLICAS ?= 1
+run: deps $(if $(filter-out 1,$(REPLICAS)),redis) ## Run server (gRPC :9000) + Envoy (HTTP :8000) with the local model, in the foreground (REPLICAS=2: two servers)
+	$(PY) scripts/run_stack.py --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --admin-port $(ADMIN_PORT) --replicas $(REPLICAS)
 
 .PHONY: server
 server: deps ## Run only the gRPC server on :9000
@@ -120,12 +133,38 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# The quota tests (tests/server/access) start a real redis-server: Debian's
+# package, installed once like `browser` above.
+.PHONY: redis
+redis:
+	@command -v redis-server >/dev/null || { \
+	  echo "installing Debian redis-server for the quota tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+
 .PHONY: pytest
-pytest: deps browser ## Run the test suite only
+pytest: deps browser redis ## Run the test suite only
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test
-test: lint check-breaking check-gen check-envoy check-compose check-openapi pytest ## Every check and test (what CI runs)
+test: lint check-breaking check-gen check-envoy check-compose check-openapi pytest test-ts ## Every check and test (what CI runs)
+
+# --- clients -------------------------------------------------------------------
+# The TypeScript client (clients/typescript, an npm workspace of package.json):
+# tsc type-checks and compiles its src/ against the generated gen/ts into
+# clients/typescript/dist. Its tests (node --test) start the real server; the
+# Python package and CLI tests are in tests/clients, run by `make pytest` too.
+.PHONY: ts-client
+ts-client: node_modules/.installed ## Build the TypeScript client (clients/typescript/dist)
+	node_modules/.bin/tsc -p clients/typescript
+
+.PHONY: test-ts
+test-ts: deps ts-client ## TypeScript client tests: node --test against the real server
+	node --test tests/clients/typescript/
+
+.PHONY: test-clients
+test-clients: test-ts ## Every client test: TypeScript, the Python package in a fresh venv, the aigc CLI
+	$(PY) -m pytest tests/clients $(PYTEST_ARGS)
 
 # The load bench (bench/README.md). h2load (Debian nghttp2-client) and wrk are
 # installed once, like `browser` above; Node.js runs the fake upstream;
@@ -147,6 +186,16 @@ bench-deps: $(VENV)/.bench-installed ## Install what `make bench` needs (h2load,
 .PHONY: bench
 bench: deps bench-deps ## Load bench vs a fast fake upstream -> bench/RESULTS.md, results.png (BENCH_ARGS=--help)
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# Fuzzing (tests/fuzz/README.md): schemathesis (pinned in requirements-dev.txt)
+# generates requests from the served /openapi.json and sends them through
+# Envoy to the real server with the local model (no vendor presets); it fails
+# on any 5xx and on any error that is not a google.rpc.Status. About 5 min of
+# load on every core, hence not part of `make test` (which runs the fast
+# hand-written hostile inputs of tests/fuzz instead). Reports in build/fuzz/.
+.PHONY: fuzz
+fuzz: deps ## Fuzz the HTTP API from its OpenAPI spec through Envoy (~5 min; FUZZ_ARGS=--max-time=60)
+	$(PY) tests/fuzz/run_fuzz.py $(FUZZ_ARGS)
 
 .PHONY: clean
 clean: ## Remove build outputs (keeps .venv and node_modules)
