@@ -26,6 +26,7 @@ from server.api.grpc_servicer import AigcServicer, register, status_to_grpc
 from server.config import AccessSettings, Settings
 from server.core.engine import Engine
 from server.core.limits import MAX_REQUEST_BYTES
+from server.envvars import split_host_port
 from server.errors import AigcError
 from server.observability import MetricsServer, Observability, ObservabilitySettings, tracing_for
 from server.routing import Router, build_router
@@ -110,12 +111,22 @@ async def serve(settings: Settings, observability_settings: ObservabilitySetting
         private_address=private,
         shared_port=worker is not None,
     )
+    # The OpenAI-compatible door: the same engine (gate, limits, routing), another adapter.
+    compat = None
+    if settings.openai_address:
+        from server.api.openai_compat.app import OpenAICompat
+
+        compat = OpenAICompat(servicer.engine, observability)
+    adapters = [servicer, *([compat] if compat else [])]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
         await server.start()
+        if compat is not None:
+            host, openai_port = split_host_port(settings.openai_address)
+            await compat.start(host, openai_port, shared_port=worker is not None)
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -126,6 +137,7 @@ async def serve(settings: Settings, observability_settings: ObservabilitySetting
                 "worker_address": private or None,
                 "default_model": router.default.id,
                 "metrics_port": metrics_server.port if metrics_server else None,
+                "openai_address": settings.openai_address or None,
                 "tracing": observability.tracing.enabled,
             },
         )
@@ -141,17 +153,25 @@ async def serve(settings: Settings, observability_settings: ObservabilitySetting
         # health Watch streams never end by themselves, so it would always
         # take the whole grace. Wait for our own RPCs only, then stop at once.
         stopping = asyncio.create_task(server.stop(settings.shutdown_grace_seconds + 5))
+        if compat is not None:
+            await compat.stop_listening()
+
+        async def all_drained() -> None:
+            await asyncio.gather(*(adapter.drained() for adapter in adapters))
+
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(servicer.drained(), settings.shutdown_grace_seconds)
-        if servicer.interrupt_all():
+            await asyncio.wait_for(all_drained(), settings.shutdown_grace_seconds)
+        if sum(adapter.interrupt_all() for adapter in adapters):
             # The grace is over: what still runs ends with SHUTTING_DOWN, a
             # stream's in its last message - never a silent cut.
             log.warning("grace over: interrupting the calls still running")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(servicer.drained(), 5)
+                await asyncio.wait_for(all_drained(), 5)
         await server.stop(0)
         await stopping
     finally:
+        if compat is not None:
+            await compat.close()
         for provider in router.providers():
             await provider.close()
         if metrics_server is not None:

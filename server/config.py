@@ -187,6 +187,10 @@ class Settings:
     # The address of the workers' own ports: loopback, unless Envoy runs
     # elsewhere (another container: docker-compose.yml sets 0.0.0.0).
     worker_host: str = "127.0.0.1"
+    # host:port of the OpenAI-compatible door (server/api/openai_compat), which
+    # Envoy serves under /openai/v1; every worker shares it (SO_REUSEPORT).
+    # Off ("") unless set: `make run` sets 127.0.0.1:<gRPC port + 100>.
+    openai_address: str = ""
 
     @property
     def grpc_port(self) -> int:
@@ -213,8 +217,10 @@ class Settings:
         workers = setting(env, "AIGC_WORKERS", os.cpu_count() or 1, _positive_int)
         worker_ports = _worker_ports(env, workers, split_host_port(grpc_address)[1])
         path = env.get("AIGC_CONFIG", "").strip()
+        keys = load_keys(read_config_file(path) if path else {}, env, path or "(no config file)")
+        _check_key_models(keys, catalog, local)
         access = AccessSettings(
-            keys=load_keys(read_config_file(path) if path else {}, env, path or "(no config file)"),
+            keys=keys,
             redis_url=setting(env, "AIGC_REDIS_URL", "", _redis_url),
             redis_failure=setting(env, "AIGC_QUOTA_REDIS_FAILURE", "open", _open_or_closed),
             max_concurrent_streams=setting(env, "AIGC_MAX_CONCURRENT_STREAMS", 2000, _positive_int),
@@ -226,6 +232,7 @@ class Settings:
             worker_ports=worker_ports,
             worker_index=setting(env, "AIGC_WORKER_INDEX", None, _non_negative_int),
             worker_host=setting(env, "AIGC_WORKER_HOST", "127.0.0.1", str),
+            openai_address=setting(env, "AIGC_OPENAI_ADDRESS", "", _address_or_off),
             drain_seconds=setting(env, "AIGC_DRAIN_SECONDS", 0.0, _non_negative_float),
             shutdown_grace_seconds=setting(env, "AIGC_SHUTDOWN_GRACE_SECONDS", 10.0, _non_negative_float),
             log_level=setting(env, "AIGC_LOG_LEVEL", "INFO", _log_level),
@@ -254,6 +261,21 @@ def _worker_ports(env: Mapping[str, str], workers: int, grpc_port: int) -> tuple
             f"AIGC_WORKER_PORTS={raw!r}: expected {workers} different ports (AIGC_WORKERS={workers})"
         )
     return ports
+
+
+def _check_key_models(keys: KeyRing, catalog: Catalog, local: LocalModelSettings) -> None:
+    """A key's `models` must name configured models: a typo would lock its caller out."""
+    names = {name for model in catalog.models for name in (model.id, *model.aliases)}
+    if local.enabled:
+        names.add(local.model_id)
+    for key in keys.keys:
+        unknown = sorted((key.models or frozenset()) - names)
+        if unknown:
+            raise ConfigError(f"key {key.name!r}: models: no model {unknown[0]!r} is configured")
+
+
+def _address_or_off(raw: str) -> str:
+    return "" if raw.strip().lower() == "off" else _address(raw)
 
 
 def _redis_url(raw: str) -> str:

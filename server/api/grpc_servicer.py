@@ -17,30 +17,32 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import re
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf import timestamp_pb2
-from google.rpc import code_pb2, status_pb2
+from google.rpc import status_pb2
 
 from aigc.v1 import aigc_service_pb2, aigc_service_pb2_grpc, content_pb2, generation_pb2, model_pb2
 from server.access.keys import CallerKey
+from server.api.calls import (
+    TIMEOUT_HEADER,
+    InFlight,
+    MalformedRequest,
+    RequestTooLarge,
+    provider_deadline,
+    remaining_seconds,
+    request_id,
+    shutdown_error,
+)
 from server.core.engine import Call, Engine, new_response_id
 from server.core.limits import MAX_REQUEST_BYTES
-from server.errors import AigcError, InvalidRequest, retry_info
+from server.errors import AigcError, InvalidRequest
 from server.observability import Observability
 
-# Accept a caller's request id only if it is safe to echo into headers and logs.
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 _DEFAULT_PAGE_SIZE = 50
 _MAX_PAGE_SIZE = 1000
-# How much earlier than the caller's deadline the provider gives up (see _Rpc.deadline).
-_DEADLINE_MARGIN_MIN = 0.05
-_DEADLINE_MARGIN_MAX = 0.25
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -60,36 +62,6 @@ class Undecodable:
         self.size = size
 
 
-class ServerShuttingDown(AigcError):
-    code = code_pb2.UNAVAILABLE
-    reason = "SHUTTING_DOWN"
-
-    def __init__(self) -> None:
-        super().__init__("this server is shutting down; retry (another replica will answer)")
-
-    def extra_details(self):
-        return (retry_info(1.0),)
-
-
-class MalformedRequest(AigcError):
-    code = code_pb2.INVALID_ARGUMENT
-    reason = "MALFORMED_REQUEST"
-
-    def __init__(self, method: str) -> None:
-        super().__init__(f"the {method} request is not valid protobuf for its message type")
-
-
-class RequestTooLarge(AigcError):
-    code = code_pb2.INVALID_ARGUMENT
-    reason = "REQUEST_TOO_LARGE"
-
-    def __init__(self, size: int) -> None:
-        super().__init__(
-            f"the request is {size} bytes; at most {MAX_REQUEST_BYTES} are accepted",
-            metadata={"limit_bytes": str(MAX_REQUEST_BYTES)},
-        )
-
-
 class _Rpc:
     """Per-RPC state: request id, deadline, timing, and the observability record."""
 
@@ -97,14 +69,14 @@ class _Rpc:
         self.context = context
         metadata = context.invocation_metadata() or ()
         self.metadata = metadata
-        self.request_id = _request_id(metadata)
+        self.request_id = request_id(metadata)
         # Read now, never at the end: context.peer() on an RPC that its
         # deadline cancelled segfaulted the server (grpcio 1.85.1).
-        remaining = _remaining(context.time_remaining(), metadata)
+        remaining, self.bad_timeout = remaining_seconds(context.time_remaining(), metadata)
         self.record = observability.rpc(
             method, self.request_id, peer=context.peer(), time_remaining=remaining, metadata=metadata
         )
-        self.call = Call(self.request_id, self.record, _deadline(remaining))
+        self.call = Call(self.request_id, self.record, provider_deadline(remaining))
         self.task = asyncio.current_task()
         self.shutting_down = False
         now = time.time_ns()
@@ -139,9 +111,7 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
     def __init__(self, engine: Engine, observability: Observability | None = None) -> None:
         self._engine = engine
         self._observability = observability or Observability()
-        self._rpcs: set[_Rpc] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._calls = InFlight()
 
     @property
     def engine(self) -> Engine:
@@ -149,31 +119,12 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
 
     async def drained(self) -> None:
         """Returns once no AigcService RPC is in flight (used by graceful shutdown)."""
-        await self._idle.wait()
+        await self._calls.drained()
 
     def interrupt_all(self) -> int:
-        """Ends every RPC still running with SHUTTING_DOWN, in-band for streams.
-
-        Called when the shutdown grace is over: each RPC's task is cancelled,
-        and the RPC - seeing it was us - answers with the error (a stream's
-        last message carries it) instead of vanishing mid-stream.
-        """
-        for rpc in list(self._rpcs):
-            rpc.shutting_down = True
-            if rpc.task is not None:
-                rpc.task.cancel()
-        return len(self._rpcs)
-
-    @contextlib.contextmanager
-    def _in_flight(self, rpc: _Rpc) -> Iterator[None]:
-        self._rpcs.add(rpc)
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self._rpcs.discard(rpc)
-            if not self._rpcs:
-                self._idle.set()
+        """Ends every RPC still running with SHUTTING_DOWN, in-band for streams
+        (server/api/calls.py `InFlight`); called when the shutdown grace is over."""
+        return self._calls.interrupt_all()
 
     def _admit(self, rpc: _Rpc, request) -> None:
         """What every RPC checks first: the bytes decoded, and the caller's key."""
@@ -181,28 +132,21 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
             if request.error is None:
                 raise RequestTooLarge(request.size)
             raise MalformedRequest(rpc.record.method)
+        if rpc.bad_timeout:
+            raise InvalidRequest({f"{TIMEOUT_HEADER} header": rpc.bad_timeout})
         rpc.call.key = key = self._engine.gate.authenticate(rpc.metadata)
         rpc.record.authenticated(key.name if key is not None else None)
-
-    def _failed(self, rpc: _Rpc, error: BaseException) -> AigcError:
-        """The error to end the RPC with, for an exception from the engine (or our own cancel)."""
-        if isinstance(error, AigcError):
-            return error
-        if isinstance(error, asyncio.CancelledError) and rpc.shutting_down and rpc.task is not None:
-            rpc.task.uncancel()
-            return ServerShuttingDown()
-        raise error
 
     # --- chat -------------------------------------------------------------------------------------
 
     async def Chat(self, request, context):  # noqa: N802 - gRPC method names
         rpc = _Rpc(context, "Chat", self._observability)
-        with self._in_flight(rpc), rpc.record:
+        with self._calls.track(rpc), rpc.record:
             try:
                 self._admit(rpc, request)
                 answer = await self._engine.generate(request, rpc.call)
             except (AigcError, asyncio.CancelledError) as error:
-                await rpc.abort(self._failed(rpc, error))
+                await rpc.abort(shutdown_error(rpc, error))
             response = aigc_service_pb2.ChatResponse(
                 id=answer.response_id,
                 model=answer.model,
@@ -224,12 +168,12 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
 
     async def Complete(self, request, context):  # noqa: N802
         rpc = _Rpc(context, "Complete", self._observability)
-        with self._in_flight(rpc), rpc.record:
+        with self._calls.track(rpc), rpc.record:
             try:
                 self._admit(rpc, request)
                 answer = await self._engine.generate(request, rpc.call)
             except (AigcError, asyncio.CancelledError) as error:
-                await rpc.abort(self._failed(rpc, error))
+                await rpc.abort(shutdown_error(rpc, error))
             await rpc.send_headers()
             return aigc_service_pb2.CompleteResponse(
                 id=answer.response_id,
@@ -251,7 +195,7 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
 
     async def _stream(self, request, context, method: str, delta, last) -> AsyncIterator:
         rpc = _Rpc(context, method, self._observability)
-        with self._in_flight(rpc), rpc.record:
+        with self._calls.track(rpc), rpc.record:
             sent = False
             head = None
             stream = None
@@ -269,7 +213,7 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
                             sent = True
                             yield message
             except (AigcError, asyncio.CancelledError) as caught:
-                error = self._failed(rpc, caught)
+                error = shutdown_error(rpc, caught)
                 if sent:
                     # Already streaming: HTTP/SSE clients saw a 200 and cannot
                     # read trailers, so the failure goes in-band first.
@@ -290,12 +234,12 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
 
     async def ListModels(self, request, context):  # noqa: N802
         rpc = _Rpc(context, "ListModels", self._observability)
-        with self._in_flight(rpc), rpc.record:
+        with self._calls.track(rpc), rpc.record:
             try:
                 self._admit(rpc, request)
                 response = self._list_models(request, rpc.call.key)
             except (AigcError, asyncio.CancelledError) as error:
-                await rpc.abort(self._failed(rpc, error))
+                await rpc.abort(shutdown_error(rpc, error))
             await rpc.send_headers()
             return response
 
@@ -378,25 +322,6 @@ def _completion_last(
     return response
 
 
-# A caller's timeout over HTTP, in seconds, for clients that cannot send
-# grpc-timeout (Envoy passes request headers on as metadata).
-TIMEOUT_HEADER = "x-aigc-timeout"
-
-
-def _remaining(grpc_remaining: float | None, metadata) -> float | None:
-    """Seconds left: the gRPC deadline, or the x-aigc-timeout header if sooner."""
-    for key, value in metadata:
-        if key == TIMEOUT_HEADER and isinstance(value, str):
-            try:
-                seconds = float(value.strip().removesuffix("s"))
-            except ValueError:
-                break
-            if seconds > 0 and (grpc_remaining is None or seconds < grpc_remaining):
-                return seconds
-            break
-    return grpc_remaining
-
-
 def register(servicer: AigcServicer, server: grpc.aio.Server) -> None:
     """Adds AigcService to `server`, like the generated add_AigcServiceServicer_to_server,
     but with deserializers that never raise: grpcio answers undecodable bytes with
@@ -436,27 +361,6 @@ def register(servicer: AigcServicer, server: grpc.aio.Server) -> None:
     service = pb.DESCRIPTOR.services_by_name["AigcService"].full_name
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
     server.add_registered_method_handlers(service, handlers)
-
-
-def _deadline(remaining: float | None) -> float | None:
-    """Loop time by which the provider gives up: the caller's deadline, minus a margin.
-
-    Without the margin the provider's own deadline and gRPC's fire at the
-    same instant, and when gRPC wins the caller gets a bare
-    DEADLINE_EXCEEDED - no ErrorInfo, no request id. Giving up a little
-    earlier lets us answer with the full status (and close the upstream).
-    """
-    if remaining is None:
-        return None
-    margin = min(_DEADLINE_MARGIN_MAX, max(_DEADLINE_MARGIN_MIN, remaining * 0.02))
-    return asyncio.get_running_loop().time() + max(0.001, remaining - margin)
-
-
-def _request_id(metadata) -> str:
-    for key, value in metadata:
-        if key == "x-request-id" and isinstance(value, str) and _REQUEST_ID.match(value):
-            return value
-    return uuid.uuid4().hex
 
 
 def _page_offset(token: str) -> int:

@@ -83,10 +83,12 @@ class Observability:
         peer: str = "",
         time_remaining: float | None = None,
         metadata: Sequence[tuple[str, Any]] = (),
+        surface: str = "grpc",
     ) -> RpcRecord:
         """A record for one call. The adapter reads `peer`, `time_remaining`
-        and `metadata` from its transport at the start of the call."""
-        return RpcRecord(self, method, request_id, peer, time_remaining, metadata)
+        and `metadata` from its transport at the start of the call; `surface`
+        names the adapter ("grpc", or "openai" for the OpenAI-compatible door)."""
+        return RpcRecord(self, method, request_id, peer, time_remaining, metadata, surface)
 
 
 class RpcRecord:
@@ -98,9 +100,11 @@ class RpcRecord:
         peer: str,
         time_remaining: float | None,
         metadata: Sequence[tuple[str, Any]],
+        surface: str = "grpc",
     ) -> None:
         self._owner = owner
         self.method = method
+        self.surface = surface
         self.request_id = request_id
         self.streaming = method.startswith("Stream")
         self.operation = _OPERATIONS.get(method, "")
@@ -372,6 +376,7 @@ class RpcRecord:
         line: dict[str, Any] = {
             "request_id": self.request_id,
             "method": self.method,
+            "surface": self.surface,
             "model": self.model,
             "provider": self.provider,
             "code": code_pb2.Code.Name(self.code),

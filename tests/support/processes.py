@@ -100,11 +100,13 @@ class ServerProcess(Process):
                 # One process unless a test asks for workers (tests/server/test_supervisor.py).
                 "AIGC_WORKERS": "1",
                 "AIGC_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
+                "AIGC_OPENAI_ADDRESS": f"127.0.0.1:{free_port()}",
                 **(env or {}),
             }
         )
-        # host:port of /metrics, or "off".
+        # host:port of /metrics, or "off"; of the OpenAI-compatible door, or "off".
         self.metrics_address = merged["AIGC_METRICS_ADDRESS"]
+        self.openai_address = merged["AIGC_OPENAI_ADDRESS"]
         super().__init__("server", [sys.executable, "-m", "server"], merged)
 
     def wait_serving(self, timeout: float = 60) -> None:

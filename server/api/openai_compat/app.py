@@ -1,0 +1,340 @@
+"""The OpenAI-compatible door: /openai/v1/chat/completions, /completions, /models.
+
+Code written against the OpenAI SDKs (or frameworks on them) points its base
+URL at `http://HOST:8000/openai/v1` and works: Envoy routes that prefix to
+this small aiohttp server, which runs in every server worker next to the
+gRPC server (AIGC_OPENAI_ADDRESS). It is a thin adapter, like the gRPC
+servicer: the request is translated to aigc.v1 (wire.py), the engine does
+the rest - the same gate (keys, quotas), limits, routing, retries,
+fallbacks, logs and metrics - and the answer is translated back. The proto
+stays the single source of truth for our own API; this surface follows
+OpenAI's.
+
+Streams are written as they come (`data: {chunk}` events, `data: [DONE]` at
+the end); an error before the first chunk is a real HTTP status with an
+OpenAI-style error body, after it an `error` event (what the OpenAI SDKs
+raise from) and the end of the stream - never a clean end. A caller that
+hangs up cancels the handler (handler_cancellation), which closes the
+upstream at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from aigc.v1 import aigc_service_pb2
+from server.api.calls import (
+    TIMEOUT_HEADER,
+    InFlight,
+    MalformedRequest,
+    RequestTooLarge,
+    provider_deadline,
+    remaining_seconds,
+    request_id,
+    shutdown_error,
+)
+from server.api.openai_compat import wire
+from server.core.engine import Call, Engine
+from server.core.limits import MAX_REQUEST_BYTES
+from server.errors import AigcError, InvalidRequest
+from server.observability import Observability
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/openai/v1"
+_SSE_HEADERS = {"content-type": "text/event-stream", "cache-control": "no-cache"}
+
+
+class _Call:
+    """One HTTP call's state, for InFlight (task, shutting_down) and the engine (call)."""
+
+    __slots__ = ("bad_timeout", "call", "record", "request_id", "shutting_down", "task")
+
+    def __init__(self, request: web.Request, method: str, observability: Observability) -> None:
+        headers = [(k.lower(), v) for k, v in request.headers.items()]
+        self.request_id = request_id(headers)
+        remaining, self.bad_timeout = remaining_seconds(None, headers)
+        self.record = observability.rpc(
+            method,
+            self.request_id,
+            peer=request.remote or "",
+            time_remaining=remaining,
+            metadata=headers,
+            surface="openai",
+        )
+        self.call = Call(self.request_id, self.record, provider_deadline(remaining))
+        self.task = asyncio.current_task()
+        self.shutting_down = False
+
+
+class OpenAICompat:
+    def __init__(self, engine: Engine, observability: Observability) -> None:
+        self._engine = engine
+        self._observability = observability
+        self._calls = InFlight()
+        self.app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+        self.app.add_routes(
+            [
+                web.post(f"{PREFIX}/chat/completions", self.chat_completions),
+                web.post(f"{PREFIX}/completions", self.completions),
+                web.get(f"{PREFIX}/models", self.models),
+                web.get(PREFIX + "/models/{model:.+}", self.model),
+            ]
+        )
+        self._runner: web.AppRunner | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self, host: str, port: int, *, shared_port: bool) -> None:
+        # handler_cancellation: a caller hanging up cancels its handler, so the
+        # upstream stream is closed at once (aiohttp's default keeps it running).
+        self._runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, reuse_port=shared_port or None, backlog=1024)
+        await site.start()
+
+    async def stop_listening(self) -> None:
+        """No new connections; calls in flight go on (shutdown drains them)."""
+        if self._runner is not None:
+            for site in list(self._runner.sites):
+                await site.stop()
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def drained(self) -> None:
+        await self._calls.drained()
+
+    def interrupt_all(self) -> int:
+        return self._calls.interrupt_all()
+
+    # --- handlers ------------------------------------------------------------------------------
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await self._json(request)
+            chat, stream, include_usage = wire.chat_request(body)
+        except _Unreadable as unreadable:
+            return await self._refuse(request, "Chat", unreadable.error)
+        except InvalidRequest as error:
+            return await self._refuse(request, "StreamChat" if _streamed(body) else "Chat", error)
+        if stream:
+            return await self._stream_chat(request, chat, include_usage)
+        call = _Call(request, "Chat", self._observability)
+        with self._calls.track(call), call.record:
+            try:
+                self._admit(call, request)
+                answer = await self._engine.generate(chat, call.call)
+            except (AigcError, asyncio.CancelledError) as caught:
+                return self._error(call, shutdown_error(call, caught))
+            return _json(
+                wire.chat_completion(
+                    answer.response_id, answer.model, answer.parts, answer.finish, answer.usage
+                ),
+                call.request_id,
+            )
+
+    async def _stream_chat(
+        self, request: web.Request, chat: aigc_service_pb2.ChatRequest, include_usage: bool
+    ) -> web.StreamResponse:
+        call = _Call(request, "StreamChat", self._observability)
+        with self._calls.track(call), call.record:
+            response: web.StreamResponse | None = None
+            writer: wire.ChunkWriter | None = None
+            stream = None
+            try:
+                self._admit(call, request)
+                async with self._engine.stream(chat, call.call) as stream:
+                    async for parts in stream:
+                        if writer is None:
+                            writer = wire.ChunkWriter(stream.response_id or call.request_id, stream.model)
+                            response = await _open_sse(request, call.request_id)
+                        await _send(response, writer.deltas(parts))
+                if writer is None:
+                    writer = wire.ChunkWriter(stream.response_id or call.request_id, stream.model)
+                    response = await _open_sse(request, call.request_id)
+                await _send(response, writer.finish(stream.finish, stream.usage, include_usage))
+                await response.write(b"data: [DONE]\n\n")
+                await response.write_eof()
+                return response
+            except (AigcError, asyncio.CancelledError) as caught:
+                error = shutdown_error(call, caught)
+                if response is None:
+                    return self._error(call, error)
+                # Already streaming: the error goes in-band, then the stream ends.
+                call.record.failed(error)
+                _, body, _ = wire.error(error.to_status(call.request_id))
+                with contextlib.suppress(ConnectionError):
+                    await response.write(b"data: " + orjson.dumps(body) + b"\n\n")
+                    await response.write_eof()
+                return response
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await self._json(request)
+            complete, stream, include_usage = wire.completion_request(body)
+        except _Unreadable as unreadable:
+            return await self._refuse(request, "Complete", unreadable.error)
+        except InvalidRequest as error:
+            return await self._refuse(request, "StreamComplete" if _streamed(body) else "Complete", error)
+        method = "StreamComplete" if stream else "Complete"
+        call = _Call(request, method, self._observability)
+        with self._calls.track(call), call.record:
+            response: web.StreamResponse | None = None
+            opened = None
+            try:
+                self._admit(call, request)
+                if not stream:
+                    answer = await self._engine.generate(complete, call.call)
+                    completion = wire.text_completion(
+                        answer.response_id, answer.model, answer.text(), answer.finish, answer.usage
+                    )
+                    return _json(completion, call.request_id)
+                async with self._engine.stream(complete, call.call) as opened:
+                    async for parts in opened:
+                        text = "".join(p.text for p in parts if p.WhichOneof("data") == "text")
+                        if not text:
+                            continue
+                        if response is None:
+                            response = await _open_sse(request, call.request_id)
+                        chunk = wire.text_completion(
+                            opened.response_id or call.request_id, opened.model, text, 0, None, chunk=True
+                        )
+                        await _send(response, [chunk])
+                if response is None:
+                    response = await _open_sse(request, call.request_id)
+                rid = opened.response_id or call.request_id
+                last = [wire.text_completion(rid, opened.model, "", opened.finish, None, chunk=True)]
+                if include_usage:
+                    usage_chunk = wire.text_completion(rid, opened.model, "", 0, None, chunk=True)
+                    usage_chunk["choices"], usage_chunk["usage"] = [], wire.usage(opened.usage)
+                    last.append(usage_chunk)
+                await _send(response, last)
+                await response.write(b"data: [DONE]\n\n")
+                await response.write_eof()
+                return response
+            except (AigcError, asyncio.CancelledError) as caught:
+                error = shutdown_error(call, caught)
+                if response is None:
+                    return self._error(call, error)
+                call.record.failed(error)
+                _, body, _ = wire.error(error.to_status(call.request_id))
+                with contextlib.suppress(ConnectionError):
+                    await response.write(b"data: " + orjson.dumps(body) + b"\n\n")
+                    await response.write_eof()
+                return response
+
+    async def models(self, request: web.Request) -> web.Response:
+        call = _Call(request, "ListModels", self._observability)
+        with self._calls.track(call), call.record:
+            try:
+                self._admit(call, request)
+            except AigcError as error:
+                return self._error(call, error)
+            data = [wire.model_object(route.id, route.provider.name) for route in self._allowed(call)]
+            return _json({"object": "list", "data": data}, call.request_id)
+
+    async def model(self, request: web.Request) -> web.Response:
+        call = _Call(request, "ListModels", self._observability)
+        name = request.match_info["model"]
+        with self._calls.track(call), call.record:
+            try:
+                self._admit(call, request)
+                route = next((r for r in self._allowed(call) if name in (r.id, *r.aliases)), None)
+                if route is None:
+                    from server.errors import ModelNotFound
+
+                    raise ModelNotFound(name)
+            except AigcError as error:
+                return self._error(call, error)
+            return _json(wire.model_object(route.id, route.provider.name), call.request_id)
+
+    # --- shared ----------------------------------------------------------------------------------
+
+    def _admit(self, call: _Call, request: web.Request) -> None:
+        """The caller's key (the same `authorization: Bearer` as the SDKs send), and the timeout header."""
+        if call.bad_timeout:
+            raise InvalidRequest({f"{TIMEOUT_HEADER} header": call.bad_timeout})
+        header = request.headers.get("authorization")
+        key = self._engine.gate.authenticate([("authorization", header)] if header else [])
+        call.call.key = key
+        call.record.authenticated(key.name if key is not None else None)
+
+    def _allowed(self, call: _Call):
+        key = call.call.key
+        return [r for r in self._engine.router.models() if key is None or key.allows(r.id, *r.aliases)]
+
+    async def _json(self, request: web.Request) -> Any:
+        """The body as JSON; raises _Unreadable (refused before any engine work) when it is not."""
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise _Unreadable(RequestTooLarge(request.content_length)) from None
+        if request.content_type != "application/json":
+            why = f"the body must be application/json, not {request.content_type!r}"
+            raise _Unreadable(MalformedRequest("", why))
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise _Unreadable(MalformedRequest("", f"the body is not valid JSON: {exc}")) from None
+
+    async def _refuse(self, request: web.Request, method: str, error: AigcError) -> web.Response:
+        """A request refused before it became an aigc.v1 request: logged and counted like any other."""
+        call = _Call(request, method, self._observability)
+        with call.record:
+            try:
+                self._admit(call, request)
+            except AigcError as auth_error:
+                return self._error(call, auth_error)  # no key: that comes first
+            return self._error(call, error)
+
+    def _error(self, call: _Call, error: AigcError) -> web.Response:
+        call.record.failed(error)
+        status, body, headers = wire.error(error.to_status(call.request_id))
+        return web.Response(
+            status=status,
+            body=orjson.dumps(body),
+            content_type="application/json",
+            headers={**headers, "x-request-id": call.request_id},
+        )
+
+
+class _Unreadable(Exception):
+    """A body that is not JSON (or too large): refused with `error`."""
+
+    def __init__(self, error: AigcError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _streamed(body: Any) -> bool:
+    return isinstance(body, dict) and body.get("stream") is True
+
+
+def _json(payload: dict, rid: str) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(payload), content_type="application/json", headers={"x-request-id": rid}
+    )
+
+
+async def _open_sse(request: web.Request, rid: str) -> web.StreamResponse:
+    response = web.StreamResponse(headers={**_SSE_HEADERS, "x-request-id": rid})
+    await response.prepare(request)
+    return response
+
+
+async def _send(response: web.StreamResponse | None, chunks: list[dict]) -> None:
+    assert response is not None
+    if chunks:
+        await response.write(b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks))
+
+
+__all__ = ["PREFIX", "OpenAICompat"]
