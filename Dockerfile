@@ -6,6 +6,8 @@
 FROM node:20-bookworm-slim AS swagger-ui
 WORKDIR /src
 COPY package.json package-lock.json ./
+# The lock file covers the TypeScript client's workspace too: npm ci needs its manifest.
+COPY clients/typescript/package.json clients/typescript/package.json
 RUN npm ci --no-audit --no-fund --loglevel=error
 
 FROM python:3.11-slim-bookworm

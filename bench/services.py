@@ -140,7 +140,7 @@ class GatewayStack(Stack):
         self.grpc_address = f"127.0.0.1:{self.grpc_port}"
         args = ["taskset", "-c", cpus, sys.executable, "scripts/run_stack.py", "--host=127.0.0.1"]
         args += [f"--grpc-port={self.grpc_port}", f"--http-port={self.http_port}"]
-        args += [f"--admin-port={self.admin_port}", *extra_args]
+        args += [f"--admin-port={self.admin_port}", f"--openai-port={free_port()}", *extra_args]
         merged = {"AIGC_METRICS_ADDRESS": f"127.0.0.1:{self.metrics_port}", **env}
         Process.__init__(self, "stack", args, python_env(merged))
 

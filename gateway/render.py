@@ -2,7 +2,10 @@
 
 gateway/envoy.yaml is the single source of the gateway's config; this script
 only fills in the values that differ between `make run`, docker-compose and
-the tests (ports, the upstream address and file paths). Stdlib only.
+the tests (ports, the upstream addresses - gRPC and the OpenAI-compatible
+door - file paths, the connection cap), and the request size limit, which
+lives here as MAX_REQUEST_BYTES so the tests can hold the server to the same
+number. Stdlib only.
 
     python gateway/render.py                          # defaults, -> build/envoy.yaml
     python gateway/render.py --grpc-upstream server:9000 --listen-port 8000 -o -
@@ -24,11 +27,31 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "gateway" / "envoy.yaml"
 
+#: The largest request body the gateway accepts (HTTP 413 above it). The
+#: server's own limit (server/core/limits.py MAX_REQUEST_BYTES) must be the same
+#: number: a body Envoy lets through is a message the server reads, and a gRPC
+#: caller, whose messages Envoy passes on unread, meets the same limit there
+#: (INVALID_ARGUMENT REQUEST_TOO_LARGE). tests/gateway/test_edge_limits.py holds
+#: the two equal.
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+#: Default cap on open downstream connections (Envoy's overload manager); each
+#: is a file descriptor, so `ulimit -n` must stay above it.
+MAX_CONNECTIONS = 10_000
+
 #: The Swagger UI assets served under /docs/, by placeholder.
 SWAGGER_UI_FILES = {
     "SWAGGER_UI_CSS": "swagger-ui.css",
     "SWAGGER_UI_BUNDLE_JS": "swagger-ui-bundle.js",
     "SWAGGER_UI_PRESET_JS": "swagger-ui-standalone-preset.js",
+}
+
+
+#: The playground served under /playground (gateway/playground/), by placeholder.
+PLAYGROUND = REPO / "gateway" / "playground"
+PLAYGROUND_FILES = {
+    "PLAYGROUND_HTML": "index.html",
+    "PLAYGROUND_JS": "playground.js",
+    "PLAYGROUND_CSS": "playground.css",
 }
 
 
@@ -53,6 +76,16 @@ def _port(value: str) -> int:
     return port
 
 
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {number}")
+    return number
+
+
 def _path(value: str) -> Path:
     # Given paths are relative to the working directory, as with any CLI;
     # the defaults are anchored to the repository root.
@@ -69,6 +102,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "balanced per request (default 127.0.0.1:9000)",
     )
     p.add_argument(
+        "--openai-upstream",
+        type=_host_ports,
+        default="",
+        help="the server's OpenAI-compatible door, HOST:PORT[,HOST:PORT...] (one per replica), "
+        "served under /openai/v1/ (default: none, and /openai/v1/ answers 503)",
+    )
+    p.add_argument(
         "--listen-address",
         default="0.0.0.0",
         help="HTTP listener address (default 0.0.0.0; use 127.0.0.1 to stay local)",
@@ -76,6 +116,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--listen-port", type=_port, default=8000, help="HTTP/gRPC port (default 8000)")
     p.add_argument(
         "--admin-port", type=_port, default=9901, help="admin port, always on 127.0.0.1 (default 9901)"
+    )
+    p.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=MAX_CONNECTIONS,
+        help="downstream connections Envoy keeps open at once; more are closed on accept "
+        f"(default {MAX_CONNECTIONS}; the admin port is not counted)",
     )
     p.add_argument(
         "--descriptor",
@@ -111,6 +158,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _endpoints(upstreams: list[tuple[str, int]]) -> list[dict]:
+    return [
+        {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
+        for host, port in upstreams
+    ]
+
+
 def render(args: argparse.Namespace) -> str:
     """Return the config text for the parsed arguments."""
     files = {
@@ -118,6 +172,7 @@ def render(args: argparse.Namespace) -> str:
         "OPENAPI": args.openapi,
         "DOCS_HTML": args.docs_html,
         **{name: args.swagger_ui / fname for name, fname in SWAGGER_UI_FILES.items()},
+        **{name: PLAYGROUND / fname for name, fname in PLAYGROUND_FILES.items()},
     }
     missing = [f"{name}: {path}" for name, path in files.items() if not path.is_file()]
     if missing and not args.no_check_files:
@@ -125,16 +180,16 @@ def render(args: argparse.Namespace) -> str:
         raise SystemExit("render.py: missing input files (" + hint + "):\n  " + "\n  ".join(missing))
     # json.dumps gives a double-quoted string that YAML reads back verbatim.
     values = {name: json.dumps(str(path)) for name, path in files.items()}
-    endpoints = [
-        {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
-        for host, port in args.grpc_upstream
-    ]
     values |= {
         # A JSON list is a YAML flow sequence.
-        "GRPC_ENDPOINTS": json.dumps(endpoints),
+        "GRPC_ENDPOINTS": json.dumps(_endpoints(args.grpc_upstream)),
+        "OPENAI_ENDPOINTS": json.dumps(_endpoints(args.openai_upstream)),
         "LISTEN_ADDRESS": json.dumps(args.listen_address),
         "LISTEN_PORT": str(args.listen_port),
         "ADMIN_PORT": str(args.admin_port),
+        "MAX_CONNECTIONS": str(args.max_connections),
+        "MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
+        "MAX_REQUEST_BYTES_PLUS_ONE": str(MAX_REQUEST_BYTES + 1),
     }
     # substitute (not safe_substitute): a placeholder left unfilled is a bug.
     return string.Template(TEMPLATE.read_text()).substitute(values)

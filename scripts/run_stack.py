@@ -7,7 +7,12 @@ stops both - Envoy first, so no new HTTP requests arrive, then the server
 with its grace period - and exits 0. If either child dies on its own, the
 other is stopped too and the exit code is non-zero. No process is left behind.
 
-    python scripts/run_stack.py [--grpc-port 9000] [--http-port 8000] [--admin-port 9901]
+With --replicas N (REPLICAS=N make run), N independent servers run behind
+the one Envoy, as on N machines, sharing quotas through a local redis-server
+(when keys have quotas and AIGC_REDIS_URL is not set); a replica that dies is
+started again while the others serve.
+
+    python scripts/run_stack.py [--grpc-port 9000] [--http-port 8000] [--admin-port 9901] [--replicas 1]
 """
 
 from __future__ import annotations
@@ -36,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpc-port", type=int, default=9000)
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--admin-port", type=int, default=9901, help="Envoy admin, on 127.0.0.1 only")
+    parser.add_argument(
+        "--openai-port",
+        type=int,
+        default=0,
+        help="the OpenAI-compatible door's port on 127.0.0.1 (default: the gRPC port + 100; replica r: + r)",
+    )
     parser.add_argument("--startup-timeout", type=float, default=120.0)
     parser.add_argument(
         "--replicas",
@@ -94,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         plans.append((public, own))
     # Envoy balances over every worker's own port (or each replica's port).
     upstreams = [port for public, own in plans for port in (own or [public])]
+    # The OpenAI-compatible door of each replica (every worker shares it), behind Envoy's /openai/v1.
+    openai_base = args.openai_port or grpc_port + 100
+    openai_ports = [openai_base + r for r in range(replicas)]
     access = settings.access
     needs_redis = (
         replicas > 1
@@ -118,7 +132,34 @@ def main(argv: list[str] | None = None) -> int:
                 return f"{name} exited with code {proc.returncode}"
         return None
 
-    used = [p for public, own in plans for p in (public, *own)]
+    # name -> (command, env) of each replica, to start it again if it dies.
+    replica_commands: dict[str, tuple[list[str], dict[str, str]]] = {}
+    restarts: list[float] = []
+
+    def restart_dead_replica() -> bool:
+        """With replicas, one that dies is started again, as an orchestrator
+        would (compose's `restart: unless-stopped`); Envoy's health checks
+        keep calls on the others meanwhile. False when it keeps dying."""
+        for i, (name, proc) in enumerate(children):
+            if name in replica_commands and proc.poll() is not None:
+                now = time.monotonic()
+                restarts[:] = [t for t in restarts if now - t < 60] + [now]
+                if len(restarts) > 5:
+                    return False
+                print(
+                    f"aigc-service: {name} exited with code {proc.returncode}; starting it again "
+                    "(the other replicas serve meanwhile)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                command, child_env = replica_commands[name]
+                children[i] = (
+                    name,
+                    subprocess.Popen(command, cwd=ROOT, env=child_env, start_new_session=True),
+                )
+        return True
+
+    used = [p for public, own in plans for p in (public, *own)] + openai_ports
     busy = [port for port in (*used, args.http_port, args.admin_port) if _in_use(port)]
     if busy:
         print(
@@ -139,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                 "AIGC_GRPC_ADDRESS": f"{args.host}:{public}",
                 "AIGC_WORKERS": str(workers),
                 "AIGC_WORKER_PORTS": ",".join(map(str, own)),
+                "AIGC_OPENAI_ADDRESS": f"127.0.0.1:{openai_ports[r]}",
             }
             if replicas > 1:
                 # Behind Envoy with others: on SIGTERM, keep answering until
@@ -148,9 +190,10 @@ def main(argv: list[str] | None = None) -> int:
                 metrics = _metrics_address(r)
                 if metrics:
                     replica_env["AIGC_METRICS_ADDRESS"] = metrics
-            spawn(
-                "server" if replicas == 1 else f"replica-{r}", [sys.executable, "-m", "server"], replica_env
-            )
+            name = "server" if replicas == 1 else f"replica-{r}"
+            spawn(name, [sys.executable, "-m", "server"], replica_env)
+            if replicas > 1:
+                replica_commands[name] = ([sys.executable, "-m", "server"], replica_env)
         _wait(
             lambda: all(_serving(f"127.0.0.1:{port}") for port in upstreams),
             "the gRPC server" if len(upstreams) == 1 else f"the {len(upstreams)} server processes",
@@ -169,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             [
                 str(ROOT / "gateway" / "run_envoy.sh"),
                 "--grpc-upstream=" + ",".join(f"127.0.0.1:{port}" for port in upstreams),
+                "--openai-upstream=" + ",".join(f"127.0.0.1:{port}" for port in openai_ports),
                 f"--listen-address={args.host}",
                 f"--listen-port={args.http_port}",
                 f"--admin-port={args.admin_port}",
@@ -178,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
         if not stop_requested:
             print(_banner(args, plans, workers, settings), flush=True)
         while not stop_requested:
+            if not restart_dead_replica():
+                print("aigc-service: a replica keeps dying; stopping", file=sys.stderr, flush=True)
+                exit_code = 1
+                break
             problem = failed_child()
             if problem:
                 print(f"aigc-service: {problem}; stopping", file=sys.stderr, flush=True)

@@ -22,6 +22,8 @@ class Stack(Process):
         self.grpc_port = free_ports(span) if replicas > 1 else free_port()
         self.http_port, self.admin_port = free_port(), free_port()
         self.metrics_port = free_ports(replicas)
+        # Replica r's OpenAI-compatible door: openai_port + r (Envoy serves it under /openai/v1).
+        self.openai_port = free_ports(replicas)
         self.http = f"http://127.0.0.1:{self.http_port}"
         self.grpc_address = f"127.0.0.1:{self.grpc_port}"
         self.replica_addresses = [f"127.0.0.1:{self.grpc_port + r * (workers + 1)}" for r in range(replicas)]
@@ -33,6 +35,7 @@ class Stack(Process):
             f"--http-port={self.http_port}",
             f"--admin-port={self.admin_port}",
             f"--replicas={replicas}",
+            f"--openai-port={self.openai_port}",
         ]
         merged.setdefault("AIGC_METRICS_ADDRESS", f"127.0.0.1:{self.metrics_port}")
         if workers > 1 and replicas == 1 and "AIGC_WORKER_PORTS" not in merged:

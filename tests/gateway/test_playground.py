@@ -1,0 +1,106 @@
+"""The playground at /playground, in Debian's headless Chromium, against the whole stack
+(`make run`: the real server with the local model behind the real Envoy): pick a model,
+type a prompt, see the answer stream in with its usage; an unknown model's error; Stop
+cancels the stream at the server. A screenshot of the page lands in build/playground.png.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pathlib
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.browser import Browser, Page
+from tests.support.stack import Stack, running_stack
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    with running_stack() as running:
+        yield running
+
+
+async def ready_page(browser: Browser, stack: Stack) -> Page:
+    page = await browser.open(f"{stack.http}/playground")
+    await page.wait_for("document.querySelector('#model').value === 'smollm2'")
+    return page
+
+
+async def send(page: Page, prompt: str) -> None:
+    await page.evaluate(f"document.querySelector('#prompt').value = {json.dumps(prompt)}")
+    await page.evaluate("document.querySelector('#send').click()")
+
+
+LAST = "document.querySelector('#transcript li:last-child')"
+
+
+async def test_a_streamed_answer_appears_as_it_is_generated_with_its_usage(stack: Stack):
+    async with Browser() as browser:
+        page = await ready_page(browser, stack)
+        info = await page.evaluate("document.querySelector('#model-info').textContent")
+        assert "local" in info and "tools" in info
+        await page.evaluate("document.querySelector('#max-tokens').value = '120'")
+        await send(page, "Tell me a short story about a lighthouse keeper.")
+        # Text is on the page while the answer is still being generated (Stop is live).
+        text = f"{LAST}.querySelector('.text').textContent"
+        running = "!document.querySelector('#stop').disabled"
+        seen_while_running = await page.wait_for(f"{running} && {text}.length > 0 && {text}", timeout=60)
+        meta = await page.wait_for(f"!({running}) && {LAST}.querySelector('.meta').textContent", timeout=90)
+        final = await page.evaluate(f"{LAST}.querySelector('.text').textContent")
+        assert final.startswith(seen_while_running) and len(final) > len(seen_while_running)
+        assert "completion tokens" in meta and "ms to first token" in meta and "local" in meta
+        assert "error" not in await page.evaluate(f"{LAST}.className")
+        (ROOT / "build").mkdir(exist_ok=True)
+        (ROOT / "build" / "playground.png").write_bytes(await page.screenshot())
+
+
+async def test_an_unknown_model_shows_the_status_and_reason(stack: Stack):
+    async with Browser() as browser:
+        page = await ready_page(browser, stack)
+        await page.evaluate(
+            "const s = document.querySelector('#model'); s.add(new Option('no-such-model', 'no-such-model'));"
+            " s.value = 'no-such-model'"
+        )
+        await send(page, "hi")
+        meta = await page.wait_for(
+            f"{LAST}.classList.contains('error') && {LAST}.querySelector('.meta').textContent"
+        )
+        assert "NOT_FOUND MODEL_NOT_FOUND" in meta and "no-such-model" in meta and "request " in meta
+
+
+async def test_stop_cancels_the_stream_at_the_server(stack: Stack):
+    async with Browser() as browser:
+        page = await ready_page(browser, stack)
+        await page.evaluate("document.querySelector('#max-tokens').value = '1000'")
+        await send(page, "Count from 1 to 1000.")
+        await page.wait_for(f"{LAST}.querySelector('.text').textContent.length > 0", timeout=60)
+        await page.evaluate("document.querySelector('#stop').click()")
+        assert await page.wait_for(f"{LAST}.querySelector('.meta').textContent") == "stopped"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        lines = [json.loads(line) for line in stack.output().splitlines() if '"logger":"aigc.access"' in line]
+        if any(line["method"] == "StreamChat" and line["code"] == "CANCELLED" for line in lines):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the server never saw the stream cancelled")
+
+
+def test_the_page_and_its_assets_are_served_by_envoy_with_no_outside_reference(stack: Stack):
+    import httpx
+
+    for path, kind in [
+        ("/playground", "text/html"),
+        ("/playground/playground.js", "text/javascript"),
+        ("/playground/playground.css", "text/css"),
+    ]:
+        response = httpx.get(f"{stack.http}{path}")
+        assert response.status_code == 200 and response.headers["content-type"].startswith(kind)
+        assert "http://" not in response.text and "https://" not in response.text, (
+            f"{path} loads from elsewhere"
+        )
