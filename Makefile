@@ -187,6 +187,14 @@ bench-deps: $(VENV)/.bench-installed ## Install what `make bench` needs (h2load,
 bench: deps bench-deps ## Load bench vs a fast fake upstream -> bench/RESULTS.md, results.png (BENCH_ARGS=--help)
 	$(PY) bench/run.py $(BENCH_ARGS)
 
+# The soak (bench/soak.py): a few thousand mixed calls through Envoy to two
+# replicas sharing quotas in a real redis-server, random cancels, one replica
+# killed half-way; then nothing in flight, no open files or memory gained.
+# About a minute; not part of `make test`. Writes bench/SOAK.md.
+.PHONY: soak
+soak: deps bench-deps redis ## Soak: mixed calls, cancels, a replica killed -> bench/SOAK.md (SOAK_ARGS=--help)
+	$(PY) bench/soak.py $(SOAK_ARGS)
+
 # Fuzzing (tests/fuzz/README.md): schemathesis (pinned in requirements-dev.txt)
 # generates requests from the served /openapi.json and sends them through
 # Envoy to the real server with the local model (no vendor presets); it fails

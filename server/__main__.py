@@ -30,6 +30,8 @@ def main() -> int:
     for name in ("aiohttp", "aiohttp_socks", "python_socks", "httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
     _raise_open_file_limit()
+    if settings.worker_index is not None:
+        _die_with_supervisor()
     if settings.workers > 1 and settings.worker_index is None:
         from server import supervisor
 
@@ -38,6 +40,25 @@ def main() -> int:
     # loop (bench/README.md); grpc.aio runs on it unchanged.
     uvloop.run(serve(settings, observability))
     return 0
+
+
+def _die_with_supervisor() -> None:
+    """A worker whose supervisor was killed (SIGKILL: no chance to stop its
+    workers) gets SIGTERM from the kernel and drains, instead of serving on
+    as an orphan that holds the ports a restarted supervisor needs (Linux
+    prctl PR_SET_PDEATHSIG; elsewhere a no-op)."""
+    import ctypes
+    import os
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the supervisor died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _raise_open_file_limit() -> None:

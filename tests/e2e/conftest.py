@@ -10,8 +10,10 @@ The config file points the `openai`, `gemini` and `anthropic` presets (and
 `qwen`, through QWEN_BASE_URL) at the fakes, with `max_retries = 0` so a
 scripted 5xx or 429 is answered once, and adds three upstreams of our own:
 `slow` (the OpenAI fake with a 1 s `timeout_seconds`), `stall` (the same
-fake with a 1 s `idle_timeout_seconds`), `dead` (a closed port) and nothing
-else. Every other preset is listed but has no key.
+fake with a 1 s `idle_timeout_seconds`), `retrying` (the same fake with
+`max_retries = 2`), `dead` (a closed port) and nothing else. Model
+`claude-then-gpt` falls back from the Anthropic fake to gpt-4o-mini. Every
+other preset is listed but has no key.
 """
 
 from __future__ import annotations
@@ -165,6 +167,23 @@ def config_text(fakes: Fakes, dead_port: int) -> str:
         api_key_env = "OPENAI_API_KEY"
         max_retries = 0
         idle_timeout_seconds = 1
+
+        [upstreams.retrying]
+        kind = "openai"
+        base_url = "{fakes.openai.base_url}/v1"
+        api_key_env = "OPENAI_API_KEY"
+        max_retries = 2
+
+        [[models]]
+        id = "retry-model"
+        upstream = "retrying"
+        upstream_model = "gpt-4o-mini"
+
+        [[models]]
+        id = "claude-then-gpt"
+        upstream = "anthropic"
+        upstream_model = "claude-haiku-4-5"
+        fallbacks = ["gpt-4o-mini"]
 
         [[models]]
         id = "stall-model"
