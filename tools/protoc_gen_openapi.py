@@ -110,11 +110,34 @@ ERROR_RESPONSES = [
         "INVALID_ARGUMENT: the request is invalid; a `google.rpc.BadRequest` detail names the fields. "
         "Also FAILED_PRECONDITION: the model's provider is not configured (its API key is unset).",
     ),
+    (
+        "401",
+        "Unauthenticated",
+        "UNAUTHENTICATED: this deployment requires an API key (`authorization: Bearer <key>`) and the "
+        "request had none (API_KEY_MISSING) or an unknown one (API_KEY_INVALID).",
+    ),
+    ("403", "PermissionDenied", "PERMISSION_DENIED: the key may not use this model (MODEL_NOT_ALLOWED)."),
     ("404", "NotFound", "NOT_FOUND: something the request names (e.g. the model) does not exist."),
+    (
+        "413",
+        "RequestTooLarge",
+        "INVALID_ARGUMENT (REQUEST_TOO_LARGE): the body is over 16 MiB; retrying cannot help.",
+    ),
+    (
+        "415",
+        "UnsupportedMediaType",
+        "UNSUPPORTED_MEDIA_TYPE: a POST body must be `application/json`.",
+    ),
+    (
+        "431",
+        "HeadersTooLarge",
+        "The request headers are over 60 KiB or 100 headers.",
+    ),
     (
         "429",
         "ResourceExhausted",
-        "RESOURCE_EXHAUSTED: a rate limit or quota was hit; "
+        "RESOURCE_EXHAUSTED: a rate limit or quota was hit (RATE_LIMITED: the key's quota; "
+        "UPSTREAM_RATE_LIMITED: the vendor's; OVERLOADED: this server's); "
         "a `google.rpc.RetryInfo` detail says when to retry.",
     ),
     ("499", "Cancelled", "CANCELLED: the client cancelled the request."),
@@ -145,7 +168,13 @@ are left out of responses.
 Errors are `google.rpc.Status` JSON bodies whose `details` carry a `google.rpc.ErrorInfo` \
 (and `google.rpc.BadRequest` or `google.rpc.RetryInfo` where they apply). The HTTP status \
 follows the gRPC code (`google/rpc/code.proto`). Errors Envoy itself raises before the \
-request reaches the service (malformed JSON, a value of the wrong type) are `text/plain`."""
+request reaches the service (malformed JSON, a value of the wrong type, a body too large or \
+not JSON) are `google.rpc.Status` JSON bodies too, with their own ErrorInfo reasons.
+
+## Authentication
+When the deployment has caller keys configured, every call needs `authorization: Bearer <key>` \
+(401 without a valid one, 403 for a model the key may not use); quotas per key answer 429 with \
+`RetryInfo`. A caller's timeout may be sent as `grpc-timeout` or `x-aigc-timeout` (seconds)."""
 
 
 def main() -> int:
@@ -372,7 +401,17 @@ class Generator:
             "components": {
                 "schemas": {k[1:]: self.schemas[k] for k in sorted(self.schemas)},
                 "responses": self.error_responses(),
+                "securitySchemes": {
+                    "callerKey": {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "description": "A caller key (`aigc-...`), when the deployment has keys on; "
+                        "otherwise no authentication.",
+                    }
+                },
             },
+            # Optional: `{}` means a call without a key is valid too (keys off).
+            "security": [{"callerKey": []}, {}],
         }
 
     @staticmethod
@@ -506,13 +545,11 @@ class Generator:
         responses = {}
         for _status, name, doc in ERROR_RESPONSES:
             responses[name] = {"description": doc, "content": dict(status)}
-        # Envoy answers a body it cannot parse itself, before the service
-        # sees it, and in plain text.
+        # Envoy answers a body it cannot parse itself, before the service sees it.
         responses["InvalidArgument"]["description"] += (
             " A body that is not valid JSON, or a value of the wrong type, is "
-            "rejected by Envoy with a `text/plain` message instead."
+            "refused by Envoy (reason MALFORMED_REQUEST_BODY)."
         )
-        responses["InvalidArgument"]["content"]["text/plain"] = {"schema": {"type": "string"}}
         responses["Error"] = {
             "description": "Any other error, as a `google.rpc.Status`.",
             "content": dict(status),
