@@ -171,6 +171,10 @@ def gateway(
             "AIGC_PRESETS": "none",
             "AIGC_SHUTDOWN_GRACE_SECONDS": "2",
             "ENVOY_LOG_LEVEL": "warn",
+            # One server process and one Envoy thread per core the gateway is
+            # pinned to (more on the same cores would only add switching).
+            "AIGC_WORKERS": str(len(procfs.cpu_list(cpus))),
+            "ENVOY_CONCURRENCY": str(len(procfs.cpu_list(cpus))),
             **env,
         }
         running = GatewayStack(merged, args, cpus)
