@@ -356,6 +356,8 @@ def _banner(args: argparse.Namespace, plans: list[tuple[int, list[int]]], worker
             f"  servers       {servers}",
             f"  auth          {auth}",
             f"  HTTP/JSON     {http}/v1/models",
+            f"  OpenAI SDKs   {http}/openai/v1   (base_url; chat/completions, completions, models)",
+            f"  playground    {http}/playground",
             f"  Swagger UI    {http}/docs",
             f"  OpenAPI spec  {http}/openapi.json",
             "  logs          this terminal: JSON lines, the server's access log (logger aigc.access)",

@@ -50,8 +50,8 @@ async def test_a_streamed_answer_appears_as_it_is_generated_with_its_usage(stack
         # Text is on the page while the answer is still being generated (Stop is live).
         text = f"{LAST}.querySelector('.text').textContent"
         running = "!document.querySelector('#stop').disabled"
-        seen_while_running = await page.wait_for(f"{running} && {text}.length > 0 && {text}", timeout=60)
-        meta = await page.wait_for(f"!({running}) && {LAST}.querySelector('.meta').textContent", timeout=90)
+        seen_while_running = await page.wait_for(f"{running} && {text}.length > 0 && {text}", within=60)
+        meta = await page.wait_for(f"!({running}) && {LAST}.querySelector('.meta').textContent", within=90)
         final = await page.evaluate(f"{LAST}.querySelector('.text').textContent")
         assert final.startswith(seen_while_running) and len(final) > len(seen_while_running)
         assert "completion tokens" in meta and "ms to first token" in meta and "local" in meta
@@ -79,7 +79,7 @@ async def test_stop_cancels_the_stream_at_the_server(stack: Stack):
         page = await ready_page(browser, stack)
         await page.evaluate("document.querySelector('#max-tokens').value = '1000'")
         await send(page, "Count from 1 to 1000.")
-        await page.wait_for(f"{LAST}.querySelector('.text').textContent.length > 0", timeout=60)
+        await page.wait_for(f"{LAST}.querySelector('.text').textContent.length > 0", within=60)
         await page.evaluate("document.querySelector('#stop').click()")
         assert await page.wait_for(f"{LAST}.querySelector('.meta').textContent") == "stopped"
     deadline = time.monotonic() + 10

@@ -59,9 +59,9 @@ class Page:
             raise BrowserError(f"{expression!r} threw: {result['exceptionDetails']}")
         return result["result"].get("value")
 
-    async def wait_for(self, condition: str, timeout: float = 30) -> Any:
-        """Polls a JavaScript expression until it is truthy; returns its value."""
-        deadline = time.monotonic() + timeout
+    async def wait_for(self, condition: str, within: float = 30) -> Any:
+        """Polls a JavaScript expression until it is truthy (at most `within` seconds); returns its value."""
+        deadline = time.monotonic() + within
         while True:
             try:
                 value = await self.evaluate(condition)
@@ -72,7 +72,7 @@ class Page:
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise TimeoutError(f"not true after {timeout}s: {condition} ({last_error})")
+                raise TimeoutError(f"not true after {within}s: {condition} ({last_error})")
             await asyncio.sleep(0.05)
 
     async def screenshot(self) -> bytes:
@@ -92,7 +92,8 @@ class Browser:
         self._endpoint = ""
 
     async def __aenter__(self) -> Browser:
-        self._process = subprocess.Popen(
+        # Popen only spawns (no wait); its output is read in a thread below.
+        self._process = subprocess.Popen(  # noqa: ASYNC220
             [
                 self._binary,
                 "--headless",

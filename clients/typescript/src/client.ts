@@ -35,6 +35,11 @@ export interface AigcClientOptions {
   address?: string;
   /** The deadline of every call that sets no `timeoutMs` of its own, in milliseconds. */
   defaultTimeoutMs?: number;
+  /**
+   * The caller key for a deployment with keys on, sent as `authorization: Bearer <key>`
+   * on every call; default: the AIGC_API_KEY environment variable.
+   */
+  apiKey?: string;
   /** Connect interceptors, e.g. to add headers such as `x-request-id` to every call. */
   interceptors?: Interceptor[];
   /** Anything else createGrpcTransport accepts (TLS via nodeOptions, pings, limits ...). */
@@ -74,7 +79,7 @@ export class AigcClient {
       ...rest,
       baseUrl: this.baseUrl,
       sessionManager: this.#sessions,
-      interceptors: options.interceptors ?? [],
+      interceptors: [...bearer(options.apiKey ?? process.env.AIGC_API_KEY), ...(options.interceptors ?? [])],
       ...(options.defaultTimeoutMs === undefined ? {} : { defaultTimeoutMs: options.defaultTimeoutMs }),
     });
     this.raw = createClient(AigcService, transport);
@@ -177,4 +182,16 @@ export class AigcClient {
       }
     }
   }
+}
+
+
+/** An interceptor that sends `key` as `authorization: Bearer <key>`, or none without a key. */
+function bearer(key: string | undefined): Interceptor[] {
+  if (!key) return [];
+  return [
+    (next) => async (request) => {
+      request.header.set("authorization", `Bearer ${key}`);
+      return await next(request);
+    },
+  ];
 }

@@ -21,8 +21,8 @@ export async function freePort() {
   return port;
 }
 
-/** A running server: `address`, `log()` (its output so far), `stop()`. */
-export async function startServer({ env = {}, timeoutMs = 90_000 } = {}) {
+/** A running server: `address`, `log()` (its output so far), `stop()`; `apiKey` for a server with keys on. */
+export async function startServer({ env = {}, timeoutMs = 90_000, apiKey = "" } = {}) {
   const port = await freePort();
   const address = `127.0.0.1:${port}`;
   const logPath = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "aigc-ts-")), "server.log");
@@ -58,7 +58,7 @@ export async function startServer({ env = {}, timeoutMs = 90_000 } = {}) {
   };
 
   // Ready when ListModels answers with the local model ready.
-  const probe = new AigcClient({ address });
+  const probe = new AigcClient({ address, apiKey });
   const deadline = Date.now() + timeoutMs;
   try {
     for (;;) {

@@ -373,3 +373,25 @@ def test_with_redis_down_calls_pass_with_a_warning_and_keys_still_hold(access: A
         assert "requests go through without quotas" in access.stack.output()
     finally:
         access.redis.start()
+
+
+def test_the_python_client_and_the_cli_send_their_key(access: Access):
+    import subprocess
+
+    from aigc_client import AigcError, Client
+
+    from tests.support.processes import VENV_BIN
+
+    address = access.stack.replica_addresses[0]
+    with Client(address, api_key=KEYS["open"]) as client:
+        assert client.chat("hi", max_output_tokens=2).message.parts[0].text == "ok"
+    with Client(address, api_key="") as client, pytest.raises(AigcError) as caught:
+        client.list_models()
+    assert caught.value.reason == "API_KEY_MISSING"
+    env = {"PATH": "/usr/bin:/bin", "AIGC_API_KEY": KEYS["open"]}
+    cli = [str(VENV_BIN / "aigc"), "--server", address, "chat", "hi", "--max-tokens", "2"]
+    keyed = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=30)
+    assert (keyed.returncode, keyed.stdout.strip()) == (0, "ok"), keyed.stderr
+    anonymous = subprocess.run(cli, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=30)
+    assert anonymous.returncode == 8 and "API_KEY_MISSING" in anonymous.stderr
+    assert KEYS["open"] not in keyed.stderr + anonymous.stderr

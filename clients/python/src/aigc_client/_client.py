@@ -3,6 +3,7 @@ errors raised as AigcError and streams that cancel when they are left."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -111,7 +112,9 @@ class Client:
     """A client of aigc-service on one gRPC channel.
 
     `timeout` is the deadline in seconds of every call that sets none;
-    `metadata` is sent with every call (e.g. `[("x-request-id", "...")]`).
+    `metadata` is sent with every call (e.g. `[("x-request-id", "...")]`);
+    `api_key` (default: the AIGC_API_KEY environment variable) is sent as
+    `authorization: Bearer <key>` when the deployment has keys on.
     Every failure is raised as AigcError.
     """
 
@@ -123,8 +126,10 @@ class Client:
         channel: grpc.Channel | None = None,
         timeout: float | None = None,
         metadata: Metadata = (),
+        api_key: str | None = None,
     ) -> None:
         self.address = address
+        key = os.environ.get("AIGC_API_KEY", "") if api_key is None else api_key
         self._own_channel = channel is None
         if channel is None:
             channel = (
@@ -136,7 +141,7 @@ class Client:
         #: The generated stub, for anything this class does not wrap.
         self.stub = aigc_service_pb2_grpc.AigcServiceStub(channel)
         self.timeout = timeout
-        self.metadata = tuple(metadata)
+        self.metadata = (*(("authorization", f"Bearer {key}"),) * bool(key), *metadata)
 
     def chat(
         self,

@@ -9,7 +9,9 @@ Options of `chat`: --model, --system, --max-tokens, --temperature, --timeout
 (a deadline in seconds), --json (the whole answer as one JSON object, the
 shape of POST /v1/chat:generate), --jsonl (every stream message as one JSON
 line, the shape of the SSE events). `--server host:port` (or AIGC_SERVER)
-picks the server, default localhost:9000.
+picks the server, default localhost:9000. With keys on at the server, the
+key comes from AIGC_API_KEY (never a flag: command lines end up in shell
+histories and `ps`).
 
 Ctrl-C cancels the stream: the server sees CANCELLED and stops generating.
 On failure one line goes to stderr - the status code, the ErrorInfo reason,
