@@ -187,6 +187,12 @@ bench-deps: $(VENV)/.bench-installed ## Install what `make bench` needs (h2load,
 bench: deps bench-deps ## Load bench vs a fast fake upstream -> bench/RESULTS.md, results.png (BENCH_ARGS=--help)
 	$(PY) bench/run.py $(BENCH_ARGS)
 
+# The floor (bench/floor.py): an empty grpc.aio servicer under the same
+# load - the most any Python grpc.aio service gets from one core here.
+.PHONY: bench-floor
+bench-floor: deps bench-deps ## What grpc.aio itself costs per call (an empty servicer under h2load)
+	$(PY) bench/floor.py $(FLOOR_ARGS)
+
 # The soak (bench/soak.py): a few thousand mixed calls through Envoy to two
 # replicas sharing quotas in a real redis-server, random cancels, one replica
 # killed half-way; then nothing in flight, no open files or memory gained.
