@@ -5,12 +5,13 @@
 A servicer of the same aigc.v1.AigcService that does no work - `Chat` returns a fixed
 answer, `StreamChat` yields 21 fixed messages (20 chunks and the last one), and
 `StreamComplete` 2 (what the gateway sends when 20 chunks arrive at once: one merged
-message and the last) - on uvloop with the server's own options, pinned to core 0, under the same h2load load
-as `make bench` (pinned to core 1). h2load sees only HTTP statuses, so every method
-here is one the servicer implements (an UNIMPLEMENTED would count as served). Its requests/s and CPU per request are the ceiling of
-any Python grpc.aio service on this machine: the distance between them and the
-gateway's rows in RESULTS.md is what our code costs, and the distance between them
-and the reference proxy is what Python grpc.aio costs.
+message and the last) - on uvloop with the server's own options, pinned to core 0,
+under the same h2load load as `make bench` (pinned to core 1). h2load sees only HTTP
+statuses, so every method here is one the servicer implements (an UNIMPLEMENTED would
+count as served). Its requests/s and CPU per request are the ceiling of any Python
+grpc.aio service on this machine: the distance between them and the gateway's rows in
+RESULTS.md is what our code costs, and the distance between them and the reference
+proxy is what Python grpc.aio costs.
 """
 
 from __future__ import annotations
