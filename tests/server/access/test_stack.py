@@ -51,6 +51,9 @@ class Answers(Reply):
         if body["messages"][-1].get("content") == "hold":
             events = openai_fake.chat_events(["held"], finish=None, usage=None)[:-1]
             return await openai_fake.stream(events, end="hold").send(conn, server)
+        if body["messages"][-1].get("content") == "slow":  # ten words, 0.4 s apart: ~4 s
+            events = openai_fake.chat_events([f"w{i} " for i in range(10)], usage=USAGE)
+            return await openai_fake.stream(events, pause=0.4).send(conn, server)
         return await openai_fake.stream(openai_fake.chat_events(["ok"], usage=USAGE)).send(conn, server)
 
 
@@ -395,3 +398,48 @@ def test_the_python_client_and_the_cli_send_their_key(access: Access):
     anonymous = subprocess.run(cli, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=30)
     assert anonymous.returncode == 8 and "API_KEY_MISSING" in anonymous.stderr
     assert KEYS["open"] not in keyed.stderr + anonymous.stderr
+
+
+# --- draining a replica (last: it restarts one) ------------------------------------------
+
+
+def test_a_draining_replica_finishes_its_stream_while_envoy_sends_new_calls_to_the_other(access: Access):
+    """SIGTERM to replica 1 with a stream in flight on it: its health turns NOT_SERVING, Envoy
+    sends every new call to replica 0, and the stream still ends with its finish."""
+    import os
+    import signal
+    import threading
+
+    from bench import procfs
+
+    port = access.stack.replica_addresses[1].rpartition(":")[2].encode()
+    (pid,) = [
+        p
+        for p, argv in procfs.descendants(access.stack.proc.pid).items()
+        if b"-m server" in argv
+        and f"AIGC_GRPC_ADDRESS=127.0.0.1:{port.decode()}".encode()
+        in pathlib.Path(f"/proc/{p}/environ").read_bytes()
+    ]
+    stream = access.stubs[1].StreamChat(hi(text="slow"), metadata=auth("open"), timeout=30)
+    first = next(stream)
+    assert first.message.parts[0].text.startswith("w0")
+    rest: list = []
+    reader = threading.Thread(target=lambda: rest.extend(stream))
+    reader.start()
+    os.kill(pid, signal.SIGTERM)
+    time.sleep(0.5)
+    answered = []
+    for _ in range(20):  # during the drain: all through Envoy, none may fail
+        response = access.http.post(
+            "/v1/chat:generate",
+            json={"messages": [{"role": "ROLE_USER", "content": "hi"}]},
+            headers={"authorization": f"Bearer {KEYS['open']}"},
+        )
+        answered.append(response.status_code)
+        time.sleep(0.1)
+    reader.join(20)
+    assert answered == [200] * 20
+    assert rest and rest[-1].finish_reason == generation_pb2.FINISH_REASON_STOP, "the stream finished"
+    assert "".join(m.message.parts[0].text for m in [first, *rest[:-1]] if m.message.parts) == "".join(
+        f"w{i} " for i in range(10)
+    )
