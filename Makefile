@@ -77,10 +77,10 @@ check-gen: gen ## Regenerate gen/ and fail if it differs from what is committed
 	  echo "gen/ is out of date: run 'make gen' and commit the result"; \
 	  git status --porcelain -- gen; git --no-pager diff --stat -- gen; exit 1; fi
 
-# The v1 contract may still change until the first release; from then on every
-# change is checked against the latest v* tag (FILE rules, see buf.yaml).
+# Since v1.0.0 (the first release) every change to the contract is checked
+# against the latest v* tag (FILE rules, see buf.yaml).
 .PHONY: check-breaking
-check-breaking: deps protos-deps ## buf breaking against the latest release tag (none yet: skipped, said so)
+check-breaking: deps protos-deps ## buf breaking against the latest release tag (v1.0.0 and later; skipped, saying so, if there is none)
 	@tag=$$(git tag --list 'v*' --sort=-v:refname | head -n 1); \
 	if [ -z "$$tag" ]; then echo "buf breaking: no release tag yet, nothing to compare against"; \
 	else echo "buf breaking against $$tag"; rm -rf build/against && mkdir -p build/against/build && \
