@@ -58,6 +58,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def black_hole() -> Iterator[int]:
+    """A port whose listener never accepts: the kernel completes the TCP handshake
+    and buffers what is sent, and nothing ever answers - a hung server. Unlike a
+    gRPC server it keeps no deadline of its own, so what times out is Envoy."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        yield s.getsockname()[1]
+
+
 def error_info(body: dict[str, Any]) -> dict[str, Any]:
     (info,) = [d for d in body["details"] if d["@type"] == "type.googleapis.com/google.rpc.ErrorInfo"]
     return info
@@ -112,7 +123,7 @@ def _not_found_trailers(model: str) -> tuple[tuple[str, bytes], ...]:
 
 @dataclass
 class FakeAigc:
-    """Canned AigcService: model "missing" fails NOT_FOUND, "slow" sleeps 2 s,
+    """Canned AigcService: model "missing" fails NOT_FOUND,
     "huge" answers more than MAX_REQUEST_BYTES of text, and a stream for model
     "hold" waits for release_held() (held streams)."""
 
@@ -132,8 +143,6 @@ class FakeAigc:
             await context.abort(
                 grpc.StatusCode.NOT_FOUND, "unknown model", _not_found_trailers(request.model)
             )
-        if request.model == "slow":
-            await asyncio.sleep(2)
         if request.model == "huge":
             return self._response(request, "a" * (MAX_REQUEST_BYTES + 1))
         last = request.messages[-1].content if request.messages else ""

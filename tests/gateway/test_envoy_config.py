@@ -35,6 +35,7 @@ from tests.gateway.harness import (
     FakeAigc,
     Gateway,
     Types,
+    black_hole,
     envoy_binary,
     error_info,
     free_port,
@@ -199,13 +200,42 @@ def test_grpc_error_becomes_http_status_witherror_info(http: httpx.Client, path:
     }
 
 
-def test_http_caller_deadline_gives_504_status_json(http: httpx.Client) -> None:
-    resp = http.post("/v1/chat:generate", json={**CHAT, "model": "slow"}, headers={"grpc-timeout": "200m"})
-    assert resp.status_code == 504
-    assert resp.headers["content-type"] == "application/json"
-    body = resp.json()
-    assert body["code"] == 4
-    assert error_info(body)["reason"] == "DEADLINE_EXCEEDED"
+def test_a_hung_server_is_cut_at_the_callers_deadline_504_status_json(
+    tmp_path: Path, descriptor_path: Path, types: Types
+) -> None:
+    """Envoy keeps the caller's deadline itself when the server never answers.
+
+    Against a gRPC server this would race: the server gets the same grpc-timeout and
+    its own DEADLINE_EXCEEDED (no details) may come first. The real server answers a
+    margin early with its ErrorInfo (tests/e2e/test_errors_e2e.py); a hung one cannot.
+    """
+    with black_hole() as port:
+        gw = render_gateway(tmp_path, descriptor_path, grpc_port=port)
+        with run_envoy(gw, tmp_path / "envoy.log") as running:
+            started = time.monotonic()
+            resp = httpx.post(
+                f"{running.base_url}/v1/chat:generate",
+                json=CHAT,
+                headers={"grpc-timeout": "300m", "x-request-id": "hung-1"},
+                timeout=10,
+            )
+            waited = time.monotonic() - started
+            assert resp.status_code == 504, resp.text
+            assert resp.headers["content-type"] == "application/json"
+            body = resp.json()
+            assert body["code"] == 4
+            assert error_info(body) == {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "DEADLINE_EXCEEDED",
+                "domain": "aigc-service",
+                "metadata": {"request_id": "hung-1"},
+            }
+            assert 0.25 <= waited < 5, f"answered after {waited:.2f} s"
+            # A gRPC caller gets the plain status, within its deadline.
+            channel, chat = _grpc_chat(running, types)
+            with channel, pytest.raises(grpc.RpcError) as caught:
+                chat(types.ChatRequest(), timeout=0.5)
+            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 def _grpc_chat(gateway: Gateway, types: Types) -> tuple[grpc.Channel, grpc.UnaryUnaryMultiCallable]:
