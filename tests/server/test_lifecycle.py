@@ -27,8 +27,10 @@ LONG = pb.ChatRequest(
     messages=[
         content_pb2.Message(role=content_pb2.ROLE_USER, content="Write a very long story about dragons.")
     ],
-    # ~10+ s of decoding on 2 cores, unless something stops it.
-    generation_config=generation_pb2.GenerationConfig(max_output_tokens=2000, temperature=1.0),
+    # ~10+ s of decoding on 2 cores, unless something stops it. Greedy, so it runs
+    # to the limit (measured: 1000 of 1000 tokens); sampled, it could end early and
+    # a model that never stopped would pass.
+    generation_config=generation_pb2.GenerationConfig(max_output_tokens=2000, temperature=0),
 )
 
 

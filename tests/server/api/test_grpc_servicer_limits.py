@@ -211,9 +211,11 @@ def test_a_full_local_queue_refuses_with_retry_info_and_frees_up():
     env = {"AIGC_LOCAL_PARALLEL": "1", "AIGC_LOCAL_QUEUE_TIMEOUT_SECONDS": "0.5"}
     with running_server(env) as server, grpc.insecure_channel(server.address) as channel:
         stub = aigc_service_pb2_grpc.AigcServiceStub(channel)
+        # Greedy decoding runs to the 1000-token limit (~15 s): the slot stays busy
+        # however fast the machine; sampled, the story may end in a second.
         long = pb.ChatRequest(
             messages=[user("Write a long story about the sea.")],
-            generation_config=generation_pb2.GenerationConfig(max_output_tokens=1000, temperature=1.0),
+            generation_config=generation_pb2.GenerationConfig(max_output_tokens=1000, temperature=0),
         )
         holder = stub.StreamChat(long, timeout=60)
         next(holder)  # the one slot is decoding for this caller

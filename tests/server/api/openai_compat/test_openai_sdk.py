@@ -160,11 +160,15 @@ def test_errors_are_the_sdks_exceptions_with_our_status(client: openai.OpenAI):
 def test_an_error_mid_stream_is_raised_by_the_sdk_not_a_clean_end(
     client: openai.OpenAI, server: ServerProcess
 ):
-    """A deadline passing mid-stream (x-aigc-timeout): the SDK raises from the `error` event."""
+    """A deadline passing mid-stream (x-aigc-timeout): the SDK raises from the `error` event.
+
+    Greedy decoding, so the story runs to the 1000-token limit (~15 s here), far past the
+    1.5 s deadline; sampled, it once ended on its own first and the stream closed clean."""
     stream = client.chat.completions.create(
         model=MODEL,
         messages=ask("Write a long story about the sea."),
         max_tokens=1000,
+        temperature=0,
         stream=True,
         extra_headers={"x-aigc-timeout": "1.5"},
     )
