@@ -26,7 +26,9 @@ id where known). Messages are redacted of configured secrets before they leave.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -172,6 +174,14 @@ _RETRYABLE = frozenset(
         UpstreamFailure.STREAM_INTERRUPTED,
     }
 )
+
+
+def error_body(body: bytes) -> Any:
+    """A vendor's error response body as JSON, or None when it is not JSON (an HTML page, a proxy's text)."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
 
 
 def failure_for_http_status(status: int) -> UpstreamFailure:

@@ -29,14 +29,16 @@ import contextlib
 import dataclasses
 import email.utils
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import orjson
+
 from aigc.v1 import aigc_service_pb2, content_pb2, generation_pb2, model_pb2
-from server.errors import UpstreamError
+from server.errors import UpstreamError, UpstreamFailure
 from server.providers.endpoints import Endpoint, Endpoints
-from server.providers.http import HttpTransport, SseStream, Timeouts
+from server.providers.http import HttpTransport, SseEvent, SseStream, Timeouts
 
 Part = content_pb2.Part
 Usage = generation_pb2.Usage
@@ -44,6 +46,9 @@ Capability = int  # an aigc.v1.Capability value
 
 # Header values this long are treated as secrets (see RemoteProvider.secrets).
 _MIN_SECRET_HEADER = 8
+# What a vendor event of the wrong shape raises when a translator reads it
+# (a missing key, a string where a list was due, ...): MALFORMED_RESPONSE.
+SHAPE_ERRORS = (AttributeError, TypeError, KeyError, IndexError, ValueError)
 
 ALL_CAPABILITIES: frozenset[Capability] = frozenset(
     v for v in model_pb2.Capability.values() if v != model_pb2.CAPABILITY_UNSPECIFIED
@@ -256,6 +261,61 @@ class RemoteProvider(Provider):
         headers = tuple(v for v in self.default_headers.values() if len(v) >= _MIN_SECRET_HEADER)
         return tuple(k for k in self.api_keys if k) + headers
 
+    def malformed(self, message: str, request_id: str | None = None) -> UpstreamError:
+        """MALFORMED_RESPONSE: a body or an event of the vendor's that we cannot read."""
+        return UpstreamError(
+            UpstreamFailure.MALFORMED_RESPONSE,
+            message,
+            provider=self.name,
+            upstream_request_id=request_id,
+            secrets=self.secrets,
+        )
+
+    def event_object(self, event: SseEvent, what: str, request_id: str | None = None) -> dict[str, Any]:
+        """The event's JSON - the one decode it gets - which must be an object; else
+        MALFORMED_RESPONSE, naming `what` the vendor calls it ("stream chunk", ...)."""
+        try:
+            data = orjson.loads(event.data)
+        except ValueError as exc:
+            raise self.malformed(f"unparseable {what}: {exc}", request_id) from exc
+        if not isinstance(data, dict):
+            raise self.malformed(f"{what} is a {type(data).__name__}, not an object", request_id)
+        return data
+
+
+async def merged_batches(
+    events: SseStream,
+    translate: Callable[[SseEvent], Chunk | None],
+    stop: Callable[[SseEvent], bool] | None = None,
+) -> AsyncIterator[Chunk]:
+    """The vendor's events as Chunks, one per network read (merge_chunks): events that
+    arrived together go on together.
+
+    `translate` turns one event into a Chunk (or None) and raises UpstreamError for a
+    failure - what arrived before it in the same read still goes out first, so the
+    caller gets every delta the vendor sent. `stop(event)`, asked after each event,
+    says it was the vendor's end marker: nothing after it is read.
+    """
+    async for batch in events.batches():
+        chunks: list[Chunk] = []
+        stopped = False
+        try:
+            for event in batch:
+                chunk = translate(event)
+                if chunk is not None:
+                    chunks.append(chunk)
+                if stop is not None and stop(event):
+                    stopped = True
+                    break
+        except UpstreamError:
+            if chunks:
+                yield merge_chunks(chunks)
+            raise
+        if chunks:
+            yield merge_chunks(chunks)
+        if stopped:
+            return
+
 
 def retry_after_seconds(value: str | None) -> float | None:
     """An HTTP Retry-After header as seconds: delta-seconds or an HTTP-date."""
@@ -319,6 +379,7 @@ def parts_of(message: content_pb2.Message) -> Sequence[content_pb2.Part]:
 
 __all__ = [
     "ALL_CAPABILITIES",
+    "SHAPE_ERRORS",
     "Capability",
     "Chunk",
     "Part",
@@ -327,6 +388,7 @@ __all__ = [
     "RemoteProvider",
     "Usage",
     "merge_chunks",
+    "merged_batches",
     "parts_of",
     "retry_after_seconds",
 ]

@@ -23,19 +23,21 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 
-import orjson
-
 from aigc.v1 import model_pb2
 from server.errors import UpstreamError, UpstreamFailure
 from server.providers.anthropic import errors, wire
-from server.providers.base import ALL_CAPABILITIES, Chunk, ProviderRequest, RemoteProvider, merge_chunks
-from server.providers.http import SseStream
+from server.providers.base import (
+    ALL_CAPABILITIES,
+    SHAPE_ERRORS,
+    Chunk,
+    ProviderRequest,
+    RemoteProvider,
+    merged_batches,
+)
+from server.providers.http import SseEvent, SseStream
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = wire.DEFAULT_MAX_TOKENS
-
-# What an event of the wrong shape raises when the translator reads it.
-_SHAPE_ERRORS = (AttributeError, TypeError, KeyError, IndexError, ValueError)
 
 
 class AnthropicProvider(RemoteProvider):
@@ -68,65 +70,36 @@ class AnthropicProvider(RemoteProvider):
             deadline=request.deadline,
             request_id_header="request-id",
         ) as events:
-            chunks = self._chunks(events, translator)
-            try:
+            async with contextlib.aclosing(self._chunks(events, translator)) as chunks:
                 yield chunks
-            finally:
-                await chunks.aclose()
 
     async def _chunks(self, events: SseStream, translator: wire.StreamTranslator) -> AsyncIterator[Chunk]:
         request_id = events.request_id
-        async for batch in events.batches():
-            chunks: list[Chunk] = []
+
+        def translate(event: SseEvent) -> Chunk | None:
+            data = self.event_object(event, "stream event", request_id)
+            if data.get("type") == "error" or event.name == "error":
+                raise errors.stream_error(self.name, data, request_id, self.secrets)
             try:
-                for event in batch:
-                    try:
-                        data = orjson.loads(event.data)
-                    except ValueError as exc:
-                        raise self._malformed(f"unparseable stream event: {exc}", request_id) from exc
-                    if not isinstance(data, dict):
-                        raise self._malformed(
-                            f"stream event is a {type(data).__name__}, not an object", request_id
-                        )
-                    if data.get("type") == "error" or event.name == "error":
-                        raise errors.stream_error(self.name, data, request_id, self.secrets)
-                    try:
-                        chunk = translator.feed(data)
-                    except _SHAPE_ERRORS as exc:
-                        raise self._malformed(
-                            f"unexpected {data.get('type')!r} event: {exc!r}", request_id
-                        ) from exc
-                    if chunk is not None:
-                        chunks.append(chunk)
-                    if translator.finished:
-                        break
-            except UpstreamError:
-                # What arrived before the failure still reaches the caller.
-                if chunks:
-                    yield merge_chunks(chunks)
-                raise
-            if chunks:
-                yield merge_chunks(chunks)
-            if translator.finished:
-                return
-        raise UpstreamError(
-            UpstreamFailure.STREAM_INTERRUPTED,
-            "the stream ended before message_stop",
-            provider=self.name,
-            upstream_request_id=request_id,
-        )
+                return translator.feed(data)
+            except SHAPE_ERRORS as exc:
+                raise self.malformed(f"unexpected {data.get('type')!r} event: {exc!r}", request_id) from exc
+
+        # message_stop ends the answer: nothing after it is read.
+        batches = merged_batches(events, translate, stop=lambda _event: translator.finished)
+        async with contextlib.aclosing(batches):
+            async for chunk in batches:
+                yield chunk
+        if not translator.finished:
+            raise UpstreamError(
+                UpstreamFailure.STREAM_INTERRUPTED,
+                "the stream ended before message_stop",
+                provider=self.name,
+                upstream_request_id=request_id,
+            )
 
     def _error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         return errors.error_from_response(self.name, status, headers, body, self.secrets)
-
-    def _malformed(self, message: str, request_id: str | None) -> UpstreamError:
-        return UpstreamError(
-            UpstreamFailure.MALFORMED_RESPONSE,
-            message,
-            provider=self.name,
-            upstream_request_id=request_id,
-            secrets=self.secrets,
-        )
 
 
 __all__ = ["API_VERSION", "DEFAULT_MAX_TOKENS", "AnthropicProvider"]

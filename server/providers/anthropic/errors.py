@@ -10,11 +10,10 @@ upstream request id, Retry-After the RetryInfo.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
-from server.errors import UpstreamError, UpstreamFailure, failure_for_http_status
+from server.errors import UpstreamError, UpstreamFailure, error_body, failure_for_http_status
 from server.providers.base import retry_after_seconds
 
 # `error.type` of error bodies and `error` events. It decides before the HTTP
@@ -38,7 +37,7 @@ def error_from_response(
     provider: str, status: int, headers: Mapping[str, str], body: bytes, secrets: tuple[str, ...]
 ) -> UpstreamError:
     """An error answer (or a 200 that is not an event stream) as UpstreamError."""
-    parsed = _json(body)
+    parsed = error_body(body)
     request_id = headers.get("request-id") or _body_request_id(parsed)
     if status == 200:
         if isinstance(parsed, Mapping) and parsed.get("type") == "error":
@@ -79,13 +78,6 @@ def stream_error(
         upstream_request_id=request_id,
         secrets=secrets,
     )
-
-
-def _json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
 
 
 def _error_fields(body: object) -> tuple[str, str]:

@@ -27,18 +27,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
-
-import orjson
 
 from aigc.v1 import model_pb2
 from server.errors import UpstreamError, UpstreamFailure
-from server.providers.base import ALL_CAPABILITIES, Chunk, ProviderRequest, RemoteProvider, merge_chunks
+from server.providers.base import (
+    ALL_CAPABILITIES,
+    SHAPE_ERRORS,
+    Chunk,
+    ProviderRequest,
+    RemoteProvider,
+    merged_batches,
+)
 from server.providers.gemini import errors, wire
-from server.providers.http import SseStream
-
-# What an event of the wrong shape raises when the translator reads it.
-_SHAPE_ERRORS = (AttributeError, TypeError, KeyError, IndexError, ValueError)
+from server.providers.http import SseEvent, SseStream
 
 
 class GeminiProvider(RemoteProvider):
@@ -65,48 +66,27 @@ class GeminiProvider(RemoteProvider):
             deadline=request.deadline,
             params={"alt": "sse"},
         ) as events:
-            chunks = self._chunks(events, translator)
-            try:
+            async with contextlib.aclosing(self._chunks(events, translator)) as chunks:
                 yield chunks
-            finally:
-                await chunks.aclose()
 
     async def _chunks(self, events: SseStream, translator: wire.StreamTranslator) -> AsyncIterator[Chunk]:
-        async for batch in events.batches():
-            chunks: list[Chunk] = []
+        def translate(event: SseEvent) -> Chunk | None:
+            data = self.event_object(event, "chunk")
+            if "error" in data:
+                raise errors.stream_error(self.name, data, self.secrets)
+            blocked = wire.block_reason(data)
+            if blocked:
+                raise self._failure(UpstreamFailure.CONTENT_FILTERED, f"prompt blocked: {blocked}")
             try:
-                for event in batch:
-                    try:
-                        data: Any = orjson.loads(event.data)
-                    except ValueError as exc:
-                        raise self._failure(
-                            UpstreamFailure.MALFORMED_RESPONSE, f"unparseable chunk: {exc}"
-                        ) from exc
-                    if not isinstance(data, dict):
-                        raise self._failure(
-                            UpstreamFailure.MALFORMED_RESPONSE,
-                            f"chunk is a {type(data).__name__}, not an object",
-                        )
-                    if "error" in data:
-                        raise errors.stream_error(self.name, data, self.secrets)
-                    blocked = wire.block_reason(data)
-                    if blocked:
-                        raise self._failure(UpstreamFailure.CONTENT_FILTERED, f"prompt blocked: {blocked}")
-                    try:
-                        chunk = translator.feed(data)
-                    except _SHAPE_ERRORS as exc:
-                        raise self._failure(
-                            UpstreamFailure.MALFORMED_RESPONSE, f"unexpected chunk shape: {exc!r}"
-                        ) from exc
-                    if chunk is not None:
-                        chunks.append(chunk)
-            except UpstreamError:
-                # What arrived before the failure still reaches the caller.
-                if chunks:
-                    yield merge_chunks(chunks)
-                raise
-            if chunks:
-                yield merge_chunks(chunks)
+                return translator.feed(data)
+            except SHAPE_ERRORS as exc:
+                raise self.malformed(f"unexpected chunk shape: {exc!r}") from exc
+
+        # Gemini has no end marker: the stream ends when the body does.
+        batches = merged_batches(events, translate)
+        async with contextlib.aclosing(batches):
+            async for chunk in batches:
+                yield chunk
         if not translator.finished:
             # A clean close without a finishReason: the stream was cut,
             # whatever the socket said.

@@ -11,12 +11,11 @@ whose reason says API_KEY_INVALID) and RetryInfo delays.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from server.errors import UpstreamError, UpstreamFailure, failure_for_http_status
+from server.errors import UpstreamError, UpstreamFailure, error_body, failure_for_http_status
 from server.providers.base import retry_after_seconds
 
 # google.rpc canonical status names in error bodies; they decide before the HTTP status does.
@@ -43,7 +42,7 @@ def error_from_response(
     provider: str, status: int, headers: Mapping[str, str], body: bytes, secrets: tuple[str, ...]
 ) -> UpstreamError:
     """An error answer (or a 200 that is not an event stream) as UpstreamError."""
-    parsed = _json(body)
+    parsed = error_body(body)
     if status == 200:
         if isinstance(parsed, Mapping) and "error" in parsed:
             return stream_error(provider, parsed, secrets)
@@ -126,13 +125,6 @@ def _reasons(details: Iterable[Mapping[str, Any]]) -> set[str]:
         for d in details
         if str(d.get("@type", "")).endswith("google.rpc.ErrorInfo") and d.get("reason")
     }
-
-
-def _json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
 
 
 __all__ = ["error_from_response", "retry_delay", "stream_error"]

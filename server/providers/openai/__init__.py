@@ -21,15 +21,13 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import orjson
-
 from server.errors import UpstreamError, UpstreamFailure
-from server.providers.base import Chunk, ProviderRequest, RemoteProvider, merge_chunks
-from server.providers.http import SseStream
+from server.providers.base import SHAPE_ERRORS, Chunk, ProviderRequest, RemoteProvider, merged_batches
+from server.providers.http import SseEvent, SseStream
 from server.providers.openai import wire
 
-# What a chunk of the wrong shape raises when the translator reads it.
-_SHAPE_ERRORS = (AttributeError, TypeError, KeyError, IndexError, ValueError)
+# OpenAI's end marker: the last event of a stream.
+_DONE = b"[DONE]"
 
 
 class OpenAICompatProvider(RemoteProvider):
@@ -65,47 +63,27 @@ class OpenAICompatProvider(RemoteProvider):
         async with self.post_sse(
             path, body, on_error=self._error, deadline=request.deadline, request_id_header="x-request-id"
         ) as events:
-            chunks = self._chunks(events, translator)
-            try:
+            async with contextlib.aclosing(self._chunks(events, translator)) as chunks:
                 yield chunks
-            finally:
-                await chunks.aclose()
 
     async def _chunks(self, events: SseStream, translator: wire.StreamTranslator) -> AsyncIterator[Chunk]:
         request_id = events.request_id
-        done = False
-        async for batch in events.batches():
-            chunks: list[Chunk] = []
+
+        def translate(event: SseEvent) -> Chunk | None:
+            if event.data == _DONE:
+                return None
+            data = self.event_object(event, "stream chunk", request_id)
+            if "error" in data:
+                raise wire.stream_error(self.name, data, request_id, self.secrets)
             try:
-                for event in batch:
-                    if event.data == b"[DONE]":
-                        done = True
-                        break
-                    try:
-                        data = orjson.loads(event.data)
-                    except ValueError as exc:
-                        raise self._malformed(f"unparseable stream chunk: {exc}", request_id) from exc
-                    if not isinstance(data, dict):
-                        raise self._malformed(
-                            f"stream chunk is a {type(data).__name__}, not an object", request_id
-                        )
-                    if "error" in data:
-                        raise wire.stream_error(self.name, data, request_id, self.secrets)
-                    try:
-                        chunk = translator.feed(data)
-                    except _SHAPE_ERRORS as exc:
-                        raise self._malformed(f"unexpected chunk shape: {exc!r}", request_id) from exc
-                    if chunk is not None:
-                        chunks.append(chunk)
-            except UpstreamError:
-                # What arrived before the failure still reaches the caller.
-                if chunks:
-                    yield merge_chunks(chunks)
-                raise
-            if chunks:
-                yield merge_chunks(chunks)
-            if done:
-                break
+                return translator.feed(data)
+            except SHAPE_ERRORS as exc:
+                raise self.malformed(f"unexpected chunk shape: {exc!r}", request_id) from exc
+
+        batches = merged_batches(events, translate, stop=lambda event: event.data == _DONE)
+        async with contextlib.aclosing(batches):
+            async for chunk in batches:
+                yield chunk
         if not translator.finished:
             # A clean close without a finish reason: the stream was cut,
             # whatever the socket said.
@@ -118,15 +96,6 @@ class OpenAICompatProvider(RemoteProvider):
 
     def _error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         return wire.error_from_response(self.name, status, headers, body, self.secrets)
-
-    def _malformed(self, message: str, request_id: str | None) -> UpstreamError:
-        return UpstreamError(
-            UpstreamFailure.MALFORMED_RESPONSE,
-            message,
-            provider=self.name,
-            upstream_request_id=request_id,
-            secrets=self.secrets,
-        )
 
 
 __all__ = ["OpenAICompatProvider"]

@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aigc.v1 import content_pb2, generation_pb2, tool_pb2
-from server.errors import UpstreamError, UpstreamFailure, failure_for_http_status
+from server.errors import UpstreamError, UpstreamFailure, error_body, failure_for_http_status
 from server.providers.base import Chunk, ProviderRequest, parts_of, retry_after_seconds
 from server.providers.vendor_params import merge, struct_to_dict
 
@@ -358,7 +358,7 @@ def error_from_response(
     """An error answer (or a 200 that is not an event stream) as UpstreamError."""
     request_id = headers.get("x-request-id")
     if status == 200:
-        parsed = _json(body)
+        parsed = error_body(body)
         if isinstance(parsed, Mapping) and "error" in parsed:  # a vendor sending errors with 200
             return stream_error(provider, parsed, request_id, secrets)
         return UpstreamError(
@@ -368,7 +368,7 @@ def error_from_response(
             upstream_request_id=request_id,
             secrets=secrets,
         )
-    parsed = _json(body)
+    parsed = error_body(body)
     code = _error_code(parsed)
     if code in _CONTEXT_CODES:
         failure = UpstreamFailure.CONTEXT_TOO_LONG
@@ -409,13 +409,6 @@ def stream_error(
         upstream_request_id=request_id,
         secrets=secrets,
     )
-
-
-def _json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
 
 
 def _error_code(body: object) -> str:
