@@ -77,7 +77,9 @@ async def test_an_unknown_model_shows_the_status_and_reason(stack: Stack):
 async def test_stop_cancels_the_stream_at_the_server(stack: Stack):
     async with Browser() as browser:
         page = await ready_page(browser, stack)
+        # Greedy, so the count runs long and Stop comes first; sampled, it may end on its own.
         await page.evaluate("document.querySelector('#max-tokens').value = '1000'")
+        await page.evaluate("document.querySelector('#temperature').value = '0'")
         await send(page, "Count from 1 to 1000.")
         await page.wait_for(f"{LAST}.querySelector('.text').textContent.length > 0", within=60)
         await page.evaluate("document.querySelector('#stop').click()")
