@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -86,7 +89,7 @@ class Browser:
         assert binary, "chromium is missing: `make browser` installs Debian's package"
         self._binary = binary
         self._size = (width, height)
-        self._profile = tempfile.TemporaryDirectory(prefix="chromium-")
+        self._profile = tempfile.mkdtemp(prefix="chromium-")
         self._process: subprocess.Popen[str] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._endpoint = ""
@@ -106,12 +109,14 @@ class Browser:
                 "--remote-debugging-address=127.0.0.1",
                 "--remote-debugging-port=0",
                 f"--window-size={self._size[0]},{self._size[1]}",
-                f"--user-data-dir={self._profile.name}",
+                f"--user-data-dir={self._profile}",
                 "about:blank",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            # Its own process group: the renderers and helpers it forks go with it.
+            start_new_session=True,
         )
         # Chromium prints where it listens: "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/ID".
         assert self._process.stderr is not None
@@ -146,14 +151,28 @@ class Browser:
     async def __aexit__(self, *exc_info: object) -> None:
         if self._session is not None:
             await self._session.close()
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._process.terminate()
+                try:
+                    await asyncio.to_thread(self._process.wait, 10)
+                except subprocess.TimeoutExpired:
+                    self._process.kill()
+                    await asyncio.to_thread(self._process.wait)
+            # Helpers that outlive the main process still write into the profile
+            # (rmtree once failed with "Directory not empty"): end them too.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+        for attempt in itertools.count():
             try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        self._profile.cleanup()
+                shutil.rmtree(self._profile)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                if attempt == 20:
+                    raise
+                await asyncio.sleep(0.1)  # a killed helper may take a moment to go
 
 
 __all__ = ["Browser", "BrowserError", "Page"]
