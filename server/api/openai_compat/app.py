@@ -42,7 +42,7 @@ from server.api.calls import (
 from server.api.openai_compat import wire
 from server.core.engine import Call, Engine
 from server.core.limits import MAX_REQUEST_BYTES
-from server.errors import AigcError, InvalidRequest
+from server.errors import AigcError, InvalidRequest, ModelNotFound
 from server.observability import Observability
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class OpenAICompat:
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         try:
-            body = await self._json(request)
+            body = await self._read_json(request)
             chat, stream, include_usage = wire.chat_request(body)
         except _Unreadable as unreadable:
             return await self._refuse(request, "Chat", unreadable.error)
@@ -135,7 +135,7 @@ class OpenAICompat:
                 answer = await self._engine.generate(chat, call.call)
             except (AigcError, asyncio.CancelledError) as caught:
                 return self._error(call, shutdown_error(call, caught))
-            return _json(
+            return _json_response(
                 wire.chat_completion(
                     answer.response_id, answer.model, answer.parts, answer.finish, answer.usage
                 ),
@@ -162,24 +162,17 @@ class OpenAICompat:
                     writer = wire.ChunkWriter(stream.response_id or call.request_id, stream.model)
                     response = await _open_sse(request, call.request_id)
                 await _send(response, writer.finish(stream.finish, stream.usage, include_usage))
-                await response.write(b"data: [DONE]\n\n")
-                await response.write_eof()
+                await _end_sse(response)
                 return response
             except (AigcError, asyncio.CancelledError) as caught:
                 error = shutdown_error(call, caught)
                 if response is None:
                     return self._error(call, error)
-                # Already streaming: the error goes in-band, then the stream ends.
-                call.record.failed(error)
-                _, body, _ = wire.error(error.to_status(call.request_id))
-                with contextlib.suppress(ConnectionError):
-                    await response.write(b"data: " + orjson.dumps(body) + b"\n\n")
-                    await response.write_eof()
-                return response
+                return await self._fail_stream(call, response, error)
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         try:
-            body = await self._json(request)
+            body = await self._read_json(request)
             complete, stream, include_usage = wire.completion_request(body)
         except _Unreadable as unreadable:
             return await self._refuse(request, "Complete", unreadable.error)
@@ -197,7 +190,7 @@ class OpenAICompat:
                     completion = wire.text_completion(
                         answer.response_id, answer.model, answer.text(), answer.finish, answer.usage
                     )
-                    return _json(completion, call.request_id)
+                    return _json_response(completion, call.request_id)
                 async with self._engine.stream(complete, call.call) as opened:
                     async for parts in opened:
                         text = "".join(p.text for p in parts if p.WhichOneof("data") == "text")
@@ -218,19 +211,13 @@ class OpenAICompat:
                     usage_chunk["choices"], usage_chunk["usage"] = [], wire.usage(opened.usage)
                     last.append(usage_chunk)
                 await _send(response, last)
-                await response.write(b"data: [DONE]\n\n")
-                await response.write_eof()
+                await _end_sse(response)
                 return response
             except (AigcError, asyncio.CancelledError) as caught:
                 error = shutdown_error(call, caught)
                 if response is None:
                     return self._error(call, error)
-                call.record.failed(error)
-                _, body, _ = wire.error(error.to_status(call.request_id))
-                with contextlib.suppress(ConnectionError):
-                    await response.write(b"data: " + orjson.dumps(body) + b"\n\n")
-                    await response.write_eof()
-                return response
+                return await self._fail_stream(call, response, error)
 
     async def models(self, request: web.Request) -> web.Response:
         call = _Call(request, "ListModels", self._observability)
@@ -240,7 +227,7 @@ class OpenAICompat:
             except AigcError as error:
                 return self._error(call, error)
             data = [wire.model_object(route.id, route.provider.name) for route in self._allowed(call)]
-            return _json({"object": "list", "data": data}, call.request_id)
+            return _json_response({"object": "list", "data": data}, call.request_id)
 
     async def model(self, request: web.Request) -> web.Response:
         call = _Call(request, "ListModels", self._observability)
@@ -250,12 +237,10 @@ class OpenAICompat:
                 self._admit(call, request)
                 route = next((r for r in self._allowed(call) if name in (r.id, *r.aliases)), None)
                 if route is None:
-                    from server.errors import ModelNotFound
-
                     raise ModelNotFound(name)
             except AigcError as error:
                 return self._error(call, error)
-            return _json(wire.model_object(route.id, route.provider.name), call.request_id)
+            return _json_response(wire.model_object(route.id, route.provider.name), call.request_id)
 
     # --- shared ----------------------------------------------------------------------------------
 
@@ -272,7 +257,7 @@ class OpenAICompat:
         key = call.call.key
         return [r for r in self._engine.router.models() if key is None or key.allows(r.id, *r.aliases)]
 
-    async def _json(self, request: web.Request) -> Any:
+    async def _read_json(self, request: web.Request) -> Any:
         """The body as JSON; raises _Unreadable (refused before any engine work) when it is not."""
         try:
             raw = await request.read()
@@ -295,6 +280,19 @@ class OpenAICompat:
             except AigcError as auth_error:
                 return self._error(call, auth_error)  # no key: that comes first
             return self._error(call, error)
+
+    async def _fail_stream(
+        self, call: _Call, response: web.StreamResponse, error: AigcError
+    ) -> web.StreamResponse:
+        """Already streaming: the error goes in-band (an `error` event, what the SDKs
+        raise from), then the stream ends - never `[DONE]`. A caller already gone
+        has nothing to be told."""
+        call.record.failed(error)
+        _, body, _ = wire.error(error.to_status(call.request_id))
+        with contextlib.suppress(ConnectionError):
+            await response.write(b"data: " + orjson.dumps(body) + b"\n\n")
+            await response.write_eof()
+        return response
 
     def _error(self, call: _Call, error: AigcError) -> web.Response:
         call.record.failed(error)
@@ -319,7 +317,7 @@ def _streamed(body: Any) -> bool:
     return isinstance(body, dict) and body.get("stream") is True
 
 
-def _json(payload: dict, rid: str) -> web.Response:
+def _json_response(payload: dict, rid: str) -> web.Response:
     return web.Response(
         body=orjson.dumps(payload), content_type="application/json", headers={"x-request-id": rid}
     )
@@ -329,6 +327,12 @@ async def _open_sse(request: web.Request, rid: str) -> web.StreamResponse:
     response = web.StreamResponse(headers={**_SSE_HEADERS, "x-request-id": rid})
     await response.prepare(request)
     return response
+
+
+async def _end_sse(response: web.StreamResponse | None) -> None:
+    assert response is not None
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
 
 
 async def _send(response: web.StreamResponse | None, chunks: list[dict]) -> None:
