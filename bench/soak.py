@@ -284,26 +284,6 @@ class Soak:
         self.tally.add("bad-request", "improper", "a bad request was answered")
 
 
-def replica_pids(stack: Stack) -> dict[str, list[int]]:
-    """replica-0 / replica-1 / envoy / redis: each one's process and its children."""
-    roles: dict[str, list[int]] = collections.defaultdict(list)
-    ports = {addr.rpartition(":")[2]: f"replica-{r}" for r, addr in enumerate(stack.replica_addresses)}
-    for pid, argv in procfs.descendants(stack.proc.pid).items():
-        if b"envoy" in argv.split(b" ")[0]:
-            roles["envoy"].append(pid)
-            continue
-        if b"-m server" not in argv:
-            continue
-        with contextlib.suppress(OSError):
-            environ = pathlib.Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            for item in environ:
-                if item.startswith(b"AIGC_GRPC_ADDRESS="):
-                    role = ports.get(item.decode().rpartition(":")[2])
-                    if role:
-                        roles[role].append(pid)
-    return roles
-
-
 def open_files(pids: list[int]) -> int:
     total = 0
     for pid in pids:
@@ -365,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
             # Warm-up at full concurrency, no kill: pools and caches filled first.
             warm = argparse.Namespace(**{**vars(args), "calls": 200, "kill": False})
             asyncio.run(Soak(stack, warm).run(lambda: None))
-            pids = replica_pids(stack)
+            pids = stack.pids()
             before = {
                 "fds_replica0": open_files(pids["replica-0"]),
                 "fds_envoy": open_files(pids["envoy"]),
@@ -382,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
             restarted = wait_serving(stack, 1)
             time.sleep(1.5)  # the cancels' last frames reach the servers and the upstream
             upstream_open = upstream.stats()["open"]
-            after_pids = replica_pids(stack)
+            after_pids = stack.pids()
             after = {
                 "fds_replica0": open_files(after_pids["replica-0"]),
                 "fds_envoy": open_files(after_pids["envoy"]),

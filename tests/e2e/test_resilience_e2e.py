@@ -14,8 +14,6 @@ import time
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from aigc.v1 import aigc_service_pb2 as pb
 from aigc.v1 import content_pb2, generation_pb2
@@ -23,6 +21,7 @@ from tests.e2e.conftest import E2E, TIMEOUT, sse_events
 from tests.fakes import anthropic_fake, openai_fake
 from tests.fakes.http import Connection, FakeServer, Hang, Reply, Respond, Stream
 from tests.support.content import json_text, text_of
+from tests.support.status import status_details
 
 
 class Drop(Reply):
@@ -59,16 +58,6 @@ def chat(e2e: E2E, model: str, **kwargs) -> tuple[pb.ChatResponse, str]:
     return reply, dict(call.initial_metadata())["x-request-id"]
 
 
-def retry_seconds(error: grpc.RpcError) -> float | None:
-    status = rpc_status.from_call(error)
-    for detail in status.details:
-        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            info = error_details_pb2.RetryInfo()
-            detail.Unpack(info)
-            return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
-    return None
-
-
 # --- retries before the first chunk ------------------------------------------------------------
 
 
@@ -102,7 +91,7 @@ def test_a_long_retry_after_is_passed_to_the_caller_at_once(e2e: E2E):
     with pytest.raises(grpc.RpcError) as caught:
         e2e.stub.Chat(request("retry-model"), timeout=TIMEOUT)
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert retry_seconds(caught.value) == 7.0
+    assert status_details(caught.value).retry_seconds == 7.0
     assert len(e2e.fakes.openai.requests) == 1, "no silent retries"
 
 

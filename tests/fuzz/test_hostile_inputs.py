@@ -15,11 +15,12 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 
+from aigc.v1 import aigc_service_pb2 as pb
 from tests.fuzz.env import MAX_OUTPUT_TOKENS
 from tests.fuzz.status import assert_status
 from tests.support.stack import Stack
+from tests.support.status import error_info
 
 SERVICE = "aigc.v1.AigcService"
 JSON = {"content-type": "application/json"}
@@ -278,24 +279,12 @@ def test_grpc_message_over_the_limit_is_invalid_argument_request_too_large(stack
     """Through Envoy's port, unread: the server refuses it as the HTTP door does
     (413's body), INVALID_ARGUMENT REQUEST_TOO_LARGE - not the RESOURCE_EXHAUSTED
     that clients retry (grpcio's own, only above twice the limit)."""
-    # field 1 (model), a string of the whole limit: the message is a few bytes over it
-    payload = b"\x0a" + _varint(MAX_REQUEST_BYTES) + b"a" * MAX_REQUEST_BYTES
+    # A model name as long as the whole limit: the message is a few bytes over it.
+    payload = pb.ChatRequest(model="a" * MAX_REQUEST_BYTES).SerializeToString()
     err = _raw_grpc(stack, "Chat", payload)
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
-    (details,) = [v for k, v in err.trailing_metadata() if k == "grpc-status-details-bin"]
-    status = status_pb2.Status.FromString(details)
-    info = error_details_pb2.ErrorInfo()
-    assert status.details[0].Unpack(info)
+    info = error_info(err)
     assert (info.reason, info.metadata["limit_bytes"]) == ("REQUEST_TOO_LARGE", str(MAX_REQUEST_BYTES))
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 # --- afterwards ----------------------------------------------------------------------

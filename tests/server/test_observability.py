@@ -18,14 +18,13 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from prometheus_client.parser import text_string_to_metric_families
 
 from aigc.v1 import aigc_service_pb2 as pb
 from aigc.v1 import aigc_service_pb2_grpc, content_pb2, generation_pb2
 from tests.support.content import text_of
 from tests.support.processes import ROOT, ServerProcess, free_port, python_env, running_server
+from tests.support.status import error_info
 
 # Every field of an access line, whatever the outcome.
 ACCESS_FIELDS = {
@@ -142,17 +141,6 @@ def chat(max_output_tokens: int = 6, text: str = SECRET_PROMPT, **fields) -> pb.
         generation_config=generation_pb2.GenerationConfig(max_output_tokens=max_output_tokens, temperature=0),
         **fields,
     )
-
-
-def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo:
-    status = rpc_status.from_call(error)
-    assert status is not None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
-    raise AssertionError(f"no ErrorInfo in {status}")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Iterator
 import grpc
 import pytest
 from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from aigc.v1 import aigc_service_pb2 as pb
 from aigc.v1 import aigc_service_pb2_grpc, content_pb2, generation_pb2, model_pb2
@@ -23,6 +22,7 @@ from tests.fakes import openai_fake
 from tests.proxies.env import fake_upstream_config, isolated_env, write_config
 from tests.proxies.relays import FakeUpstream, LoopThread
 from tests.support.processes import running_server
+from tests.support.status import error_info
 
 KEY = "sk-routetest-SECRET-9b8c7d6e"
 
@@ -266,10 +266,7 @@ def test_streamed_chat_by_alias_ends_with_usage(served, fake):
 def error_of(call) -> tuple[grpc.StatusCode, error_details_pb2.ErrorInfo, str]:
     with pytest.raises(grpc.RpcError) as caught:
         call()
-    status = rpc_status.from_call(caught.value)
-    info = error_details_pb2.ErrorInfo()
-    assert status is not None and status.details[0].Unpack(info)
-    return caught.value.code(), info, caught.value.details()
+    return caught.value.code(), error_info(caught.value), caught.value.details()
 
 
 def test_a_preset_without_its_key_is_failed_precondition_naming_the_variable(served):

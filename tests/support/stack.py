@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import pathlib
 import sys
 import time
 from collections.abc import Iterator, Mapping
 
+from bench import procfs
 from tests.support.processes import Process, free_port, free_ports, python_env
 
 
@@ -41,6 +44,25 @@ class Stack(Process):
         if workers > 1 and replicas == 1 and "AIGC_WORKER_PORTS" not in merged:
             merged["AIGC_WORKER_PORTS"] = ",".join(str(free_port()) for _ in range(workers))
         super().__init__("stack", args, python_env(merged))
+
+    def pids(self) -> dict[str, list[int]]:
+        """The live processes of the stack by role: "replica-R" (its server processes,
+        told apart by the gRPC address in their environment) and "envoy"."""
+        roles: dict[str, list[int]] = collections.defaultdict(list)
+        ports = {addr.rpartition(":")[2]: f"replica-{r}" for r, addr in enumerate(self.replica_addresses)}
+        for pid, argv in procfs.descendants(self.proc.pid).items():
+            if b"envoy" in argv.split(b" ")[0]:
+                roles["envoy"].append(pid)
+                continue
+            if b"-m server" not in argv:
+                continue
+            with contextlib.suppress(OSError):  # it may have just exited
+                for item in pathlib.Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                    if item.startswith(b"AIGC_GRPC_ADDRESS="):
+                        role = ports.get(item.decode().rpartition(":")[2])
+                        if role:
+                            roles[role].append(pid)
+        return roles  # a role with no process: []
 
     def wait_up(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout

@@ -19,9 +19,7 @@ from collections.abc import Iterator
 import grpc
 import httpx
 import pytest
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 
 from aigc.v1 import aigc_service_pb2 as pb
 from aigc.v1 import aigc_service_pb2_grpc, content_pb2, generation_pb2
@@ -33,6 +31,7 @@ from tests.proxies.relays import LoopThread
 from tests.support.grpcurl import grpcurl
 from tests.support.redis import RedisServer, running_redis
 from tests.support.stack import Stack, running_stack
+from tests.support.status import error_info, status_details
 
 KEYS = {name: new_key() for name in ("open", "limited", "tokens", "streams", "narrow")}
 VENDOR_KEY = "sk-access-vendor-0f1e2d3c4b5a"
@@ -136,26 +135,10 @@ def hi(model: str = "", text: str = "hi", **config) -> pb.ChatRequest:
     )
 
 
-def error_info(error: grpc.RpcError) -> tuple[error_details_pb2.ErrorInfo, float | None]:
-    status = rpc_status.from_call(error)
-    assert status is not None, f"no google.rpc.Status: {error}"
-    info, retry = error_details_pb2.ErrorInfo(), None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            detail.Unpack(info)
-        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            unpacked = error_details_pb2.RetryInfo()
-            detail.Unpack(unpacked)
-            retry = unpacked.retry_delay.seconds + unpacked.retry_delay.nanos / 1e9
-    assert info.domain == "aigc-service"
-    return info, retry
-
-
 def refused(call) -> tuple[grpc.StatusCode, str, float | None]:
     with pytest.raises(grpc.RpcError) as caught:
         call()
-    info, retry = error_info(caught.value)
-    return caught.value.code(), info.reason, retry
+    return caught.value.code(), error_info(caught.value).reason, status_details(caught.value).retry_seconds
 
 
 # --- authentication -------------------------------------------------------------------
@@ -410,16 +393,7 @@ def test_a_draining_replica_finishes_its_stream_while_envoy_sends_new_calls_to_t
     import signal
     import threading
 
-    from bench import procfs
-
-    port = access.stack.replica_addresses[1].rpartition(":")[2].encode()
-    (pid,) = [
-        p
-        for p, argv in procfs.descendants(access.stack.proc.pid).items()
-        if b"-m server" in argv
-        and f"AIGC_GRPC_ADDRESS=127.0.0.1:{port.decode()}".encode()
-        in pathlib.Path(f"/proc/{p}/environ").read_bytes()
-    ]
+    (pid,) = access.stack.pids()["replica-1"]
     stream = access.stubs[1].StreamChat(hi(text="slow"), metadata=auth("open"), timeout=30)
     first = next(stream)
     assert first.message.parts[0].text.startswith("w0")

@@ -9,12 +9,12 @@ import grpc
 import jsonschema
 import pytest
 from google.protobuf import json_format
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from aigc.v1 import aigc_service_pb2 as pb
 from aigc.v1 import content_pb2, generation_pb2, model_pb2
+from tests.support.content import text_of
 from tests.support.grpcurl import grpcurl, json_stream
+from tests.support.status import error_info, status_details
 
 SERVICE = "aigc.v1.AigcService"
 F = generation_pb2
@@ -26,34 +26,6 @@ def user(text: str) -> content_pb2.Message:
 
 def config(**fields) -> generation_pb2.GenerationConfig:
     return generation_pb2.GenerationConfig(**fields)
-
-
-def text_of(message: content_pb2.Message) -> str:
-    return "".join(p.text for p in message.parts if p.WhichOneof("data") == "text")
-
-
-def bad_fields(error: grpc.RpcError) -> dict[str, str]:
-    _, others = rich_error(error)
-    bad = error_details_pb2.BadRequest()
-    assert any(o.Unpack(bad) for o in others), others
-    return {v.field: v.description for v in bad.field_violations}
-
-
-def rich_error(error: grpc.RpcError) -> tuple[error_details_pb2.ErrorInfo, list]:
-    """The ErrorInfo and the other details of a failed call's google.rpc.Status."""
-    status = rpc_status.from_call(error)
-    assert status is not None, "the error carries no google.rpc.Status"
-    assert status.code == error.code().value[0]
-    info, others = None, []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-        else:
-            others.append(detail)
-    assert info is not None, f"no ErrorInfo in {status}"
-    assert info.domain == "aigc-service"
-    return info, others
 
 
 # --- grpcurl: reflection, describe, streaming ---------------------------------
@@ -213,7 +185,7 @@ def test_unknown_model_is_not_found_with_error_info_and_request_id(stub):
             timeout=10,
         )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    info, _ = rich_error(caught.value)
+    info = error_info(caught.value)
     assert info.reason == "MODEL_NOT_FOUND"
     assert info.metadata["model"] == "gpt-9"
     assert info.metadata["request_id"] == "test-req-42"
@@ -235,10 +207,10 @@ def test_every_bad_field_is_reported_at_once(stub):
     with pytest.raises(grpc.RpcError) as caught:
         stub.Chat(request, timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    info, others = rich_error(caught.value)
+    info = error_info(caught.value)
     assert info.reason == "INVALID_REQUEST"
-    assert len(others) == 1
-    assert set(bad_fields(caught.value)) == {
+    assert len(status_details(caught.value).status.details) == 2  # ErrorInfo, BadRequest
+    assert set(status_details(caught.value).violations) == {
         "messages[0].role",
         "messages[1].parts",
         "generation_config.temperature",
@@ -262,7 +234,7 @@ def test_conversation_needs_a_non_system_message(stub, messages, violation):
     with pytest.raises(grpc.RpcError) as caught:
         stub.StreamChat(pb.ChatRequest(messages=messages), timeout=10).next()
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert list(bad_fields(caught.value)) == [violation]
+    assert list(status_details(caught.value).violations) == [violation]
 
 
 def test_empty_prompt_is_invalid(stub):
@@ -279,7 +251,7 @@ def test_vendor_params_reach_the_provider_and_its_errors_map(stub):
     with pytest.raises(grpc.RpcError) as caught:
         stub.Chat(request, timeout=30)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    info, _ = rich_error(caught.value)
+    info = error_info(caught.value)
     assert info.reason == "UPSTREAM_INVALID_REQUEST"
     assert info.metadata["provider"] == "local"
     assert info.metadata["upstream_status"] == "400"
@@ -417,10 +389,10 @@ def test_asking_a_model_for_a_capability_it_lacks_is_refused(stub):
     with pytest.raises(grpc.RpcError) as caught:
         stub.Chat(request, timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    info, _ = rich_error(caught.value)
+    info = error_info(caught.value)
     assert info.reason == "CAPABILITY_NOT_SUPPORTED"
     assert (info.metadata["capability"], info.metadata["model"]) == ("CAPABILITY_VISION", "smollm2")
-    assert bad_fields(caught.value).keys() == {"messages[0].parts[1].image"}
+    assert status_details(caught.value).violations.keys() == {"messages[0].parts[1].image"}
 
 
 def test_reasoning_on_a_model_without_it_is_refused(stub):
@@ -428,7 +400,7 @@ def test_reasoning_on_a_model_without_it_is_refused(stub):
     request.reasoning.include_reasoning = True
     with pytest.raises(grpc.RpcError) as caught:
         stub.Chat(request, timeout=10)
-    info, _ = rich_error(caught.value)
+    info = error_info(caught.value)
     assert (info.reason, info.metadata["capability"]) == ("CAPABILITY_NOT_SUPPORTED", "CAPABILITY_REASONING")
 
 

@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from aigc.v1 import aigc_service_pb2 as pb
 from aigc.v1 import aigc_service_pb2_grpc, content_pb2, generation_pb2
 from server.app import create_server
 from server.providers.base import Chunk, Provider, ProviderRequest, Usage
 from server.routing import ModelRoute, Router
+from tests.support import status
 
 
 class BuggyProvider(Provider):
@@ -60,12 +60,9 @@ def request(text: str) -> pb.ChatRequest:
 
 
 def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
-    status = rpc_status.from_call(error)
-    assert status is not None
-    (detail,) = status.details
-    info = error_details_pb2.ErrorInfo()
-    assert detail.Unpack(info)
-    return info
+    """The ErrorInfo, which must be the only detail: an INTERNAL error says no more."""
+    assert len(status.status_details(error).status.details) == 1
+    return status.error_info(error)
 
 
 async def test_bug_in_unary_is_internal_with_request_id(stub, caplog):

@@ -26,8 +26,6 @@ import uuid
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from aigc.v1 import aigc_service_pb2 as pb
 from aigc.v1 import aigc_service_pb2_grpc, content_pb2, generation_pb2
@@ -37,32 +35,13 @@ from tests.fakes.http import FakeServer, Stream
 from tests.proxies.env import isolated_env, write_config
 from tests.proxies.relays import LoopThread
 from tests.support.processes import ServerProcess, running_server
+from tests.support.status import error_info, status_details
 
 SERVICE = "aigc.v1.AigcService"
 
 
 def user(text: str) -> content_pb2.Message:
     return content_pb2.Message(role=content_pb2.ROLE_USER, content=text)
-
-
-def details(error: grpc.RpcError) -> tuple[error_details_pb2.ErrorInfo, dict[str, str], float | None]:
-    """ErrorInfo, BadRequest field violations, RetryInfo seconds of a failed call."""
-    status = rpc_status.from_call(error)
-    assert status is not None, f"no google.rpc.Status in {error}"
-    info, fields, retry = error_details_pb2.ErrorInfo(), {}, None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            detail.Unpack(info)
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields = {v.field: v.description for v in bad.field_violations}
-        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            r = error_details_pb2.RetryInfo()
-            detail.Unpack(r)
-            retry = r.retry_delay.seconds + r.retry_delay.nanos / 1e9
-    assert info.domain == "aigc-service"
-    return info, fields, retry
 
 
 def raw_call(address: str, method: str, payload: bytes, **kwargs) -> grpc.RpcError:
@@ -105,7 +84,7 @@ def test_bytes_that_are_not_protobuf_are_invalid_argument_with_request_id_and_ac
                 call(payload, timeout=10, metadata=[("x-request-id", request_id)])
     error = caught.value
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
-    info, _, _ = details(error)
+    info = error_info(error)
     assert (info.reason, info.metadata["request_id"]) == ("MALFORMED_REQUEST", request_id)
     assert "Traceback" not in error.details() and "DecodeError" not in error.details()
     time.sleep(0.1)
@@ -114,11 +93,11 @@ def test_bytes_that_are_not_protobuf_are_invalid_argument_with_request_id_and_ac
 
 
 def test_a_message_over_the_limit_is_invalid_argument_not_retryable_exhaustion(server: ServerProcess):
-    # field 1 (model), a string of the whole limit: a few bytes over it.
-    payload = b"\x0a" + _varint(MAX_REQUEST_BYTES) + b"a" * MAX_REQUEST_BYTES
+    # A model name as long as the whole limit: the message is a few bytes over it.
+    payload = pb.ChatRequest(model="a" * MAX_REQUEST_BYTES).SerializeToString()
     error = raw_call(server.address, "Chat", payload)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
-    info, _, _ = details(error)
+    info = error_info(error)
     assert (info.reason, info.metadata["limit_bytes"]) == ("REQUEST_TOO_LARGE", str(MAX_REQUEST_BYTES))
 
 
@@ -133,7 +112,7 @@ def test_a_prompt_that_cannot_fit_the_local_context_is_refused_before_the_model(
     with pytest.raises(grpc.RpcError) as caught:
         stub.Chat(request, timeout=30)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    info, _, _ = details(caught.value)
+    info = error_info(caught.value)
     assert info.reason == "CONTEXT_LENGTH_EXCEEDED"
     assert "cannot fit the local model's context" in caught.value.details()
 
@@ -153,7 +132,9 @@ def test_nul_in_text_is_refused(stub):
     with pytest.raises(grpc.RpcError) as caught:
         stub.Chat(pb.ChatRequest(messages=[user("a\0b")]), timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert details(caught.value)[1] == {"messages[0].content": "must not contain NUL (U+0000) characters"}
+    assert status_details(caught.value).violations == {
+        "messages[0].content": "must not contain NUL (U+0000) characters"
+    }
 
 
 def test_the_local_models_output_cap_and_vendor_params_cannot_lift_it(stub):
@@ -162,7 +143,7 @@ def test_the_local_models_output_cap_and_vendor_params_cannot_lift_it(stub):
     )
     with pytest.raises(grpc.RpcError) as caught:
         stub.Chat(over, timeout=10)
-    assert details(caught.value)[1] == {
+    assert status_details(caught.value).violations == {
         "generation_config.max_output_tokens": "at most 1024 for model 'smollm2'"
     }
     sneaky = pb.ChatRequest(messages=[user("hi")])
@@ -170,16 +151,7 @@ def test_the_local_models_output_cap_and_vendor_params_cannot_lift_it(stub):
     with pytest.raises(grpc.RpcError) as caught:
         stub.Chat(sneaky, timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "vendor_params.n_predict" in details(caught.value)[1]
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+    assert "vendor_params.n_predict" in status_details(caught.value).violations
 
 
 # --- metric labels stay bounded -----------------------------------------------------------------
@@ -222,7 +194,7 @@ def test_a_full_local_queue_refuses_with_retry_info_and_frees_up():
         with pytest.raises(grpc.RpcError) as caught:
             stub.Chat(pb.ChatRequest(messages=[user("hi")]), timeout=30)
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        info, _, retry = details(caught.value)
+        info, retry = error_info(caught.value), status_details(caught.value).retry_seconds
         assert info.reason == "UPSTREAM_RATE_LIMITED"
         assert "slots are all busy" in caught.value.details()
         assert retry == 1.0
@@ -275,6 +247,6 @@ def test_streams_still_running_when_the_grace_ends_end_with_shutting_down(tmp_pa
     assert rest[-1].finish_reason == generation_pb2.FINISH_REASON_ERROR
     assert rest[-1].error.code == grpc.StatusCode.UNAVAILABLE.value[0]
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-    info, _, retry = details(caught.value)
+    info, retry = error_info(caught.value), status_details(caught.value).retry_seconds
     assert info.reason == "SHUTTING_DOWN" and retry is not None
     assert "Traceback" not in server.output()
