@@ -171,14 +171,16 @@ def test_an_error_mid_stream_is_raised_by_the_sdk_not_a_clean_end(
     """A deadline passing mid-stream (x-aigc-timeout): the SDK raises from the `error` event.
 
     Greedy decoding, so the story runs to the 1000-token limit (~15 s here), far past the
-    1.5 s deadline; sampled, it once ended on its own first and the stream closed clean."""
+    5 s deadline; sampled, it once ended on its own first and the stream closed clean. The
+    first token comes in 0.1 s, or a few seconds on a machine busy with other tests: 5 s
+    leaves room for both (a deadline before it would be an HTTP 504, not a stream)."""
     stream = client.chat.completions.create(
         model=MODEL,
         messages=ask("Write a long story about the sea."),
         max_tokens=1000,
         temperature=0,
         stream=True,
-        extra_headers={"x-aigc-timeout": "1.5"},
+        extra_headers={"x-aigc-timeout": "5"},
     )
     seen = []
     with pytest.raises(openai.APIError) as caught:
