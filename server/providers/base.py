@@ -261,15 +261,18 @@ class RemoteProvider(Provider):
         headers = tuple(v for v in self.default_headers.values() if len(v) >= _MIN_SECRET_HEADER)
         return tuple(k for k in self.api_keys if k) + headers
 
+    def upstream_error(
+        self, failure: UpstreamFailure, message: str, request_id: str | None = None
+    ) -> UpstreamError:
+        """A failure of this vendor's that we find ourselves (not one it reported),
+        with the vendor's request id where there is one."""
+        return UpstreamError(
+            failure, message, provider=self.name, upstream_request_id=request_id, secrets=self.secrets
+        )
+
     def malformed(self, message: str, request_id: str | None = None) -> UpstreamError:
         """MALFORMED_RESPONSE: a body or an event of the vendor's that we cannot read."""
-        return UpstreamError(
-            UpstreamFailure.MALFORMED_RESPONSE,
-            message,
-            provider=self.name,
-            upstream_request_id=request_id,
-            secrets=self.secrets,
-        )
+        return self.upstream_error(UpstreamFailure.MALFORMED_RESPONSE, message, request_id)
 
     def event_object(self, event: SseEvent, what: str, request_id: str | None = None) -> dict[str, Any]:
         """The event's JSON - the one decode it gets - which must be an object; else

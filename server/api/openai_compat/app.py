@@ -165,10 +165,7 @@ class OpenAICompat:
                 await _end_sse(response)
                 return response
             except (AigcError, asyncio.CancelledError) as caught:
-                error = shutdown_error(call, caught)
-                if response is None:
-                    return self._error(call, error)
-                return await self._fail_stream(call, response, error)
+                return await self._fail_stream(call, response, shutdown_error(call, caught))
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -214,10 +211,7 @@ class OpenAICompat:
                 await _end_sse(response)
                 return response
             except (AigcError, asyncio.CancelledError) as caught:
-                error = shutdown_error(call, caught)
-                if response is None:
-                    return self._error(call, error)
-                return await self._fail_stream(call, response, error)
+                return await self._fail_stream(call, response, shutdown_error(call, caught))
 
     async def models(self, request: web.Request) -> web.Response:
         call = _Call(request, "ListModels", self._observability)
@@ -282,11 +276,14 @@ class OpenAICompat:
             return self._error(call, error)
 
     async def _fail_stream(
-        self, call: _Call, response: web.StreamResponse, error: AigcError
+        self, call: _Call, response: web.StreamResponse | None, error: AigcError
     ) -> web.StreamResponse:
-        """Already streaming: the error goes in-band (an `error` event, what the SDKs
-        raise from), then the stream ends - never `[DONE]`. A caller already gone
-        has nothing to be told."""
+        """Before the first chunk (`response` None) a real HTTP status. Already
+        streaming, the error goes in-band (an `error` event, what the SDKs raise
+        from), then the stream ends - never `[DONE]`. A caller already gone has
+        nothing to be told."""
+        if response is None:
+            return self._error(call, error)
         call.record.failed(error)
         _, body, _ = wire.error(error.to_status(call.request_id))
         with contextlib.suppress(ConnectionError):

@@ -91,11 +91,8 @@ class AnthropicProvider(RemoteProvider):
             async for chunk in batches:
                 yield chunk
         if not translator.finished:
-            raise UpstreamError(
-                UpstreamFailure.STREAM_INTERRUPTED,
-                "the stream ended before message_stop",
-                provider=self.name,
-                upstream_request_id=request_id,
+            raise self.upstream_error(
+                UpstreamFailure.STREAM_INTERRUPTED, "the stream ended before message_stop", request_id
             )
 
     def _error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:

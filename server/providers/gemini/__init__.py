@@ -76,7 +76,7 @@ class GeminiProvider(RemoteProvider):
                 raise errors.stream_error(self.name, data, self.secrets)
             blocked = wire.block_reason(data)
             if blocked:
-                raise self._failure(UpstreamFailure.CONTENT_FILTERED, f"prompt blocked: {blocked}")
+                raise self.upstream_error(UpstreamFailure.CONTENT_FILTERED, f"prompt blocked: {blocked}")
             try:
                 return translator.feed(data)
             except SHAPE_ERRORS as exc:
@@ -90,14 +90,13 @@ class GeminiProvider(RemoteProvider):
         if not translator.finished:
             # A clean close without a finishReason: the stream was cut,
             # whatever the socket said.
-            raise self._failure(UpstreamFailure.STREAM_INTERRUPTED, "the stream ended without a finishReason")
+            raise self.upstream_error(
+                UpstreamFailure.STREAM_INTERRUPTED, "the stream ended without a finishReason"
+            )
         yield translator.last()
 
     def _error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         return errors.error_from_response(self.name, status, headers, body, self.secrets)
-
-    def _failure(self, failure: UpstreamFailure, message: str) -> UpstreamError:
-        return UpstreamError(failure, message, provider=self.name, secrets=self.secrets)
 
 
 __all__ = ["GeminiProvider"]

@@ -87,11 +87,8 @@ class OpenAICompatProvider(RemoteProvider):
         if not translator.finished:
             # A clean close without a finish reason: the stream was cut,
             # whatever the socket said.
-            raise UpstreamError(
-                UpstreamFailure.STREAM_INTERRUPTED,
-                "the stream ended without a finish reason",
-                provider=self.name,
-                upstream_request_id=request_id,
+            raise self.upstream_error(
+                UpstreamFailure.STREAM_INTERRUPTED, "the stream ended without a finish reason", request_id
             )
 
     def _error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
