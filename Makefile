@@ -78,17 +78,22 @@ check-gen: gen ## Regenerate gen/ and fail if it differs from what is committed
 	  git status --porcelain -- gen; git --no-pager diff --stat -- gen; exit 1; fi
 
 # Since v1.0.0 (the first release) every change to the contract is checked
-# against the latest v* tag (FILE rules, see buf.yaml).
+# against the latest release (FILE rules, see buf.yaml): the newest v* tag,
+# or, in a clone that came without tags, v1.0.0's commit. A baseline missing
+# from the clone (a shallow one) fails the check rather than skipping it.
+V1_0_0_COMMIT := 8a33cec70503d28bafbeef0575d23ed230672cc8
 .PHONY: check-breaking
-check-breaking: deps protos-deps ## buf breaking against the latest release tag (v1.0.0 and later; skipped, saying so, if there is none)
-	@tag=$$(git tag --list 'v*' --sort=-v:refname | head -n 1); \
-	if [ -z "$$tag" ]; then echo "buf breaking: no release tag yet, nothing to compare against"; \
-	else echo "buf breaking against $$tag"; rm -rf build/against && mkdir -p build/against/build && \
-	  git archive "$$tag" proto buf.yaml | tar -x -C build/against && \
-	  cp -r build/googleapis build/against/build/ && \
-	  $(BUF) build build/against -o build/against.binpb && \
-	  $(BUF) build -o build/current.binpb && \
-	  $(BUF) breaking build/current.binpb --against build/against.binpb; fi
+check-breaking: deps protos-deps ## buf breaking against the latest release: the newest v* tag, else v1.0.0's commit
+	@ref=$$(git tag --list 'v*' --sort=-v:refname | head -n 1); ref=$${ref:-$(V1_0_0_COMMIT)}; \
+	if ! git cat-file -e "$$ref^{commit}" 2>/dev/null; then \
+	  echo "buf breaking: the release baseline $$ref is not in this clone (shallow? git fetch --unshallow --tags)"; exit 1; fi; \
+	echo "buf breaking against $$ref ($$(git log -1 --format=%h "$$ref"))"; \
+	rm -rf build/against && mkdir -p build/against/build && \
+	git archive "$$ref" proto buf.yaml | tar -x -C build/against && \
+	cp -r build/googleapis build/against/build/ && \
+	$(BUF) build build/against -o build/against.binpb && \
+	$(BUF) build -o build/current.binpb && \
+	$(BUF) breaking build/current.binpb --against build/against.binpb
 
 .PHONY: lint
 lint: deps protos-deps ## buf lint + buf format check + ruff
