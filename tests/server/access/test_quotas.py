@@ -365,11 +365,12 @@ async def test_redis_that_hangs_is_given_up_on_after_timeout(own_redis: RedisSer
             else:
                 with pytest.raises(QuotaStoreUnavailable):
                     await timed_admit(store, limits, stream=True)
-            assert time.monotonic() - started < 0.25 + 0.2
+            # The 0.25 s timeout plus room for a busy machine; a hang is forever.
+            assert time.monotonic() - started < 0.25 + 0.5
             await asyncio.sleep(0.1)
         started = time.monotonic()
         await held.release(None)  # bounded as well, and silent
-        assert time.monotonic() - started < 0.25 + 0.2
+        assert time.monotonic() - started < 0.25 + 0.5
         own_redis.resume()
         await wait_until_quotas_apply(store, QuotaLimits(requests_per_minute=100))
     finally:
