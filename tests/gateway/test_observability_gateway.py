@@ -7,48 +7,25 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import threading
 import time
 from collections.abc import Iterator
-from concurrent import futures
 from typing import Any
 
-import grpc
 import httpx
 import pytest
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from tests.support.otlp import Receiver, running_receiver
 from tests.support.stack import Stack, running_stack
 
 CHAT = {"messages": [{"role": "ROLE_USER", "content": "Hi"}], "generation_config": {"max_output_tokens": 4}}
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
-    """A minimal OTLP/gRPC trace collector."""
-
-    def __init__(self) -> None:
-        self.spans: list[trace_pb2.Span] = []
-        self.lock = threading.Lock()
-
-    def Export(self, request, context):  # noqa: N802 - gRPC method name
-        with self.lock:
-            for resource_spans in request.resource_spans:
-                for scope_spans in resource_spans.scope_spans:
-                    self.spans.extend(scope_spans.spans)
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[tuple[Receiver, int]]:
-    collector = Receiver()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield collector, port
-    server.stop(None)
+    with running_receiver() as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -198,13 +175,7 @@ def test_traceparent_header_reaches_the_server_span(http, stack, receiver):
         assert resp.status_code == 200
         events = [line for line in resp.iter_lines() if line.startswith("data: ")]
     assert events
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with collector.lock:
-            spans = [span for span in collector.spans if span.trace_id == trace_id]
-        if len(spans) >= 2:
-            break
-        time.sleep(0.05)
+    spans = collector.wait_for(trace_id, 2)
     (rpc,) = [s for s in spans if s.kind == trace_pb2.Span.SPAN_KIND_SERVER]
     (upstream,) = [s for s in spans if s.kind == trace_pb2.Span.SPAN_KIND_CLIENT]
     assert rpc.parent_span_id == span_id

@@ -5,67 +5,22 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
-import time
 from collections.abc import Iterator
-from concurrent import futures
 
 import grpc
 import pytest
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from aigc.v1 import aigc_service_pb2 as pb
 from aigc.v1 import aigc_service_pb2_grpc, content_pb2, generation_pb2
+from tests.support.otlp import Receiver, attributes, running_receiver
 from tests.support.processes import ServerProcess, free_port, running_server
-
-
-class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
-    """An OTLP trace collector that keeps every span it is sent."""
-
-    def __init__(self) -> None:
-        self.spans: list[tuple[dict, trace_pb2.Span]] = []
-        self._lock = threading.Lock()
-
-    def Export(self, request, context):  # noqa: N802 - gRPC method name
-        with self._lock:
-            for resource_spans in request.resource_spans:
-                resource = attributes(resource_spans.resource.attributes)
-                for scope_spans in resource_spans.scope_spans:
-                    self.spans.extend((resource, span) for span in scope_spans.spans)
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-    def wait_for(self, trace_id: bytes, count: int, timeout: float = 15) -> list[trace_pb2.Span]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                found = [span for _, span in self.spans if span.trace_id == trace_id]
-            if len(found) >= count:
-                return found
-            time.sleep(0.05)
-        raise AssertionError(f"expected {count} spans of trace {trace_id.hex()}, got {found}")
-
-
-def attributes(values) -> dict:
-    out = {}
-    for kv in values:
-        kind = kv.value.WhichOneof("value")
-        value = getattr(kv.value, kind)
-        if kind == "array_value":
-            value = [getattr(v, v.WhichOneof("value")) for v in value.values]
-        out[kv.key] = value
-    return out
 
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[tuple[Receiver, int]]:
-    collector = Receiver()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield collector, port
-    server.stop(None)
+    with running_receiver() as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
