@@ -20,6 +20,11 @@ and their vendor's wire JSON on the other. They raise only `UpstreamError`
 a stream is folded into a whole answer, and checked for its finish, is
 server/core/fold.py; unary calls are always the stream folded, because only
 closing a stream reliably stops a vendor from generating for nobody.
+
+What the SSE vendors (openai/, anthropic/, gemini/) share is here too:
+RemoteProvider's pooled transport, its MALFORMED / upstream errors and event
+decoding, and merged_batches - one Chunk per network read, what arrived before
+a failure delivered first.
 """
 
 from __future__ import annotations
