@@ -78,22 +78,25 @@ check-gen: gen ## Regenerate gen/ and fail if it differs from what is committed
 	  git status --porcelain -- gen; git --no-pager diff --stat -- gen; exit 1; fi
 
 # Since v1.0.0 (the first release) every change to the contract is checked
-# against the latest release (FILE rules, see buf.yaml): the newest v* tag,
-# or, in a clone that came without tags, v1.0.0's commit. A baseline missing
-# from the clone (a shallow one) fails the check rather than skipping it.
-V1_0_0_COMMIT := 8a33cec70503d28bafbeef0575d23ed230672cc8
+# against the last release (FILE rules, see buf.yaml). Each release's contract
+# is frozen in proto/releases/ as a buf image, so the check runs the same in
+# any clone - with or without tags, shallow or not.
 .PHONY: check-breaking
-check-breaking: deps protos-deps ## buf breaking against the latest release: the newest v* tag, else v1.0.0's commit
-	@ref=$$(git tag --list 'v*' --sort=-v:refname | head -n 1); ref=$${ref:-$(V1_0_0_COMMIT)}; \
-	if ! git cat-file -e "$$ref^{commit}" 2>/dev/null; then \
-	  echo "buf breaking: the release baseline $$ref is not in this clone (shallow? git fetch --unshallow --tags)"; exit 1; fi; \
-	echo "buf breaking against $$ref ($$(git log -1 --format=%h "$$ref"))"; \
-	rm -rf build/against && mkdir -p build/against/build && \
-	git archive "$$ref" proto buf.yaml | tar -x -C build/against && \
-	cp -r build/googleapis build/against/build/ && \
-	$(BUF) build build/against -o build/against.binpb && \
+check-breaking: deps protos-deps ## buf breaking against the last release's frozen contract (proto/releases/)
+	@against=$$(ls proto/releases/v*.binpb 2>/dev/null | sort -V | tail -n 1); \
+	if [ -z "$$against" ]; then echo "buf breaking: no release image in proto/releases/"; exit 1; fi; \
+	echo "buf breaking against $$against"; \
 	$(BUF) build -o build/current.binpb && \
-	$(BUF) breaking build/current.binpb --against build/against.binpb
+	$(BUF) breaking build/current.binpb --against "$$against"
+
+# At a release: `git tag vX.Y.Z`, then `make release-image TAG=vX.Y.Z` and commit the image.
+.PHONY: release-image
+release-image: deps protos-deps ## Freeze the contract at git tag TAG=vX.Y.Z as proto/releases/TAG.binpb
+	@test -n "$(TAG)" || { echo "usage: make release-image TAG=vX.Y.Z"; exit 2; }
+	rm -rf build/against && mkdir -p build/against/build
+	git archive "$(TAG)" proto buf.yaml | tar -x -C build/against
+	cp -r build/googleapis build/against/build/
+	$(BUF) build build/against --exclude-source-info -o proto/releases/$(TAG).binpb
 
 .PHONY: lint
 lint: deps protos-deps ## buf lint + buf format check + ruff
