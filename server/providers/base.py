@@ -294,6 +294,7 @@ class RemoteProvider(Provider):
 async def merged_batches(
     events: SseStream,
     translate: Callable[[SseEvent], Chunk | None],
+    end: Callable[[], Chunk | None],
     stop: Callable[[SseEvent], bool] | None = None,
 ) -> AsyncIterator[Chunk]:
     """The vendor's events as Chunks, one per network read (merge_chunks): events that
@@ -302,7 +303,9 @@ async def merged_batches(
     `translate` turns one event into a Chunk (or None) and raises UpstreamError for a
     failure - what arrived before it in the same read still goes out first, so the
     caller gets every delta the vendor sent. `stop(event)`, asked after each event,
-    says it was the vendor's end marker: nothing after it is read.
+    says it was the vendor's end marker: nothing after it is read. `end()`, asked once
+    the events are over, raises UpstreamError for an answer cut short (a clean close
+    proves nothing) or returns a last Chunk, if the vendor's protocol leaves one.
     """
     async for batch in events.batches():
         chunks: list[Chunk] = []
@@ -322,7 +325,10 @@ async def merged_batches(
         if chunks:
             yield merge_chunks(chunks)
         if stopped:
-            return
+            break
+    last = end()
+    if last is not None:
+        yield last
 
 
 def retry_after_seconds(value: str | None) -> float | None:

@@ -73,7 +73,7 @@ class AnthropicProvider(RemoteProvider):
             async with contextlib.aclosing(self._chunks(events, translator)) as chunks:
                 yield chunks
 
-    async def _chunks(self, events: SseStream, translator: wire.StreamTranslator) -> AsyncIterator[Chunk]:
+    def _chunks(self, events: SseStream, translator: wire.StreamTranslator) -> AsyncIterator[Chunk]:
         request_id = events.request_id
 
         def translate(event: SseEvent) -> Chunk | None:
@@ -85,15 +85,14 @@ class AnthropicProvider(RemoteProvider):
             except SHAPE_ERRORS as exc:
                 raise self.malformed(f"unexpected {data.get('type')!r} event: {exc!r}", request_id) from exc
 
+        def end() -> None:
+            if not translator.finished:
+                raise self.upstream_error(
+                    UpstreamFailure.STREAM_INTERRUPTED, "the stream ended before message_stop", request_id
+                )
+
         # message_stop ends the answer: nothing after it is read.
-        batches = merged_batches(events, translate, stop=lambda _event: translator.finished)
-        async with contextlib.aclosing(batches):
-            async for chunk in batches:
-                yield chunk
-        if not translator.finished:
-            raise self.upstream_error(
-                UpstreamFailure.STREAM_INTERRUPTED, "the stream ended before message_stop", request_id
-            )
+        return merged_batches(events, translate, end, stop=lambda _event: translator.finished)
 
     def _error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         return errors.error_from_response(self.name, status, headers, body, self.secrets)

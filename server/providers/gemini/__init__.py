@@ -69,7 +69,7 @@ class GeminiProvider(RemoteProvider):
             async with contextlib.aclosing(self._chunks(events, translator)) as chunks:
                 yield chunks
 
-    async def _chunks(self, events: SseStream, translator: wire.StreamTranslator) -> AsyncIterator[Chunk]:
+    def _chunks(self, events: SseStream, translator: wire.StreamTranslator) -> AsyncIterator[Chunk]:
         def translate(event: SseEvent) -> Chunk | None:
             data = self.event_object(event, "chunk")
             if "error" in data:
@@ -82,18 +82,17 @@ class GeminiProvider(RemoteProvider):
             except SHAPE_ERRORS as exc:
                 raise self.malformed(f"unexpected chunk shape: {exc!r}") from exc
 
+        def end() -> Chunk:
+            if not translator.finished:
+                # A clean close without a finishReason: the stream was cut,
+                # whatever the socket said.
+                raise self.upstream_error(
+                    UpstreamFailure.STREAM_INTERRUPTED, "the stream ended without a finishReason"
+                )
+            return translator.last()
+
         # Gemini has no end marker: the stream ends when the body does.
-        batches = merged_batches(events, translate)
-        async with contextlib.aclosing(batches):
-            async for chunk in batches:
-                yield chunk
-        if not translator.finished:
-            # A clean close without a finishReason: the stream was cut,
-            # whatever the socket said.
-            raise self.upstream_error(
-                UpstreamFailure.STREAM_INTERRUPTED, "the stream ended without a finishReason"
-            )
-        yield translator.last()
+        return merged_batches(events, translate, end)
 
     def _error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         return errors.error_from_response(self.name, status, headers, body, self.secrets)

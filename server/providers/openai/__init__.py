@@ -66,7 +66,7 @@ class OpenAICompatProvider(RemoteProvider):
             async with contextlib.aclosing(self._chunks(events, translator)) as chunks:
                 yield chunks
 
-    async def _chunks(self, events: SseStream, translator: wire.StreamTranslator) -> AsyncIterator[Chunk]:
+    def _chunks(self, events: SseStream, translator: wire.StreamTranslator) -> AsyncIterator[Chunk]:
         request_id = events.request_id
 
         def translate(event: SseEvent) -> Chunk | None:
@@ -80,16 +80,15 @@ class OpenAICompatProvider(RemoteProvider):
             except SHAPE_ERRORS as exc:
                 raise self.malformed(f"unexpected chunk shape: {exc!r}", request_id) from exc
 
-        batches = merged_batches(events, translate, stop=lambda event: event.data == _DONE)
-        async with contextlib.aclosing(batches):
-            async for chunk in batches:
-                yield chunk
-        if not translator.finished:
-            # A clean close without a finish reason: the stream was cut,
-            # whatever the socket said.
-            raise self.upstream_error(
-                UpstreamFailure.STREAM_INTERRUPTED, "the stream ended without a finish reason", request_id
-            )
+        def end() -> None:
+            if not translator.finished:
+                # A clean close without a finish reason: the stream was cut,
+                # whatever the socket said.
+                raise self.upstream_error(
+                    UpstreamFailure.STREAM_INTERRUPTED, "the stream ended without a finish reason", request_id
+                )
+
+        return merged_batches(events, translate, end, stop=lambda event: event.data == _DONE)
 
     def _error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         return wire.error_from_response(self.name, status, headers, body, self.secrets)
