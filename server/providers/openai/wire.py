@@ -357,8 +357,8 @@ def error_from_response(
 ) -> UpstreamError:
     """An error answer (or a 200 that is not an event stream) as UpstreamError."""
     request_id = headers.get("x-request-id")
+    parsed = error_body(body)
     if status == 200:
-        parsed = error_body(body)
         if isinstance(parsed, Mapping) and "error" in parsed:  # a vendor sending errors with 200
             return stream_error(provider, parsed, request_id, secrets)
         return UpstreamError(
@@ -368,7 +368,6 @@ def error_from_response(
             upstream_request_id=request_id,
             secrets=secrets,
         )
-    parsed = error_body(body)
     code = _error_code(parsed)
     if code in _CONTEXT_CODES:
         failure = UpstreamFailure.CONTEXT_TOO_LONG
