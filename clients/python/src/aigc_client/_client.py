@@ -141,7 +141,8 @@ class Client:
         #: The generated stub, for anything this class does not wrap.
         self.stub = aigc_service_pb2_grpc.AigcServiceStub(channel)
         self.timeout = timeout
-        self.metadata = (*(("authorization", f"Bearer {key}"),) * bool(key), *metadata)
+        auth = (("authorization", f"Bearer {key}"),) if key else ()
+        self.metadata = (*auth, *metadata)
 
     def chat(
         self,
