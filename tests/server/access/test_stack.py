@@ -10,8 +10,12 @@ and checked on the other, so they hold only if the budget really is shared.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import re
+import signal
+import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,6 +23,7 @@ from collections.abc import Iterator
 import grpc
 import httpx
 import pytest
+from aigc_client import AigcError, Client
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aigc.v1 import aigc_service_pb2 as pb
@@ -29,6 +34,7 @@ from tests.fakes.http import Connection, FakeServer, Reply
 from tests.proxies.env import isolated_env, write_config
 from tests.proxies.relays import LoopThread
 from tests.support.grpcurl import grpcurl
+from tests.support.processes import VENV_BIN
 from tests.support.redis import RedisServer, running_redis
 from tests.support.stack import Stack, running_stack
 from tests.support.status import error_info, status_details
@@ -362,12 +368,6 @@ def test_with_redis_down_calls_pass_with_a_warning_and_keys_still_hold(access: A
 
 
 def test_the_python_client_and_the_cli_send_their_key(access: Access):
-    import subprocess
-
-    from aigc_client import AigcError, Client
-
-    from tests.support.processes import VENV_BIN
-
     address = access.stack.replica_addresses[0]
     with Client(address, api_key=KEYS["open"]) as client:
         assert client.chat("hi", max_output_tokens=2).message.parts[0].text == "ok"
@@ -389,10 +389,6 @@ def test_the_python_client_and_the_cli_send_their_key(access: Access):
 def test_a_draining_replica_finishes_its_stream_while_envoy_sends_new_calls_to_the_other(access: Access):
     """SIGTERM to replica 1 with a stream in flight on it: its health turns NOT_SERVING, Envoy
     sends every new call to replica 0, and the stream still ends with its finish."""
-    import os
-    import signal
-    import threading
-
     (pid,) = access.stack.pids()["replica-1"]
     stream = access.stubs[1].StreamChat(hi(text="slow"), metadata=auth("open"), timeout=30)
     first = next(stream)
