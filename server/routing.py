@@ -22,7 +22,6 @@ from server.catalog import Upstream
 from server.config import Settings, redact_url
 from server.errors import InvalidRequest, ModelNotFound
 from server.providers.base import Capability, Chunk, Provider, ProviderRequest
-from server.providers.local import LOCAL_CAPABILITIES, LocalProvider
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +225,10 @@ def build_router(settings: Settings, *, environ: MutableMapping[str, str] | None
     _bypass_proxy_for_loopback(settings, os.environ if environ is None else environ)
     routes: list[ModelRoute] = []
     if settings.local.enabled:
+        # Imported only when the model is on: the llama.cpp runtime needs native
+        # libraries (libgomp) that a vendors-only deployment may not have.
+        from server.providers.local import LOCAL_CAPABILITIES, LocalProvider
+
         routes.append(
             ModelRoute(
                 id=settings.local.model_id,

@@ -21,7 +21,7 @@ from server.routing import ModelRoute, Router, UpstreamProvider, build_provider,
 from tests.fakes import openai_fake
 from tests.proxies.env import fake_upstream_config, isolated_env, write_config
 from tests.proxies.relays import FakeUpstream, LoopThread
-from tests.support.processes import running_server
+from tests.support.processes import ROOT, running_server
 from tests.support.status import error_info
 
 KEY = "sk-routetest-SECRET-9b8c7d6e"
@@ -326,3 +326,21 @@ def test_passthrough_can_be_turned_off(fake, tmp_path):
             stub = aigc_service_pb2_grpc.AigcServiceStub(channel)
             code, info, _ = error_of(lambda: stub.Chat(ask(stub, "fake/m"), timeout=10))
     assert code == grpc.StatusCode.NOT_FOUND and info.reason == "MODEL_NOT_FOUND"
+
+
+# --- the local provider is imported only when the local model is on -------------------------
+
+
+def test_server_starts_without_the_llama_runtime_when_the_local_model_is_off(tmp_path):
+    """An image without the llama.cpp runtime's native libraries (issue 14: no
+    libgomp1) must still serve vendor models. A stand-in `xllamacpp` that fails
+    to import the way the real one does there proves nothing imports it."""
+    (tmp_path / "xllamacpp.py").write_text(
+        'raise ImportError("libgomp.so.1: cannot open shared object file: No such file or directory")\n'
+    )
+    env = isolated_env(AIGC_LOCAL_ENABLED="false", OPENAI_API_KEY=KEY)
+    env["PYTHONPATH"] = f"{tmp_path}:{ROOT}:{ROOT / 'gen' / 'python'}"
+    with running_server(env) as server, grpc.insecure_channel(server.address) as channel:
+        stub = aigc_service_pb2_grpc.AigcServiceStub(channel)
+        reply = stub.ListModels(pb.ListModelsRequest(), timeout=10)
+    assert "smollm2" not in [m.id for m in reply.models]
