@@ -16,7 +16,7 @@ GOOGLEAPIS_PROTOS := api/annotations api/http api/field_behavior rpc/status rpc/
 
 .PHONY: help
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # --- installs (stamps make them idempotent and cheap to repeat) -------------
 # requirements*.txt pin what we use directly; constraints.txt pins everything
@@ -178,7 +178,7 @@ test: lint check-breaking check-gen check-envoy check-compose check-k8s check-op
 # observability) and checks it as a user would; then stops the engine and
 # restores the host network. Needs root; run by .ci/run after `make test`.
 .PHONY: test-container
-test-container: deps ## Build the image and run docker-compose.yml on a real engine (root; ~5 min, cached)
+test-container: deps ## Build the image and run docker-compose.yml on a real engine (root; ~5 min fresh, ~2 min cached)
 	AIGC_CONTAINER_TESTS=1 $(PY) -m pytest tests/container -v -s -p no:cacheprovider --timeout=1800 $(PYTEST_ARGS)
 
 # --- clients -------------------------------------------------------------------
