@@ -3,7 +3,8 @@
 The config file is the user's own, mounted read-only through AIGC_CONFIG_FILE:
 two caller keys, one with a quota of QUOTA requests a minute. Calls to both
 replicas' gRPC ports draw on that one budget (GCRA: a minute's budget may be
-spent at once), so the call after QUOTA is refused whichever replica gets it.
+spent at once), so the call after QUOTA is refused whichever replica gets it;
+each replica alone would still admit it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from tests.container.compose import Compose, running_stack
 from tests.container.engine import Engine, say
 from tests.support.status import error_info
 
-QUOTA = 4
+# GCRA refills one call every 60/QUOTA s: 2 leaves 30 s for the calls below,
+# which take well under one once the model is warm.
+QUOTA = 2
 
 
 def new_key() -> tuple[str, str]:
@@ -81,19 +84,26 @@ def test_the_mounted_config_is_read_only_at_etc_aigc(stack):
 
 
 def test_a_keyed_quota_holds_across_both_replicas(stack, keys):
-    key = keys["quota"][0]
     replicas = [f"127.0.0.1:{stack.ports['grpc']}", f"127.0.0.1:{stack.ports['grpc_2']}"]
+    for address in replicas:  # warm: the quota's calls then follow each other within a second
+        chat(address, keys["open"][0])
+    key = keys["quota"][0]
     for n in range(QUOTA):
         chat(replicas[n % 2], key)
     refused = replicas[QUOTA % 2]
-    with pytest.raises(grpc.RpcError) as caught:
+    try:
         chat(refused, key)
-    info = error_info(caught.value)
+    except grpc.RpcError as exc:
+        caught = exc
+    else:  # say why: a quota store that did not answer in time lets calls through (open)
+        quota_lines = [line for line in stack.logs("server", "server-2").splitlines() if "quota" in line]
+        pytest.fail(f"call {QUOTA + 1} was not refused; quota log lines: {quota_lines}")
+    info = error_info(caught)
     say(
         f"{QUOTA} calls alternating over both replicas passed; call {QUOTA + 1} (on {refused}): "
-        f"{caught.value.code().name} {info.reason}"
+        f"{caught.code().name} {info.reason}"
     )
-    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and info.reason == "RATE_LIMITED"
+    assert caught.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and info.reason == "RATE_LIMITED"
 
 
 def test_prometheus_scrapes_both_replicas(stack):
