@@ -32,7 +32,7 @@ def engine() -> Iterator[Engine]:
         def stop_and_exit(signum, frame):  # the finally below would not run on a signal
             say(f"signal {signum}: stopping the engine and restoring the host network")
             engine.stop()
-            raise SystemExit(128 + signum)
+            pytest.exit(f"stopped by signal {signum}", returncode=128 + signum)
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, stop_and_exit)
