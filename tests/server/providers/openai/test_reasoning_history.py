@@ -14,6 +14,7 @@ import pytest
 
 from server.config import Settings
 from server.core.engine import Call, Engine
+from server.envvars import ConfigError
 from server.observability import Observability
 from server.providers.base import ProviderRequest
 from server.providers.openai import wire
@@ -21,7 +22,7 @@ from server.routing import build_router
 from tests.conformance.requests import WEATHER, chat, user
 from tests.fakes import KEY
 from tests.fakes import openai_fake as oa
-from tests.proxies.env import isolated_env
+from tests.proxies.env import isolated_env, write_config
 
 
 def tool_turn_two(model: str):
@@ -78,3 +79,23 @@ def test_the_wire_sends_reasoning_back_only_when_told(flag):
         ProviderRequest("m", chat=request, config=request.generation_config), reasoning_in_history=flag
     )
     assert ("reasoning_content" in body["messages"][1]) is flag
+
+
+def test_the_flag_is_a_config_key_of_openai_kind_upstreams(tmp_path):
+    config = write_config(
+        tmp_path,
+        """
+        [upstreams.deepseek]
+        reasoning_in_history = false
+
+        [upstreams.moonshot]
+        reasoning_in_history = true
+        """,
+    )
+    env = isolated_env(AIGC_CONFIG=config, DEEPSEEK_API_KEY=KEY, MOONSHOT_API_KEY=KEY)
+    router = build_router(Settings.from_env(env), environ={})
+    assert not router.resolve("deepseek-reasoner").provider.inner.reasoning_in_history
+    assert router.resolve("kimi").provider.inner.reasoning_in_history
+    bad = write_config(tmp_path, "[upstreams.gemini]\nreasoning_in_history = true\n", name="bad.toml")
+    with pytest.raises(ConfigError, match='reasoning_in_history applies to kind = "openai" only'):
+        Settings.from_env(isolated_env(AIGC_CONFIG=bad))
