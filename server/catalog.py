@@ -73,6 +73,10 @@ class Upstream:
     # openai kind: the body field for max_output_tokens ("max_tokens", or
     # OpenAI's own "max_completion_tokens", which its reasoning models need).
     max_tokens_param: str = "max_tokens"
+    # openai kind: send the reasoning of earlier assistant turns back as
+    # `reasoning_content` (DeepSeek's thinking mode refuses a tool loop
+    # without it; OpenAI has no such field).
+    reasoning_in_history: bool = False
     # Seconds to connect; to the first event of an answer (a thinking model
     # can be silent a while); between two events once it streams.
     connect_timeout_seconds: float = 10.0
@@ -146,6 +150,7 @@ class Preset:
     timeout_seconds: float = 600.0
     max_retries: int = 2
     max_tokens_param: str = "max_tokens"
+    reasoning_in_history: bool = False
 
     @property
     def base_url_env(self) -> str:
@@ -203,6 +208,10 @@ PRESETS: tuple[Preset, ...] = (
                 _TOOLS_JSON | {"reasoning"},
             ),
         ),
+        # Its thinking mode answers 400 ("The `reasoning_content` in the
+        # thinking mode must be passed back to the API") when an assistant
+        # turn that called tools comes back without its reasoning.
+        reasoning_in_history=True,
     ),
     Preset(
         "qwen",
@@ -351,6 +360,7 @@ _UPSTREAM_KEYS = {
     "header_envs",
     "capabilities",
     "max_tokens_param",
+    "reasoning_in_history",
     "connect_timeout_seconds",
     "first_token_timeout_seconds",
     "idle_timeout_seconds",
@@ -636,6 +646,9 @@ def _upstream(
         raise ConfigError(f"{source}: max_tokens_param must be max_tokens or max_completion_tokens")
     if max_tokens_param != "max_tokens" and kind != "openai":
         raise ConfigError(f'{source}: max_tokens_param applies to kind = "openai" only')
+    reasoning_in_history = get("reasoning_in_history", bool, preset.reasoning_in_history if preset else False)
+    if reasoning_in_history and kind != "openai":
+        raise ConfigError(f'{source}: reasoning_in_history applies to kind = "openai" only')
     return Upstream(
         name=name,
         kind=kind,
@@ -651,6 +664,7 @@ def _upstream(
         source=source,
         capabilities=capabilities,
         max_tokens_param=max_tokens_param,
+        reasoning_in_history=reasoning_in_history,
         base_urls=tuple(u.rstrip("/") for u in base_urls),
         api_keys=tuple(more_keys),
         **timeouts,

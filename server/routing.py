@@ -197,7 +197,12 @@ def build_provider(upstream: Upstream) -> UpstreamProvider:
             raise  # the module is there but broken: a bad install, fail loudly
         return UpstreamProvider(upstream, None, f"this build has no {upstream.kind!r} provider")
     cls = getattr(module, class_name)
-    options = {"max_tokens_param": upstream.max_tokens_param} if upstream.kind == "openai" else {}
+    options: dict[str, object] = {}
+    if upstream.kind == "openai":
+        options = {
+            "max_tokens_param": upstream.max_tokens_param,
+            "reasoning_in_history": upstream.reasoning_in_history,
+        }
     inner = cls(
         upstream.name,
         base_url=upstream.base_url,

@@ -27,19 +27,26 @@ below does what it does):
   calls a tool by itself: you get text.
 - Reasoning is off (`enable_reasoning = 0`): llama.cpp's default turns
   "thinking" on for every request, and SmolLM2 does not reason.
+
+What a caller may add through vendor_params is a bounded allowlist
+(local_params.py says why). The caller's deadline reaches llama.cpp twice:
+the HTTP stream is closed when it passes (llama.cpp cancels the slot's task
+when it sees the closed connection), and it is sent as llama.cpp's own
+`t_max_predict_ms`, which stops a generation past that time by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import pathlib
 import secrets
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import xllamacpp
@@ -49,7 +56,8 @@ from server.config import LocalModelSettings, smollm2_path
 from server.errors import UpstreamError, UpstreamFailure
 from server.providers.base import Chunk, ProviderRequest
 from server.providers.http import HttpTransport
-from server.providers.openai import OpenAICompatProvider
+from server.providers.local_params import LocalParams
+from server.providers.openai import OpenAICompatProvider, wire
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +82,9 @@ _TOOL_CALL_END = "</tool_call>"
 
 
 class LocalProvider(OpenAICompatProvider):
+    # llama.cpp's time limit is set from the caller's deadline (stream()).
+    reserved_vendor_keys = wire.RESERVED_KEYS | {"t_max_predict_ms", "t_max_prompt_ms"}
+
     def __init__(self, settings: LocalModelSettings, *, verbose: bool = False, workers: int = 1) -> None:
         # One retry, for the one failure that does pass: a pooled keep-alive
         # connection that llama.cpp closed for idleness just as we reuse it
@@ -90,6 +101,7 @@ class LocalProvider(OpenAICompatProvider):
         self._slots = asyncio.Semaphore(max(1, -(-settings.parallel // workers)))
         self._server: xllamacpp.Server | None = None
         self.address = ""
+        self._params = LocalParams(settings.context_tokens)
 
     async def start(self) -> None:
         if self._settings.url:
@@ -125,6 +137,9 @@ class LocalProvider(OpenAICompatProvider):
     def ready(self) -> bool:
         return bool(self.address)
 
+    def validate(self, request: ProviderRequest) -> Mapping[str, str]:
+        return {**super().validate(request), **self._params.problems(request.vendor_params)}
+
     @contextlib.asynccontextmanager
     async def stream(self, request: ProviderRequest) -> AsyncIterator[AsyncIterator[Chunk]]:
         size = request.chat.ByteSize() if request.chat is not None else len((request.prompt or "").encode())
@@ -153,7 +168,7 @@ class LocalProvider(OpenAICompatProvider):
                 retryable=False,
             ) from None
         try:
-            async with super().stream(request) as chunks:
+            async with super().stream(_with_time_limit(request)) as chunks:
                 yield chunks
         finally:
             self._slots.release()
@@ -190,6 +205,21 @@ class LocalProvider(OpenAICompatProvider):
                 return json.load(response)
 
         return sum(1 for slot in await asyncio.to_thread(fetch) if slot.get("is_processing"))
+
+
+def _with_time_limit(request: ProviderRequest) -> ProviderRequest:
+    """`request` with llama.cpp's `t_max_predict_ms` set to what is left of the caller's deadline.
+
+    Closing the stream at the deadline (providers/http.py) is what stops
+    llama.cpp first; this limit is llama.cpp's own, so the generation also
+    ends if the closed connection goes unnoticed (llama.cpp applies it once
+    the answer has a line break, counted from the first token).
+    """
+    if request.deadline is None:
+        return request
+    left = request.deadline - asyncio.get_running_loop().time()
+    limit = max(1, int(left * 1000))
+    return dataclasses.replace(request, vendor_params={**request.vendor_params, "t_max_predict_ms": limit})
 
 
 def start_llama_server(

@@ -16,10 +16,10 @@ are tool_use blocks back to back)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-from tests.fakes.http import ByRequest, Respond, Stream
+from tests.fakes.http import ByRequest, Checked, Recorded, Reply, Respond, Stream
 
 # Usage fields message_start carries; message_delta carries the output counts.
 _INPUT_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
@@ -203,3 +203,60 @@ def stream(events: list[bytes], **options: Any) -> Stream:
 def error(status: int, type: str, message: str, *, headers: Mapping[str, str] | None = None) -> Respond:
     body = {"type": "error", "error": {"type": type, "message": message}, "request_id": f"req_{status}"}
     return Respond(status, body, {"request-id": f"req_{status}", **(headers or {})})
+
+
+# The API's words when a tool loop's last assistant turn lost its thinking block.
+_NO_THINKING_FIRST = (
+    "messages.{}.content.0.type: Expected `thinking` or `redacted_thinking`, but found `{}`. "
+    "When `thinking` is enabled, a final `assistant` message must start with a thinking block "
+    "(preceeding the lastmost set of `tool_use` and `tool_result` blocks). We recommend you "
+    "include thinking blocks from previous turns. To avoid this requirement, disable `thinking`. "
+    "Please consult our documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+)
+
+
+def thinking_check(issued: Collection[str]) -> Callable[[Recorded], Respond | None]:
+    """What the Messages API checks of a conversation with thinking on, as a Checked rule.
+
+    The last assistant message of a tool loop (the one before the latest
+    tool_result turn) must start with a thinking or redacted_thinking block,
+    and every thinking block's signature must be one the API issued
+    (`issued`: the fake's own): otherwise the API's 400s, word for word.
+    """
+
+    def check(request: Recorded) -> Respond | None:
+        body = request.json()
+        if (body.get("thinking") or {}).get("type") not in ("enabled", "adaptive"):
+            return None
+        messages = body.get("messages") or []
+        for i, message in enumerate(messages):
+            for j, block in enumerate(_blocks(message)):
+                if block.get("type") == "thinking" and block.get("signature") not in issued:
+                    return error(
+                        400,
+                        "invalid_request_error",
+                        f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block",
+                    )
+        tool_turns = [
+            i
+            for i, m in enumerate(messages)
+            if m.get("role") == "assistant" and any(b.get("type") == "tool_use" for b in _blocks(m))
+        ]
+        if tool_turns:
+            last = tool_turns[-1]
+            first = (_blocks(messages[last]) or [{}])[0]
+            if first.get("type") not in ("thinking", "redacted_thinking"):
+                return error(400, "invalid_request_error", _NO_THINKING_FIRST.format(last, first.get("type")))
+        return None
+
+    return check
+
+
+def _blocks(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    content = message.get("content")
+    return [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+
+
+def with_thinking_checked(reply: Reply, issued: Collection[str]) -> Checked:
+    """`reply`, unless the request breaks thinking_check's rules."""
+    return Checked(thinking_check(issued), reply)

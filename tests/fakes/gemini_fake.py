@@ -13,10 +13,10 @@ as one JSON body."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-from tests.fakes.http import ByRequest, Respond, Stream
+from tests.fakes.http import ByRequest, Checked, Recorded, Reply, Respond, Stream
 
 
 def response_body(
@@ -152,3 +152,41 @@ def error(
         details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay})
     body = {"error": {"code": code, "message": message, "status": status, "details": details}}
     return Respond(code, body, dict(headers or {}))
+
+
+# Gemini 3's words when a function call of the history lost its thoughtSignature.
+_NO_SIGNATURE = (
+    "Function call is missing a thought_signature in functionCall parts. This is required for "
+    "tools to work correctly, and missing thought_signature may lead to degraded model performance. "
+    "Additional data, function call `default_api:{}` , position {}. Please refer to "
+    "https://ai.google.dev/gemini-api/docs/thought-signatures for more details."
+)
+
+
+def signature_check(issued: Collection[str]) -> Callable[[Recorded], Respond | None]:
+    """What Gemini 3 checks of the history, as a Checked rule (docs: gemini-api/docs/thought-signatures):
+    the first functionCall part of every model turn carries a thoughtSignature, and one the API
+    issued (`issued`: the fake's own); otherwise Gemini's 400, word for word."""
+
+    def check(request: Recorded) -> Respond | None:
+        for content in request.json().get("contents") or ():
+            if content.get("role") != "model":
+                continue
+            calls = [p for p in content.get("parts") or () if "functionCall" in p]
+            if not calls:
+                continue
+            first = calls[0]
+            name = first["functionCall"].get("name")
+            position = (content.get("parts") or []).index(first) + 1
+            if "thoughtSignature" not in first:
+                return error(400, "INVALID_ARGUMENT", _NO_SIGNATURE.format(name, position))
+            if first["thoughtSignature"] not in issued:
+                return error(400, "INVALID_ARGUMENT", "Corrupted thought signature.")
+        return None
+
+    return check
+
+
+def with_signatures_checked(reply: Reply, issued: Collection[str]) -> Checked:
+    """`reply`, unless the request breaks signature_check's rules."""
+    return Checked(signature_check(issued), reply)

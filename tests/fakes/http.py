@@ -5,7 +5,8 @@ Real sockets on 127.0.0.1, port 0, TCP_NODELAY. Each request is recorded
 
     fake.script(Respond(200, body), Stream([b"data: ...\\n\\n", ...]), Hang())
 
-(`ByRequest` picks one of two replies by what the request asked for.)
+(`ByRequest` picks one of two replies by what the request asked for; `Checked`
+refuses a request the way its vendor would.)
 
 `Stream` writes each piece as its own HTTP chunk and drains it before the
 next, so a piece boundary is a real network write: split a character's UTF-8
@@ -139,6 +140,21 @@ class ByRequest(Reply):
     async def send(self, conn: Connection, server: FakeServer) -> bool:
         reply = self.streamed if self.wants_stream(server.requests[-1]) else self.unary
         return await reply.send(conn, server)
+
+
+@dataclasses.dataclass
+class Checked(Reply):
+    """`reply`, unless `check(request)` finds the request one the real vendor refuses:
+    then the error Reply it returns. What makes a fake refuse what its vendor
+    refuses (a missing signature, a missing `reasoning_content`), so a test of
+    a multi-turn conversation fails where the vendor would."""
+
+    check: Callable[[Recorded], Reply | None]
+    reply: Reply
+
+    async def send(self, conn: Connection, server: FakeServer) -> bool:
+        refusal = self.check(server.requests[-1])
+        return await (refusal or self.reply).send(conn, server)
 
 
 class Hang(Reply):

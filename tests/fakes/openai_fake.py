@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from tests.fakes.http import ByRequest, Recorded, Respond, Stream
+from tests.fakes.http import ByRequest, Checked, Recorded, Reply, Respond, Stream
 
 DONE = b"data: [DONE]\n\n"
 CREATED = 1_764_000_000
@@ -205,3 +205,35 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
 
 def _wants_stream(request: Recorded) -> bool:
     return request.json().get("stream") is True
+
+
+# DeepSeek's thinking mode (deepseek-reasoner, deepseek-v4-* with thinking on)
+# refuses a conversation whose assistant tool-call turns lost their
+# reasoning: it needs `reasoning_content` back on every assistant message that
+# called tools (api-docs.deepseek.com/guides/thinking_mode, "Tool calls").
+# The exact answer, as recorded from api.deepseek.com:
+DEEPSEEK_REASONING_MISSING = Respond(
+    400,
+    {
+        "error": {
+            "message": "The `reasoning_content` in the thinking mode must be passed back to the API.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "invalid_request_error",
+        }
+    },
+)
+
+
+def deepseek_thinking_check(request: Recorded) -> Respond | None:
+    """DeepSeek's 400 when an assistant message with tool calls has no `reasoning_content`."""
+    for message in request.json().get("messages", ()):
+        if message.get("role") == "assistant" and message.get("tool_calls"):
+            if not message.get("reasoning_content"):
+                return DEEPSEEK_REASONING_MISSING
+    return None
+
+
+def as_deepseek_thinking(reply: Reply) -> Checked:
+    """`reply`, from a fake configured as DeepSeek in thinking mode (see deepseek_thinking_check)."""
+    return Checked(deepseek_thinking_check, reply)

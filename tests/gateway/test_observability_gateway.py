@@ -132,7 +132,7 @@ def test_server_error_has_one_id_in_header_body_and_both_logs(http, stack, path)
 
 def test_upstream_error_in_a_stream_before_its_first_message(http, stack):
     request_id = f"gw-{secrets.token_hex(4)}"
-    body = {**CHAT, "vendor_params": {"n_probs": "bad"}}
+    body = {**CHAT, "vendor_params": {"dry_sequence_breakers": []}}  # llama.cpp's own 400
     resp = http.post("/v1/chat:streamGenerate", json=body, headers={"x-request-id": request_id})
     assert resp.status_code == 400
     info = error_info(resp.json())

@@ -383,10 +383,10 @@ def test_invalid_request_is_counted_under_its_model(observed):
 
 @pytest.mark.parametrize("method", ["Chat", "StreamChat"])
 def test_upstream_error_is_logged_and_counted_by_reason(observed, method):
-    # llama.cpp answers 400 to a string where it wants a number.
+    # llama.cpp answers 400 to an empty list of DRY breakers.
     request_id = rid("upstream")
     request = chat(max_output_tokens=4)
-    request.vendor_params.update({"n_probs": "bad"})
+    request.vendor_params.update({"dry_sequence_breakers": []})
     before = observed.scrape()
     with pytest.raises(grpc.RpcError) as caught:
         call = getattr(observed.stub, method)(request, metadata=(("x-request-id", request_id),), timeout=30)

@@ -120,7 +120,7 @@ def test_upstream_failure_marks_the_client_span(receiver, traced):
     _, stub = traced
     trace_id, _, header = traceparent()
     request = chat(4)
-    request.vendor_params.update({"n_probs": "bad"})
+    request.vendor_params.update({"dry_sequence_breakers": []})  # llama.cpp's own 400
     with pytest.raises(grpc.RpcError) as caught:
         stub.Chat(request, metadata=(("traceparent", header),), timeout=30)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -14,7 +14,10 @@ Where it differs from OpenAI (README, "OpenAI-compatible door"):
 - `vendor_params` (our extension, e.g. through the SDK's `extra_body`) passes
   vendor-specific fields on, as on the typed API;
 - reasoning comes back as `reasoning_content` (DeepSeek's convention, read by
-  most OpenAI-compatible clients) when `reasoning_effort` asked for it;
+  most OpenAI-compatible clients) when `reasoning_effort` asked for it, and
+  with its signatures as `reasoning_details` (OpenRouter's convention,
+  reasoning.py), which a client sends back on the assistant message so that a
+  tool loop's next turn reaches the vendor signed;
 - errors carry our ErrorInfo reason as `code` and the google.rpc.Status code
   and details under `error.status`, with the request id in `x-request-id`.
 """
@@ -30,6 +33,7 @@ from google.protobuf import json_format, struct_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from aigc.v1 import aigc_service_pb2, content_pb2, generation_pb2, tool_pb2
+from server.api.openai_compat import reasoning as details
 from server.errors import InvalidRequest
 
 Json = dict[str, Any]
@@ -242,6 +246,7 @@ def _message(message: Any, where: str, problems: _Problems) -> content_pb2.Messa
         "tool_calls",
         "tool_call_id",
         "reasoning_content",
+        "reasoning_details",
         "refusal",
     }
     for name in sorted(unknown):
@@ -265,9 +270,16 @@ def _message(message: Any, where: str, problems: _Problems) -> content_pb2.Messa
                 out.parts.append(converted)
         return out
     if role == content_pb2.ROLE_ASSISTANT:
-        reasoning = message.get("reasoning_content")
-        if isinstance(reasoning, str) and reasoning:
-            out.parts.append(content_pb2.Part(reasoning=content_pb2.Reasoning(text=reasoning)))
+        signatures: dict[str, tuple[str, str]] = {}
+        if message.get("reasoning_details") is not None:
+            # The whole reasoning with its signatures; reasoning_content repeats its text.
+            thinking, signatures = details.parts(
+                message["reasoning_details"], f"{where}.reasoning_details", problems.add
+            )
+            out.parts.extend(thinking)
+        elif isinstance(message.get("reasoning_content"), str) and message["reasoning_content"]:
+            reasoning = content_pb2.Reasoning(text=message["reasoning_content"])
+            out.parts.append(content_pb2.Part(reasoning=reasoning))
         if content is not None:
             text = _text_of(content, f"{where}.content", problems)
             if text:
@@ -291,6 +303,7 @@ def _message(message: Any, where: str, problems: _Problems) -> content_pb2.Messa
                     )
                 )
             )
+        details.sign_calls(out, signatures, problems.add)
         return out
     text = _text_of(content, f"{where}.content", problems)
     if text is not None:
@@ -504,6 +517,9 @@ def chat_completion(
     message: Json = {"role": "assistant", "content": "".join(text) if text or not calls else None}
     if reasoning:
         message["reasoning_content"] = "".join(reasoning)
+    signed = details.details(parts)
+    if signed:
+        message["reasoning_details"] = signed
     if calls:
         message["tool_calls"] = calls
     out: Json = {
@@ -537,9 +553,12 @@ class ChunkWriter:
             "model": model,
         }
         self._calls: dict[int, int] = {}
+        self._details = details.Numbering()
         self._started = False
 
-    def _chunk(self, delta: Json, finish: str | None = None) -> Json:
+    def _chunk(self, delta: Json, finish: str | None = None, *, item: Json | None = None) -> Json:
+        if item is not None:
+            delta["reasoning_details"] = [item]
         return {
             **self._head,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
@@ -553,10 +572,11 @@ class ChunkWriter:
             out.append(self._chunk({"role": "assistant", "content": ""}))
         for part in parts:
             kind = part.WhichOneof("data")
+            item = self._details.delta(part)
             if kind == "text":
-                out.append(self._chunk({"content": part.text}))
+                out.append(self._chunk({"content": part.text}, item=item))
             elif kind == "reasoning":
-                out.append(self._chunk({"reasoning_content": part.reasoning.text}))
+                out.append(self._chunk({"reasoning_content": part.reasoning.text}, item=item))
             elif kind == "tool_call":
                 call = part.tool_call
                 number = self._calls.get(part.index)
@@ -570,7 +590,7 @@ class ChunkWriter:
                     }
                 else:
                     delta = {"index": number, "function": {"arguments": call.arguments}}
-                out.append(self._chunk({"tool_calls": [delta]}))
+                out.append(self._chunk({"tool_calls": [delta]}, item=item))
         return out
 
     def finish(self, finish: int, used: generation_pb2.Usage | None, include_usage: bool) -> list[Json]:

@@ -55,7 +55,9 @@ google/ai/generativelanguage/v1beta/*.proto):
 - Sampling: generationConfig maxOutputTokens, temperature, topP,
   stopSequences, seed, presencePenalty, frequencyPenalty. vendor_params
   merge deep, so a caller may add `generationConfig.topK` next to ours; the
-  reserved paths (`RESERVED_KEYS`) are what the typed request controls.
+  reserved paths (`RESERVED_KEYS`) are what the typed request controls, in
+  both spellings Gemini reads (lowerCamel and snake_case), and a snake_case
+  twin of an object we build (`generation_config`) is refused by `problems`.
 
 Streamed answers: each SSE event is a whole GenerateContentResponse; only
 `candidates[0]` is read (candidateCount is reserved).
@@ -94,6 +96,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import urllib.parse
 import uuid
 from collections.abc import Mapping, Sequence
@@ -132,35 +135,61 @@ _FINISH = {
 }
 _INT32 = (-(2**31), 2**31 - 1)
 
-#: Body paths the typed request controls (vendor_params may not set them).
+#: Body paths the typed request controls, as we spell them (lowerCamel).
 #: `candidateCount` too: only the first candidate is read.
-RESERVED_KEYS = frozenset(
-    {
-        "contents",
-        "systemInstruction",
-        "tools",
-        "toolConfig",
-        *(
-            f"generationConfig.{key}"
-            for key in (
-                "maxOutputTokens",
-                "temperature",
-                "topP",
-                "stopSequences",
-                "seed",
-                "presencePenalty",
-                "frequencyPenalty",
-                "candidateCount",
-                "responseMimeType",
-                "responseSchema",
-                "responseJsonSchema",
-                "_responseJsonSchema",
-                "thinkingConfig.thinkingBudget",
-                "thinkingConfig.includeThoughts",
-            )
-        ),
-    }
+_CAMEL_RESERVED = (
+    "contents",
+    "systemInstruction",
+    "tools",
+    "toolConfig",
+    *(
+        f"generationConfig.{key}"
+        for key in (
+            "maxOutputTokens",
+            "temperature",
+            "topP",
+            "stopSequences",
+            "seed",
+            "presencePenalty",
+            "frequencyPenalty",
+            "candidateCount",
+            "responseMimeType",
+            "responseSchema",
+            "responseJsonSchema",
+            "_responseJsonSchema",
+            "thinkingConfig.thinkingBudget",
+            "thinkingConfig.includeThoughts",
+        )
+    ),
 )
+#: Objects we build whose snake_case twin would be a second copy of them
+#: (path of the twin -> the spelling to use instead).
+_SNAKE_TWINS = {
+    "generation_config": "generationConfig",
+    "generationConfig.thinking_config": "generationConfig.thinkingConfig",
+}
+
+
+def snake_case(name: str) -> str:
+    """`maxOutputTokens` -> `max_output_tokens` (the proto field name; a leading `_` stays)."""
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+
+
+def _spellings(path: str) -> set[str]:
+    """Every spelling of a body path Gemini reads as the same field: each segment
+    lowerCamel (the JSON name) or snake_case (the proto name)."""
+    out = {""}
+    for segment in path.split("."):
+        out = {f"{head}.{s}" if head else s for head in out for s in {segment, snake_case(segment)}}
+    return out
+
+
+#: Body paths the typed request controls (vendor_params may not set them), in
+#: both spellings: Gemini parses proto JSON, which accepts the field's
+#: lowerCamel JSON name and its snake_case proto name alike, so
+#: `generationConfig.max_output_tokens` or `system_instruction` would
+#: otherwise slip past a camelCase-only check and reach the vendor.
+RESERVED_KEYS = frozenset(spelling for path in _CAMEL_RESERVED for spelling in _spellings(path))
 
 
 # --- requests -------------------------------------------------------------------------------
@@ -349,6 +378,12 @@ def thinking_config(reasoning: generation_pb2.ReasoningConfig) -> dict[str, Any]
 def problems(request: ProviderRequest) -> dict[str, str]:
     """Field path -> why, for what Gemini cannot take (Provider.validate)."""
     out: dict[str, str] = {}
+    for twin, spelling in _SNAKE_TWINS.items():
+        if _has_path(request.vendor_params, twin):
+            out[f"vendor_params.{twin}"] = (
+                f"Gemini reads it as {spelling}, which this service builds from the typed request; "
+                f"put the keys under {spelling} (they are merged with ours)"
+            )
     config = request.config
     if config.HasField("seed") and not _INT32[0] <= config.seed <= _INT32[1]:
         out["generation_config.seed"] = "Gemini takes a 32-bit seed (-2147483648 to 2147483647)"
@@ -356,6 +391,15 @@ def problems(request: ProviderRequest) -> dict[str, str]:
     if chat is not None:
         _history_problems(chat, out)
     return out
+
+
+def _has_path(params: Mapping[str, Any], path: str) -> bool:
+    node: Any = params
+    for key in path.split("."):
+        if not isinstance(node, Mapping) or key not in node:
+            return False
+        node = node[key]
+    return True
 
 
 def _history_problems(chat: aigc_service_pb2.ChatRequest, out: dict[str, str]) -> None:

@@ -31,13 +31,22 @@ _DONE = b"[DONE]"
 
 
 class OpenAICompatProvider(RemoteProvider):
-    """RemoteProvider's constructor, plus `max_tokens_param` (see catalog.Upstream)."""
+    """RemoteProvider's constructor, plus `max_tokens_param` and `reasoning_in_history`
+    (see catalog.Upstream)."""
 
     reserved_vendor_keys = wire.RESERVED_KEYS
 
-    def __init__(self, name: str, *, max_tokens_param: str = "max_tokens", **options: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        max_tokens_param: str = "max_tokens",
+        reasoning_in_history: bool = False,
+        **options: Any,
+    ) -> None:
         super().__init__(name, **options)
         self.max_tokens_param = max_tokens_param
+        self.reasoning_in_history = reasoning_in_history
 
     def validate(self, request: ProviderRequest) -> Mapping[str, str]:
         chat = request.chat
@@ -48,7 +57,9 @@ class OpenAICompatProvider(RemoteProvider):
 
     def chat_body(self, request: ProviderRequest) -> dict[str, Any]:
         """The chat request body; the local provider adjusts it for llama.cpp."""
-        return wire.chat_body(request, max_tokens_param=self.max_tokens_param)
+        return wire.chat_body(
+            request, max_tokens_param=self.max_tokens_param, reasoning_in_history=self.reasoning_in_history
+        )
 
     @contextlib.asynccontextmanager
     async def stream(self, request: ProviderRequest) -> AsyncIterator[AsyncIterator[Chunk]]:

@@ -10,9 +10,11 @@ Translation rules (docs/features.md has the table):
   is one text part is a plain string, else a list of `text` and
   `image_url` parts (inline images become `data:` URLs); an assistant
   message's tool calls are its `tool_calls`; each tool result is one
-  `role: tool` message. Reasoning parts of earlier turns are not sent: the
-  Chat Completions API has no field for them, and DeepSeek refuses its
-  `reasoning_content` in input.
+  `role: tool` message. Reasoning parts of earlier turns are sent back as
+  the assistant message's `reasoning_content` only where the upstream needs
+  it (`reasoning_in_history`, on for the deepseek preset: its thinking mode
+  answers 400 when an assistant turn that called tools comes back without
+  it); OpenAI's Chat Completions API has no field for them.
 - tools are `{"type": "function", "function": {...}}`; tool choice is
   "auto" / "none" / "required" or the named function; response formats are
   `json_object` and `json_schema` (`strict` as asked); reasoning effort is
@@ -105,11 +107,16 @@ RESERVED_KEYS = frozenset(
 # --- requests -------------------------------------------------------------------------------
 
 
-def chat_body(request: ProviderRequest, *, max_tokens_param: str = "max_tokens") -> dict[str, Any]:
+def chat_body(
+    request: ProviderRequest, *, max_tokens_param: str = "max_tokens", reasoning_in_history: bool = False
+) -> dict[str, Any]:
     """The /chat/completions streaming request body."""
     chat = request.chat
     assert chat is not None
-    body: dict[str, Any] = {"model": request.upstream_model, "messages": messages(chat.messages)}
+    body: dict[str, Any] = {
+        "model": request.upstream_model,
+        "messages": messages(chat.messages, reasoning_in_history=reasoning_in_history),
+    }
     if chat.tools:
         body["tools"] = [tool(t) for t in chat.tools]
         if chat.HasField("tool_choice"):
@@ -157,7 +164,7 @@ def _sampling(body: dict[str, Any], request: ProviderRequest, max_tokens_param: 
         body["user"] = request.user_id
 
 
-def messages(conversation: Any) -> list[dict[str, Any]]:
+def messages(conversation: Any, *, reasoning_in_history: bool = False) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for message in conversation:
         parts = parts_of(message)
@@ -168,7 +175,7 @@ def messages(conversation: Any) -> list[dict[str, Any]]:
             continue
         role = _ROLES[message.role]
         if message.role == content_pb2.ROLE_ASSISTANT:
-            out.append(_assistant(parts))
+            out.append(_assistant(parts, reasoning_in_history))
         elif message.role == content_pb2.ROLE_USER and any(p.WhichOneof("data") == "image" for p in parts):
             out.append({"role": role, "content": [_content_part(p) for p in parts]})
         else:
@@ -176,8 +183,9 @@ def messages(conversation: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _assistant(parts: Any) -> dict[str, Any]:
+def _assistant(parts: Any, reasoning_in_history: bool = False) -> dict[str, Any]:
     text = "".join(p.text for p in parts if p.WhichOneof("data") == "text")
+    reasoning = "".join(p.reasoning.text for p in parts if p.WhichOneof("data") == "reasoning")
     calls = [
         {
             "id": p.tool_call.id,
@@ -188,6 +196,8 @@ def _assistant(parts: Any) -> dict[str, Any]:
         if p.WhichOneof("data") == "tool_call"
     ]
     message: dict[str, Any] = {"role": "assistant", "content": text or None}
+    if reasoning and reasoning_in_history:
+        message["reasoning_content"] = reasoning
     if calls:
         message["tool_calls"] = calls
     return message

@@ -244,10 +244,11 @@ def test_empty_prompt_is_invalid(stub):
 
 
 def test_vendor_params_reach_the_provider_and_its_errors_map(stub):
-    # llama.cpp rejects a string where it wants a number: its 400 must come
-    # back as INVALID_ARGUMENT naming the provider and the upstream status.
+    # llama.cpp rejects an empty list of DRY breakers (our allowlist lets it
+    # through): its 400 must come back as INVALID_ARGUMENT naming the provider
+    # and the upstream status.
     request = pb.ChatRequest(messages=[user("hi")], generation_config=config(max_output_tokens=4))
-    request.vendor_params.update({"n_probs": "many"})
+    request.vendor_params.update({"dry_sequence_breakers": []})
     with pytest.raises(grpc.RpcError) as caught:
         stub.Chat(request, timeout=30)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -259,6 +260,13 @@ def test_vendor_params_reach_the_provider_and_its_errors_map(stub):
     request.vendor_params.Clear()
     request.vendor_params.update({"top_k": 1})
     assert stub.Chat(request, timeout=30).usage.completion_tokens > 0
+    # One the local model's allowlist does not have is refused here, naming it.
+    request.vendor_params.Clear()
+    request.vendor_params.update({"n_probs": 100000})
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Chat(request, timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "vendor_params.n_probs" in status_details(caught.value).violations
 
 
 def test_bad_page_token_is_invalid(stub):

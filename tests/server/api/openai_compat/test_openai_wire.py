@@ -168,6 +168,7 @@ def test_a_whole_answer_with_text_reasoning_and_tool_calls():
                     "role": "assistant",
                     "content": "Let me check.",
                     "reasoning_content": "thinking",
+                    "reasoning_details": [{"type": "reasoning.text", "text": "thinking", "index": 0}],
                     "tool_calls": [
                         {
                             "id": "c1",
