@@ -55,6 +55,10 @@ class LocalModelSettings:
     # worker reaches it here (http://127.0.0.1:PORT and its API key).
     url: str = ""
     key: str = dataclasses.field(default="", repr=False)
+    # A folder of one lock file per slot, shared by every worker that uses
+    # this model (server/providers/local_slots.py); the supervisor sets it.
+    # Empty: the slots are counted in this process only.
+    slots_dir: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +212,7 @@ class Settings:
             threads=setting(env, "AIGC_LOCAL_THREADS", 0, _non_negative_int),
             url=setting(env, "AIGC_LOCAL_URL", "", _http_url),
             key=setting(env, "AIGC_LOCAL_KEY", "", str),
+            slots_dir=setting(env, "AIGC_LOCAL_SLOTS_DIR", "", str),
             max_output_tokens=setting(env, "AIGC_LOCAL_MAX_OUTPUT_TOKENS", 1024, _positive_int),
             queue_timeout_seconds=setting(env, "AIGC_LOCAL_QUEUE_TIMEOUT_SECONDS", 5.0, _non_negative_float),
         )
