@@ -134,7 +134,7 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
             raise MalformedRequest(rpc.record.method)
         if rpc.bad_timeout:
             raise InvalidRequest({f"{TIMEOUT_HEADER} header": rpc.bad_timeout})
-        rpc.call.key = key = self._engine.gate.authenticate(rpc.metadata)
+        rpc.call.key = key = self._engine.gate.authenticate(rpc.metadata, rpc.record.peer)
         rpc.record.authenticated(key.name if key is not None else None)
 
     # --- chat -------------------------------------------------------------------------------------

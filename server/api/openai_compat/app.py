@@ -242,8 +242,8 @@ class OpenAICompat:
         """The caller's key (the same `authorization: Bearer` as the SDKs send), and the timeout header."""
         if call.bad_timeout:
             raise InvalidRequest({f"{TIMEOUT_HEADER} header": call.bad_timeout})
-        header = request.headers.get("authorization")
-        key = self._engine.gate.authenticate([("authorization", header)] if header else [])
+        metadata = [(name.lower(), value) for name, value in request.headers.items()]
+        key = self._engine.gate.authenticate(metadata, request.remote or "")
         call.call.key = key
         call.record.authenticated(key.name if key is not None else None)
 
