@@ -15,8 +15,10 @@ Semantics, the same for both stores:
 - tokens: `reserve_tokens` (the request's max_output_tokens, or the model's
   cap) is taken up front, so a caller cannot start a hundred huge answers at
   once; `release(used_tokens)` charges what the answer really used (prompt and
-  completion) instead - the difference is given back or taken. An answer with
-  no reported usage keeps its reservation.
+  completion) instead - the difference is given back or taken. The engine
+  passes the vendor's usage, or for a call without it (a stream cancelled
+  before its last chunk) an estimate of its prompt and the output so far
+  (server/core/engine.py `tokens_used`); `release(None)` keeps the reservation.
 - max_concurrent_streams: streams of the key open at the same time across
   every replica; each holds a lease that expires on its own (LEASE_SECONDS)
   if its replica dies without releasing it.

@@ -14,7 +14,7 @@ semconv attribute names as labels; the rest are `aigc_*`:
     aigc_upstream_retries_total{provider,reason}           counter, retries before the first chunk
     aigc_fallbacks_total{from_model,to_model,reason}       counter, switches to a fallback model
     aigc_caller_requests_total{key,code}                   counter per caller key name (auth on)
-    aigc_caller_tokens_total{key}                          counter of tokens per caller key name
+    aigc_caller_tokens_total{key}                          counter of tokens charged per caller key name
 
     GEN_AI = gen_ai_operation_name (chat|text_completion), gen_ai_provider_name, gen_ai_request_model
 
@@ -105,7 +105,8 @@ class Metrics:
         )
         self.caller_tokens = Counter(
             "aigc_caller_tokens",
-            "Tokens (prompt + completion, as reported) used per caller key name.",
+            "Tokens charged per caller key name: prompt + completion as reported, or the "
+            "estimate for a call without reported usage (a cancelled stream).",
             ("key",),
             registry=r,
         )

@@ -132,6 +132,9 @@ class RpcRecord:
         self.retries = 0
         self.fallbacks: list[str] = []
         self.key_name: str | None = None
+        # Tokens charged to the key (the usage, or an estimate: server/core/engine.py).
+        self.charged_tokens: int | None = None
+        self.tokens_estimated = False
         self.response_id = ""
         self.prompt: Any = None
         self._answer: list[str] | None = [] if owner.settings.log_prompts else None
@@ -216,6 +219,11 @@ class RpcRecord:
         self.error = error
         self.code = error.code
         self._finish(None)
+
+    def charged(self, tokens: int, estimated: bool) -> None:
+        """The tokens charged to the caller's key; `estimated` when the vendor reported no usage."""
+        self.charged_tokens = tokens
+        self.tokens_estimated = estimated
 
     def authenticated(self, key_name: str | None) -> None:
         """The caller's key, by name (never the key itself)."""
@@ -350,7 +358,9 @@ class RpcRecord:
             m.upstream_errors.labels(self.provider, self.model_label, self.error.reason).inc()
         if self.key_name is not None:
             m.caller_requests.labels(self.key_name, code_pb2.Code.Name(self.code)).inc()
-            if self.usage is not None:
+            if self.charged_tokens is not None:
+                m.caller_tokens.labels(self.key_name).inc(self.charged_tokens)
+            elif self.usage is not None:
                 m.caller_tokens.labels(self.key_name).inc(self.usage.total_tokens)
 
     def _end_span(self) -> None:
@@ -389,6 +399,7 @@ class RpcRecord:
             "retries": self.retries or None,
             "fallbacks": self.fallbacks or None,
             "key": self.key_name,
+            "estimated_tokens": self.charged_tokens if self.tokens_estimated else None,
             "response_id": self.response_id or None,
             "cancelled": self.cancelled,
             "peer": self.peer,

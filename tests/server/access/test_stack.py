@@ -39,7 +39,7 @@ from tests.support.redis import RedisServer, running_redis
 from tests.support.stack import Stack, running_stack
 from tests.support.status import error_info, status_details
 
-KEYS = {name: new_key() for name in ("open", "limited", "tokens", "streams", "narrow")}
+KEYS = {name: new_key() for name in ("open", "limited", "tokens", "streams", "narrow", "cancels")}
 VENDOR_KEY = "sk-access-vendor-0f1e2d3c4b5a"
 # Usage the fake reports for every answer: 30 prompt + 15 completion tokens.
 USAGE = (30, 15)
@@ -53,7 +53,7 @@ class Answers(Reply):
     async def send(self, conn: Connection, server: FakeServer) -> bool:
         server._replies.append(self)
         body = server.requests[-1].json()
-        if body["messages"][-1].get("content") == "hold":
+        if body["messages"][-1].get("content", "").startswith("hold"):
             events = openai_fake.chat_events(["held"], finish=None, usage=None)[:-1]
             return await openai_fake.stream(events, end="hold").send(conn, server)
         if body["messages"][-1].get("content") == "slow":  # ten words, 0.4 s apart: ~4 s
@@ -69,6 +69,7 @@ def config(vendor_url: str) -> str:
         "tokens": "tokens_per_minute = 100",
         "streams": "max_concurrent_streams = 1",
         "narrow": 'models = ["gpt-4o-mini"]',
+        "cancels": "tokens_per_minute = 1000",
     }
     keys = "\n".join(
         f'[[keys]]\nname = "{name}"\nsha256 = "{digest_of(KEYS[name]).hex()}"\n{extra}\n'
@@ -311,6 +312,47 @@ def test_concurrent_streams_are_capped_across_replicas(access: Access):
                 raise
             time.sleep(0.1)
     assert replies[-1].finish_reason == generation_pb2.FINISH_REASON_STOP
+
+
+def caller_tokens(access: Access, key: str) -> float:
+    """aigc_caller_tokens_total of `key`, summed over both replicas."""
+    total = 0.0
+    for replica in range(2):
+        url = f"http://127.0.0.1:{access.stack.metrics_port + replica}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith(f'aigc_caller_tokens_total{{key="{key}"}}'):
+                    total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_streams_cancelled_at_their_first_message_are_charged_their_prompt(access: Access):
+    """Issue 13 point 2: a key with 1,000 tokens a minute, streams of a ~900-token prompt
+    cancelled at their first message. The vendor reports no usage for them (it comes
+    at the end), so each is charged the documented estimate of its prompt and of the
+    output it delivered - not just its output reservation - and the third is refused."""
+    prompt = "hold " + "lorem ipsum dolor sit amet " * 100  # 2,705 bytes: ~900 tokens at 3 bytes a token
+    passed, refusals = 0, []
+    for i in range(20):
+        stream = access.stubs[i % 2].StreamChat(
+            hi(text=prompt, max_output_tokens=16), metadata=auth("cancels"), timeout=30
+        )
+        try:
+            next(stream)
+        except grpc.RpcError as error:
+            refusals.append((error.code(), error_info(error).reason, error_info(error).metadata["limit"]))
+            continue
+        passed += 1
+        before = caller_tokens(access, "cancels")
+        stream.cancel()
+        # The charge lands when the replica sees the cancel: wait for it to show in the metric
+        # (it never does on a server that charges cancelled streams nothing; then go on).
+        deadline = time.monotonic() + 5
+        while caller_tokens(access, "cancels") == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert passed <= 2, f"{passed} of 20 cancelled streams passed a 1,000 tokens/min quota"
+    assert set(refusals) == {(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED", "tokens_per_minute")}
+    assert caller_tokens(access, "cancels") >= passed * 900, "the per-key token metric counts them"
 
 
 # --- what the operator sees ---------------------------------------------------------------
