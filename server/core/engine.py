@@ -180,9 +180,9 @@ class Engine:
             params = self._check(request, call)
             prepared = self._plan(request, self.router.resolve(request.model), params, call)
         record = call.record
-        ticket = await self.gate.admit(
-            call.key, reserve_tokens=prepared.reserve_tokens, stream=record.streaming
-        )
+        # Every generation call holds one of its key's max_concurrent_streams
+        # while it runs, unary ones too: a unary call keeps the vendor as busy.
+        ticket = await self.gate.admit(call.key, reserve_tokens=prepared.reserve_tokens, stream=True)
         used = 0  # nothing used if opening fails
         try:
             opened, chunks, prepared = await self._open(request, prepared, params, call)

@@ -39,7 +39,7 @@ from tests.support.redis import RedisServer, running_redis
 from tests.support.stack import Stack, running_stack
 from tests.support.status import error_info, status_details
 
-KEYS = {name: new_key() for name in ("open", "limited", "tokens", "streams", "narrow", "cancels")}
+KEYS = {name: new_key() for name in ("open", "limited", "tokens", "streams", "narrow", "cancels", "leases")}
 VENDOR_KEY = "sk-access-vendor-0f1e2d3c4b5a"
 # Usage the fake reports for every answer: 30 prompt + 15 completion tokens.
 USAGE = (30, 15)
@@ -70,6 +70,7 @@ def config(vendor_url: str) -> str:
         "streams": "max_concurrent_streams = 1",
         "narrow": 'models = ["gpt-4o-mini"]',
         "cancels": "tokens_per_minute = 1000",
+        "leases": "max_concurrent_streams = 1",
     }
     keys = "\n".join(
         f'[[keys]]\nname = "{name}"\nsha256 = "{digest_of(KEYS[name]).hex()}"\n{extra}\n'
@@ -423,6 +424,69 @@ def test_the_python_client_and_the_cli_send_their_key(access: Access):
     anonymous = subprocess.run(cli, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=30)
     assert anonymous.returncode == 8 and "API_KEY_MISSING" in anonymous.stderr
     assert KEYS["open"] not in keyed.stderr + anonymous.stderr
+
+
+# --- a replica killed while it holds a stream lease (issue 13 point 4) ---------------------
+
+
+def test_unary_calls_count_against_the_keys_concurrency(access: Access):
+    held = access.stubs[0].StreamChat(hi(text="hold"), metadata=auth("leases"), timeout=30)
+    next(held)
+    try:
+        code, reason, _ = refused(lambda: access.stubs[1].Chat(hi(), metadata=auth("leases"), timeout=10))
+        assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
+    finally:
+        held.cancel()
+
+
+def test_a_killed_replicas_stream_lease_ends_within_seconds_and_retry_info_says_when(access: Access):
+    """kill -9 of the replica that holds the key's one stream: the other replica refuses
+    with RetryInfo, and a caller who waits what RetryInfo says gets in within seconds
+    (the lease is renewed by its living holder only), not after 10 minutes."""
+    # The previous test's cancelled stream releases its lease on its own time: wait for it.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            access.stubs[1].Chat(hi(), metadata=auth("leases"), timeout=10)
+            break
+        except grpc.RpcError:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    (pid,) = access.stack.pids()["replica-0"]
+    held = access.stubs[0].StreamChat(hi(text="hold"), metadata=auth("leases"), timeout=60)
+    next(held)
+    os.kill(pid, signal.SIGKILL)
+    waits = []
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            stream = access.stubs[1].StreamChat(hi(), metadata=auth("leases"), timeout=10)
+            assert list(stream)[-1].finish_reason == generation_pb2.FINISH_REASON_STOP
+            break
+        except grpc.RpcError as error:
+            assert error_info(error).reason == "RATE_LIMITED", error
+            retry = status_details(error).retry_seconds
+            waits.append(retry)
+            assert time.monotonic() < deadline, f"still locked out after 60 s; RetryInfo said {waits}"
+            time.sleep(retry)
+    assert waits, "the dead replica's lease held the slot for a while"
+    # The last refusal's RetryInfo was enough: waiting it once got the caller in.
+    assert len(waits) <= 15, waits
+    held.cancel()
+    # run_stack starts the killed replica again; the tests after this one use it.
+    deadline = time.monotonic() + 60
+    while len(access.stack.pids()["replica-0"]) != 1 or not _serving(access.stack.replica_addresses[0]):
+        assert time.monotonic() < deadline, access.stack.output()[-3000:]
+        time.sleep(0.2)
+
+
+def _serving(address: str) -> bool:
+    try:
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            return reply.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False
 
 
 # --- draining a replica (last: it restarts one) ------------------------------------------
