@@ -15,7 +15,18 @@ AIGC_WORKERS > 1) does only what must be done once:
   the supervisor reads them);
 - starts the workers (`python -m server` with AIGC_WORKER_INDEX), restarts
   one that dies, and on SIGTERM/SIGINT passes the signal on, waits for every
-  worker's graceful drain, then stops the model.
+  worker's graceful drain, then stops the model;
+- gives every worker the same environment, complete before the first
+  worker is built: the shared quota store (its own redis-server on a unix
+  socket when keys have quotas and AIGC_REDIS_URL is unset - otherwise each
+  worker would count alone, and a quota would multiply by the worker count),
+  the model's URL, one folder of slot locks for the model
+  (server/providers/local_slots.py), and its own pid (AIGC_SUPERVISOR_PID),
+  by which a worker tells that its supervisor died even when the supervisor
+  is pid 1 (a container);
+- runs a janitor (server/janitor.py) that, if the supervisor is killed
+  (kill -9), waits for the workers' drain and then stops the redis-server and
+  removes the temp folder.
 
 Each worker binds the public gRPC address with SO_REUSEPORT - the kernel
 spreads direct gRPC clients' connections over the workers - and its own port
