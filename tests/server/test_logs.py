@@ -90,7 +90,13 @@ async def test_cancelled_rpc_is_logged_as_cancelled_or_deadline(captured):
     assert (
         metrics.get_sample_value(
             "aigc_requests_total",
-            {"method": "StreamChat", "model": "unknown", "provider": "", "code": "CANCELLED"},
+            {
+                "method": "StreamChat",
+                "model": "unknown",
+                "provider": "",
+                "surface": "grpc",
+                "code": "CANCELLED",
+            },
         )
         == 1
     )
