@@ -174,6 +174,8 @@ async def serve(settings: Settings, observability_settings: ObservabilitySetting
             await compat.close()
         for provider in router.providers():
             await provider.close()
+        if gate.quotas is not None:  # stops renewing its leases; the drained calls released theirs
+            await gate.quotas.close()
         if metrics_server is not None:
             metrics_server.close()
         # Flushes the spans still batched, so the last RPCs' traces are not lost.
@@ -222,7 +224,14 @@ def _with_generated_key(keys: KeyRing, data_dir: str) -> KeyRing:
     line that says so (its path, never the key: no secrets in logs)."""
     from server.access.caller_key import ensure_caller_key
 
-    key, path = ensure_caller_key(data_dir)
+    try:
+        key, path = ensure_caller_key(data_dir)
+    except OSError as exc:
+        raise SystemExit(
+            f"aigc-service: no caller keys are configured and the generated key cannot be kept in "
+            f"{data_dir!r} (AIGC_DATA_DIR): {exc}. Set AIGC_DATA_DIR to a writable folder, configure "
+            "caller keys ([[keys]] in AIGC_CONFIG, or AIGC_API_KEYS), or set AIGC_AUTH=off"
+        ) from None
     log.warning(
         "no caller keys are configured: callers on this machine are served without a key; any other "
         "caller must send `authorization: Bearer <key>` with the key in %s ($AIGC_DATA_DIR/caller-key). "
