@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "gen" / "python")])
     env["PYTHONUNBUFFERED"] = "1"
+    # One data folder for every replica, so they share the generated caller key
+    # (server/access/caller_key.py): .aigc in the working directory, gitignored.
+    env["AIGC_DATA_DIR"] = str(pathlib.Path(env.get("AIGC_DATA_DIR") or ".aigc").absolute())
     grpc_port = int(env.get("AIGC_GRPC_ADDRESS", f":{args.grpc_port}").rpartition(":")[2])
     replicas = max(1, args.replicas)
     workers = args.workers or max(1, (os.cpu_count() or 1) // replicas)
@@ -293,7 +296,7 @@ def _stop(name: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None
 
 def _metrics_address(replica: int = 0) -> str:
     """Replica `replica`'s metrics host:port (the base port + replica), or "" when off."""
-    address = os.environ.get("AIGC_METRICS_ADDRESS", "0.0.0.0:9464").strip()
+    address = os.environ.get("AIGC_METRICS_ADDRESS", "127.0.0.1:9464").strip()
     if address.lower() == "off":
         return ""
     host, _, port = address.rpartition(":")
@@ -337,11 +340,17 @@ def _banner(args: argparse.Namespace, plans: list[tuple[int, list[int]]], worker
     http = f"http://localhost:{args.http_port}"
     grpc_port = plans[0][0]
     keys = settings.access.keys
-    auth = (
-        f"ON: every call needs `authorization: Bearer <key>` (keys: {', '.join(k.name for k in keys.keys)})"
-        if keys.enabled
-        else "off (no keys configured; see README, Security)"
-    )
+    if keys.enabled:
+        names = ", ".join(k.name for k in keys.keys)
+        auth = f"ON: every call needs `authorization: Bearer <key>` (keys: {names})"
+    elif keys.local_without_key:
+        key_file = pathlib.Path(settings.access.data_dir) / "caller-key"
+        auth = (
+            "no keys configured: callers on this machine need none; others send "
+            f"`authorization: Bearer <key in {key_file}>` (see README, Security)"
+        )
+    else:
+        auth = "OFF (AIGC_AUTH=off): an open relay, anyone who reaches it is served"
     servers = (
         f"{workers} server process{'es' if workers > 1 else ''} (AIGC_WORKERS)"
         if len(plans) == 1

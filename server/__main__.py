@@ -46,7 +46,12 @@ def _die_with_supervisor() -> None:
     """A worker whose supervisor was killed (SIGKILL: no chance to stop its
     workers) gets SIGTERM from the kernel and drains, instead of serving on
     as an orphan that holds the ports a restarted supervisor needs (Linux
-    prctl PR_SET_PDEATHSIG; elsewhere a no-op)."""
+    prctl PR_SET_PDEATHSIG; elsewhere a no-op).
+
+    The supervisor may have died before prctl took effect: then our parent
+    is no longer the supervisor's pid (AIGC_SUPERVISOR_PID). Comparing with
+    1 instead would be wrong where the supervisor itself is pid 1 (a
+    container's init): every worker would stop itself at start."""
     import ctypes
     import os
     import signal
@@ -57,7 +62,8 @@ def _die_with_supervisor() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
     except (OSError, AttributeError):
         return
-    if os.getppid() == 1:  # the supervisor died before prctl took effect
+    supervisor = os.environ.get("AIGC_SUPERVISOR_PID", "")
+    if supervisor.isdigit() and os.getppid() != int(supervisor):
         os.kill(os.getpid(), signal.SIGTERM)
 
 

@@ -23,7 +23,7 @@ from aigc.v1 import aigc_service_pb2
 from server.access.gate import Gate
 from server.access.keys import KeyRing
 from server.api.grpc_servicer import AigcServicer, register, status_to_grpc
-from server.config import AccessSettings, Settings
+from server.config import Settings
 from server.core.engine import Engine
 from server.core.limits import MAX_REQUEST_BYTES
 from server.envvars import split_host_port
@@ -74,9 +74,9 @@ def create_server(
     """
     options = [*_SERVER_OPTIONS, ("grpc.so_reuseport", 1 if shared_port else 0)]
     servicer = servicer or AigcServicer(Engine(router), observability)
-    keys = servicer.engine.gate.keys
+    gate = servicer.engine.gate
     # With keys required, reflection too needs one: only health answers without.
-    interceptors = [ReflectionGuard(keys)] if keys.enabled else []
+    interceptors = [ReflectionGuard(gate)] if gate.keys.enabled else []
     server = grpc.aio.server(options=options, interceptors=interceptors)
     register(servicer, server)
     health_servicer = health.aio.HealthServicer()
@@ -101,7 +101,7 @@ async def serve(settings: Settings, observability_settings: ObservabilitySetting
     router = build_router(settings)
     for provider in router.providers():
         await provider.start()
-    gate = await _gate(settings.access)
+    gate = await _gate(settings)
     servicer = AigcServicer(Engine(router, gate=gate), observability)
     private = f"{settings.worker_host}:{settings.worker_ports[worker]}" if worker is not None else ""
     server, port, health_servicer = create_server(
@@ -174,6 +174,8 @@ async def serve(settings: Settings, observability_settings: ObservabilitySetting
             await compat.close()
         for provider in router.providers():
             await provider.close()
+        if gate.quotas is not None:  # stops renewing its leases; the drained calls released theirs
+            await gate.quotas.close()
         if metrics_server is not None:
             metrics_server.close()
         # Flushes the spans still batched, so the last RPCs' traces are not lost.
@@ -181,9 +183,14 @@ async def serve(settings: Settings, observability_settings: ObservabilitySetting
     log.info("stopped")
 
 
-async def _gate(access: AccessSettings) -> Gate:
+async def _gate(settings: Settings) -> Gate:
     """The gate with its quota store: Redis when configured, else this process's memory."""
+    access = settings.access
     keys = access.keys
+    if keys.local_without_key:
+        keys = _with_generated_key(keys, access.data_dir)
+    elif not keys.enabled:
+        _warn_open_relay(settings)
     quotas = None
     if keys.enabled and any(not key.limits.unlimited for key in keys.keys):
         if access.redis_url:
@@ -194,39 +201,91 @@ async def _gate(access: AccessSettings) -> Gate:
             from server.access.memory_quotas import MemoryQuotaStore
 
             quotas = MemoryQuotaStore()
+    if keys.local_without_key:
+        rule = "callers on this machine need no API key; every other caller needs the generated key"
+    elif keys.enabled:
+        rule = "on: every call needs an API key"
+    else:
+        rule = "off: every caller is served without a key (AIGC_AUTH=off)"
     log.info(
         "authentication %s",
-        "on: every call needs an API key" if keys.enabled else "off: no keys configured (AIGC_AUTH)",
+        rule,
         extra={
             "auth": keys.enabled,
             "keys": [key.name for key in keys.keys],
             "quotas": "redis" if access.redis_url and quotas else ("memory" if quotas else None),
         },
     )
-    return Gate(keys, quotas, max_in_flight=access.max_concurrent_streams)
+    return Gate(keys, quotas, max_in_flight=access.max_concurrent_streams, clients=access.clients)
+
+
+def _with_generated_key(keys: KeyRing, data_dir: str) -> KeyRing:
+    """AIGC_AUTH=auto with no caller keys: the generated key for remote callers, and a loud
+    line that says so (its path, never the key: no secrets in logs)."""
+    from server.access.caller_key import ensure_caller_key
+
+    try:
+        key, path = ensure_caller_key(data_dir)
+    except OSError as exc:
+        raise SystemExit(
+            f"aigc-service: no caller keys are configured and the generated key cannot be kept in "
+            f"{data_dir!r} (AIGC_DATA_DIR): {exc}. Set AIGC_DATA_DIR to a writable folder, configure "
+            "caller keys ([[keys]] in AIGC_CONFIG, or AIGC_API_KEYS), or set AIGC_AUTH=off"
+        ) from None
+    log.warning(
+        "no caller keys are configured: callers on this machine are served without a key; any other "
+        "caller must send `authorization: Bearer <key>` with the key in %s ($AIGC_DATA_DIR/caller-key). "
+        "Configure caller keys ([[keys]] in AIGC_CONFIG, or AIGC_API_KEYS) to choose your own, "
+        "or set AIGC_AUTH=off to serve everyone without a key",
+        path,
+        extra={"caller_key_file": str(path)},
+    )
+    return keys.with_generated_key(key, str(path))
+
+
+def _warn_open_relay(settings: Settings) -> None:
+    """AIGC_AUTH=off: said at every start, naming the vendor keys anyone may now spend."""
+    vendors = sorted(name for name, upstream in settings.catalog.upstreams.items() if upstream.api_key)
+    if vendors:
+        log.warning(
+            "AIGC_AUTH=off: this server is an open relay - anyone who can reach it spends the vendor "
+            "keys of %s without a key of their own",
+            ", ".join(vendors),
+            extra={"vendors_with_keys": vendors},
+        )
+    else:
+        log.warning("AIGC_AUTH=off: this server is an open relay - anyone who can reach it is served")
 
 
 class ReflectionGuard(grpc.aio.ServerInterceptor):
     """With keys required, server reflection needs a key too - except for the health
     service's own descriptor, so `grpcurl ... grpc.health.v1.Health/Check` (which
-    asks reflection for it first) works without a key, like health itself."""
+    asks reflection for it first) works without a key, like health itself. The
+    caller's address decides as it does for every RPC (a local caller needs no
+    key when none are configured), so the check runs in the handler, where the
+    peer is known."""
 
-    def __init__(self, keys: KeyRing) -> None:
-        self._keys = keys
+    def __init__(self, gate: Gate) -> None:
+        self._gate = gate
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
         if handler is None or not details.method.startswith("/grpc.reflection."):
             return handler
-        try:
-            self._keys.authenticate(details.invocation_metadata or ())
-        except AigcError as error:
-            refusal = status_to_grpc(error.to_status())
-        else:
-            return handler
+        metadata = tuple(details.invocation_metadata or ())
         reflect = handler.stream_stream
+        gate = self._gate
 
-        async def health_only(request_iterator, context):
+        async def guarded(request_iterator, context):
+            try:
+                gate.authenticate(metadata, context.peer())
+            except AigcError as error:
+                refusal = status_to_grpc(error.to_status())
+            else:
+                async for response in reflect(request_iterator, context):
+                    yield response
+                return
+
             async def checked():
                 async for request in request_iterator:
                     if not _asks_for_health(request):
@@ -237,7 +296,7 @@ class ReflectionGuard(grpc.aio.ServerInterceptor):
                 yield response
 
         return grpc.stream_stream_rpc_method_handler(
-            health_only,
+            guarded,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )

@@ -16,6 +16,7 @@ import pathlib
 import urllib.parse
 from collections.abc import Mapping
 
+from server.access.clients import ClientAddresses
 from server.access.keys import KeyRing, load_keys
 from server.catalog import Catalog, load_catalog, read_config_file
 from server.envvars import ConfigError, parse_bool, setting, split_host_port
@@ -55,6 +56,10 @@ class LocalModelSettings:
     # worker reaches it here (http://127.0.0.1:PORT and its API key).
     url: str = ""
     key: str = dataclasses.field(default="", repr=False)
+    # A folder of one lock file per slot, shared by every worker that uses
+    # this model (server/providers/local_slots.py); the supervisor sets it.
+    # Empty: the slots are counted in this process only.
+    slots_dir: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +159,11 @@ class AccessSettings:
     # Streams (and unary calls) one worker serves at once; beyond it, callers
     # get RESOURCE_EXHAUSTED (OVERLOADED) with RetryInfo at once.
     max_concurrent_streams: int = 2000
+    # Where the server keeps what must survive a restart: the generated caller
+    # key (server/access/caller_key.py). Shared by every worker and replica.
+    data_dir: str = ".aigc"
+    # Peers believed when they name the caller's address (Envoy; server/access/clients.py).
+    clients: ClientAddresses = dataclasses.field(default_factory=ClientAddresses)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +218,7 @@ class Settings:
             threads=setting(env, "AIGC_LOCAL_THREADS", 0, _non_negative_int),
             url=setting(env, "AIGC_LOCAL_URL", "", _http_url),
             key=setting(env, "AIGC_LOCAL_KEY", "", str),
+            slots_dir=setting(env, "AIGC_LOCAL_SLOTS_DIR", "", str),
             max_output_tokens=setting(env, "AIGC_LOCAL_MAX_OUTPUT_TOKENS", 1024, _positive_int),
             queue_timeout_seconds=setting(env, "AIGC_LOCAL_QUEUE_TIMEOUT_SECONDS", 5.0, _non_negative_float),
         )
@@ -224,6 +235,8 @@ class Settings:
             redis_url=setting(env, "AIGC_REDIS_URL", "", _redis_url),
             redis_failure=setting(env, "AIGC_QUOTA_REDIS_FAILURE", "open", _open_or_closed),
             max_concurrent_streams=setting(env, "AIGC_MAX_CONCURRENT_STREAMS", 2000, _positive_int),
+            data_dir=setting(env, "AIGC_DATA_DIR", ".aigc", str),
+            clients=setting(env, "AIGC_TRUSTED_PROXIES", ClientAddresses(), ClientAddresses.from_setting),
         )
         return cls(
             access=access,

@@ -237,9 +237,7 @@ def build_router(settings: Settings, *, environ: MutableMapping[str, str] | None
         routes.append(
             ModelRoute(
                 id=settings.local.model_id,
-                provider=LocalProvider(
-                    settings.local, verbose=settings.log_level == "DEBUG", workers=settings.workers
-                ),
+                provider=LocalProvider(settings.local, verbose=settings.log_level == "DEBUG"),
                 upstream_model=settings.local.model_id,
                 description="SmolLM2-135M-Instruct (Q4_1 GGUF) run by llama.cpp; "
                 "no API key or network needed.",

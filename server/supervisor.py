@@ -15,7 +15,18 @@ AIGC_WORKERS > 1) does only what must be done once:
   the supervisor reads them);
 - starts the workers (`python -m server` with AIGC_WORKER_INDEX), restarts
   one that dies, and on SIGTERM/SIGINT passes the signal on, waits for every
-  worker's graceful drain, then stops the model.
+  worker's graceful drain, then stops the model;
+- gives every worker the same environment, complete before the first
+  worker is built: the shared quota store (its own redis-server on a unix
+  socket when keys have quotas and AIGC_REDIS_URL is unset - otherwise each
+  worker would count alone, and a quota would multiply by the worker count),
+  the model's URL, one folder of slot locks for the model
+  (server/providers/local_slots.py), and its own pid (AIGC_SUPERVISOR_PID),
+  by which a worker tells that its supervisor died even when the supervisor
+  is pid 1 (a container);
+- runs a janitor (server/janitor.py) that, if the supervisor is killed
+  (kill -9), waits for the workers' drain and then stops the redis-server and
+  removes the temp folder.
 
 Each worker binds the public gRPC address with SO_REUSEPORT - the kernel
 spreads direct gRPC clients' connections over the workers - and its own port
@@ -27,6 +38,7 @@ leave on one worker. bench/README.md has the measurement.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -49,15 +61,18 @@ _RESTART_DELAY = 1.0
 
 
 class Worker:
-    def __init__(self, index: int, env: Mapping[str, str]) -> None:
+    def __init__(self, index: int, env: Mapping[str, str], janitor: Janitor | None = None) -> None:
         self.index = index
         self._env = {**env, "AIGC_WORKER_INDEX": str(index)}
+        self._janitor = janitor
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
 
     def start(self) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "server"], env=self._env)
         self.started = time.monotonic()
+        if self._janitor is not None:
+            self._janitor.watch("worker", self.proc.pid)
         log.info("worker started", extra={"worker": self.index, "pid": self.proc.pid})
 
     def alive(self) -> bool:
@@ -74,16 +89,16 @@ def run(settings: Settings, observability: ObservabilitySettings) -> int:
     stop: list[int] = []
     signal.signal(signal.SIGTERM, lambda sig, _frame: stop.append(sig))
     signal.signal(signal.SIGINT, lambda sig, _frame: stop.append(sig))
-    env = dict(os.environ)
-    env["AIGC_WORKERS"] = str(settings.workers)
-    env["AIGC_WORKER_PORTS"] = ",".join(map(str, settings.worker_ports))
     metrics_dir = tempfile.mkdtemp(prefix="aigc-metrics-")
-    env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # Cleans up the folder and the private redis-server if this process is
+    # killed without a chance to (server/janitor.py).
+    janitor = Janitor(metrics_dir, settings.shutdown_grace_seconds)
     llama = None
     metrics = None
     redis: subprocess.Popen[bytes] | None = None
-    workers = [Worker(i, env) for i in range(settings.workers)]
+    workers: list[Worker] = []
     try:
+        env = _worker_env(settings, metrics_dir)
         access = settings.access
         if (
             access.keys.enabled
@@ -92,12 +107,18 @@ def run(settings: Settings, observability: ObservabilitySettings) -> int:
         ):
             # Quotas must hold over every worker: one store they all share.
             redis, env["AIGC_REDIS_URL"] = _private_redis(metrics_dir)
+            janitor.watch("redis", redis.pid)
         if settings.local.enabled and not settings.local.url:
             from server.providers.local import start_llama_server  # only when there is a model to run
 
             llama, url, key = start_llama_server(settings.local, settings.log_level == "DEBUG")
             env["AIGC_LOCAL_URL"], env["AIGC_LOCAL_KEY"] = url, key
-            workers = [Worker(i, env) for i in range(settings.workers)]
+        if settings.local.enabled and not settings.local.slots_dir:
+            # One pool of the model's slots for every worker (server/providers/local_slots.py).
+            env["AIGC_LOCAL_SLOTS_DIR"] = os.path.join(metrics_dir, "local-slots")
+        # Built only now, with the environment complete: a worker built
+        # earlier would miss the shared quota store (and count its own).
+        workers = [Worker(i, env, janitor) for i in range(settings.workers)]
         metrics = _serve_metrics(observability.metrics_address, metrics_dir)
         for worker in workers:
             worker.start()
@@ -141,7 +162,62 @@ def run(settings: Settings, observability: ObservabilitySettings) -> int:
             redis.terminate()
             redis.wait(10)
         shutil.rmtree(metrics_dir, ignore_errors=True)
+        janitor.dismiss()
         log.info("stopped")
+
+
+def _worker_env(settings: Settings, metrics_dir: str) -> dict[str, str]:
+    """What every worker's environment holds besides ours; the caller adds the
+    shared quota store and the local model's URL before any worker is built."""
+    env = dict(os.environ)
+    env["AIGC_WORKERS"] = str(settings.workers)
+    env["AIGC_WORKER_PORTS"] = ",".join(map(str, settings.worker_ports))
+    env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # A worker tells the supervisor's death by its parent changing from this
+    # pid (server/__main__.py): comparing with 1 breaks when the supervisor
+    # IS pid 1, as in a container.
+    env["AIGC_SUPERVISOR_PID"] = str(os.getpid())
+    return env
+
+
+class Janitor:
+    """server/janitor.py in a child process, told each worker's and redis-server's pid.
+
+    It reads a pipe that only this process writes: end of file without
+    "done" means the supervisor died (kill -9), and the janitor then waits for
+    the workers' drain, stops redis-server and removes the temp folder. A
+    pipe, unlike PR_SET_PDEATHSIG, works whatever our pid is (1 in a
+    container) and cannot miss a death that happened before it started.
+    """
+
+    def __init__(self, folder: str, grace_seconds: float) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "server.janitor", folder, str(grace_seconds)],
+            stdin=subprocess.PIPE,
+        )
+        assert self._proc.stdin is not None
+        self._pipe = self._proc.stdin
+
+    def watch(self, role: str, pid: int) -> None:
+        self._tell(f"{role} {pid}")
+
+    def dismiss(self) -> None:
+        """A clean stop: the supervisor has cleaned up itself."""
+        self._tell("done")
+        with contextlib.suppress(OSError):
+            self._pipe.close()
+        try:
+            self._proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+    def _tell(self, line: str) -> None:
+        try:
+            self._pipe.write(f"{line}\n".encode())
+            self._pipe.flush()
+        except OSError:  # the janitor is gone: the supervisor still cleans up on a clean stop
+            log.warning("the janitor process is gone; a kill -9 of the supervisor would leave files behind")
 
 
 def _private_redis(folder: str) -> tuple[subprocess.Popen[bytes], str]:

@@ -1,7 +1,7 @@
 """The gate in front of the engine: who is calling, may they use this model,
 is there room for one more call.
 
-    gate.authenticate(metadata)                    -> CallerKey | None   (UNAUTHENTICATED)
+    gate.authenticate(metadata, peer)              -> CallerKey | None   (UNAUTHENTICATED)
     gate.check_model(key, route, requested)                              (PERMISSION_DENIED)
     ticket = await gate.admit(key, reserve_tokens=..., stream=...)       (RESOURCE_EXHAUSTED)
     ...
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from google.rpc import code_pb2
 
+from server.access.clients import ClientAddresses
 from server.access.keys import CallerKey, KeyRing, ModelNotAllowed
 from server.access.quotas import Admission, QuotaStore
 from server.errors import AigcError, retry_info
@@ -72,14 +73,26 @@ class Ticket:
 
 
 class Gate:
-    def __init__(self, keys: KeyRing, quotas: QuotaStore | None, *, max_in_flight: int) -> None:
+    def __init__(
+        self,
+        keys: KeyRing,
+        quotas: QuotaStore | None,
+        *,
+        max_in_flight: int,
+        clients: ClientAddresses | None = None,
+    ) -> None:
         self.keys = keys
         self.quotas = quotas
         self.max_in_flight = max_in_flight
         self.in_flight = 0
+        self.clients = clients or ClientAddresses()
 
-    def authenticate(self, metadata: Iterable[tuple[str, Any]]) -> CallerKey | None:
-        return self.keys.authenticate(metadata)
+    def authenticate(self, metadata: Iterable[tuple[str, Any]], peer: str = "") -> CallerKey | None:
+        """`peer`: the transport's peer (gRPC's `context.peer()`, or an IP address);
+        with no caller keys configured, a caller on this machine needs no key."""
+        metadata = tuple(metadata)
+        local = self.keys.local_without_key and self.clients.is_local(peer, metadata)
+        return self.keys.authenticate(metadata, local=local)
 
     def check_model(self, key: CallerKey | None, route: ModelRoute, requested: str) -> None:
         """The key may use the route if it lists its id or any of its aliases."""

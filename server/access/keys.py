@@ -23,8 +23,16 @@ Keys come from the AIGC_CONFIG file:
     max_concurrent_streams = 4
 
 or from AIGC_API_KEYS (`name:sha256,name:sha256`, no models or quotas).
-Authentication is on when keys are configured (AIGC_AUTH=auto, the default),
-or forced on/off with AIGC_AUTH=on|off; the server logs which at start-up.
+
+AIGC_AUTH (the server logs which rule holds at start-up):
+- auto (the default) with keys configured, or on: every call needs a key.
+- auto without keys: callers on this machine (loopback, or a unix socket;
+  behind Envoy, the address Envoy names - server/access/clients.py) are
+  served without a key; every other caller must send the key the server
+  generated in $AIGC_DATA_DIR/caller-key (server/access/caller_key.py). So
+  `make run` and curl on localhost work as they are, and nobody else spends
+  the vendor keys.
+- off: everyone is served without a key (an open relay; logged as a WARNING).
 """
 
 from __future__ import annotations
@@ -97,22 +105,54 @@ def digest_of(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-class KeyRing:
-    """The configured keys; `enabled` says whether callers must present one."""
+# The name the generated caller key goes by in logs and metrics.
+GENERATED_KEY_NAME = "caller-key"
 
-    def __init__(self, keys: Sequence[CallerKey], *, enabled: bool) -> None:
+
+class KeyRing:
+    """The configured keys; `enabled` says whether callers must present one.
+
+    `local_without_key`: AIGC_AUTH=auto with no keys configured - callers on
+    this machine need none, the others the generated key (`with_generated_key`,
+    at start-up, from `key_file`).
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[CallerKey],
+        *,
+        enabled: bool,
+        local_without_key: bool = False,
+        key_file: str = "",
+    ) -> None:
         self.keys = tuple(keys)
         self.enabled = enabled
+        self.local_without_key = local_without_key
+        self.key_file = key_file
 
-    def authenticate(self, metadata: Iterable[tuple[str, Any]]) -> CallerKey | None:
-        """The caller's key from `authorization: Bearer ...`; None when auth is off.
+    def with_generated_key(self, key: str, key_file: str) -> KeyRing:
+        """This ring (auto, no keys configured) with the generated key required of remote callers."""
+        generated = CallerKey(name=GENERATED_KEY_NAME, digest=digest_of(key))
+        return KeyRing([generated], enabled=True, local_without_key=True, key_file=key_file)
+
+    def authenticate(self, metadata: Iterable[tuple[str, Any]], *, local: bool = False) -> CallerKey | None:
+        """The caller's key from `authorization: Bearer ...`; None when auth is off,
+        or when `local` (the caller is on this machine) and local callers need no key.
 
         Raises Unauthenticated: API_KEY_MISSING without one, API_KEY_INVALID for
         one that matches no configured key.
         """
-        if not self.enabled:
+        if not self.enabled or (local and self.local_without_key):
             return None
         token = bearer_token(metadata)
+        if token is None and self.local_without_key:
+            raise Unauthenticated(
+                "API_KEY_MISSING",
+                "an API key is required from callers on other machines: send `authorization: Bearer "
+                f"<key>` with the key in $AIGC_DATA_DIR/caller-key on the server ({self.key_file}); "
+                "or configure caller keys ([[keys]] in AIGC_CONFIG, or AIGC_API_KEYS); "
+                "or set AIGC_AUTH=off to serve everyone without a key",
+            )
         if token is None:
             raise Unauthenticated(
                 "API_KEY_MISSING", "an API key is required: send `authorization: Bearer <key>`"
@@ -137,7 +177,10 @@ def bearer_token(metadata: Iterable[tuple[str, Any]]) -> str | None:
 
 
 def load_keys(data: Mapping[str, Any], env: Mapping[str, str], where: str) -> KeyRing:
-    """The key ring from the config file's [[keys]], AIGC_API_KEYS and AIGC_AUTH, checked."""
+    """The key ring from the config file's [[keys]], AIGC_API_KEYS and AIGC_AUTH, checked.
+
+    AIGC_AUTH=auto without keys gives a ring with `local_without_key`: the key for
+    remote callers is generated (or read) when the server starts, not here."""
     keys: list[CallerKey] = []
     entries = data.get("keys", [])
     if not isinstance(entries, list):
@@ -173,7 +216,7 @@ def load_keys(data: Mapping[str, Any], env: Mapping[str, str], where: str) -> Ke
         raise ConfigError(
             "AIGC_AUTH=on but no keys are configured ([[keys]] in AIGC_CONFIG, or AIGC_API_KEYS)"
         )
-    return KeyRing(keys, enabled=enabled)
+    return KeyRing(keys, enabled=enabled, local_without_key=mode == "auto" and not keys)
 
 
 def _key(entry: Mapping[str, Any], label: str) -> CallerKey:
@@ -226,6 +269,7 @@ if __name__ == "__main__":
 
 
 __all__ = [
+    "GENERATED_KEY_NAME",
     "CallerKey",
     "KeyRing",
     "ModelNotAllowed",

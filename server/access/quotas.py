@@ -15,11 +15,16 @@ Semantics, the same for both stores:
 - tokens: `reserve_tokens` (the request's max_output_tokens, or the model's
   cap) is taken up front, so a caller cannot start a hundred huge answers at
   once; `release(used_tokens)` charges what the answer really used (prompt and
-  completion) instead - the difference is given back or taken. An answer with
-  no reported usage keeps its reservation.
-- max_concurrent_streams: streams of the key open at the same time across
-  every replica; each holds a lease that expires on its own (LEASE_SECONDS)
-  if its replica dies without releasing it.
+  completion) instead - the difference is given back or taken. The engine
+  passes the vendor's usage, or for a call without it (a stream cancelled
+  before its last chunk) an estimate of its prompt and the output so far
+  (server/core/engine.py `tokens_used`); `release(None)` keeps the reservation.
+- max_concurrent_streams: generation calls of the key in flight at the same
+  time across every replica - streams, and unary Chat/Complete calls too (a
+  unary call holds the vendor just as long); ListModels is not counted. In
+  Redis each holds a lease that its replica renews every RENEW_SECONDS while
+  the call runs; a replica that dies (kill -9) stops renewing, and its leases
+  expire within LEASE_SECONDS.
 - A denial says which limit and how long until it would pass (RetryInfo).
 - Redis unreachable or slow (more than `timeout` seconds): the documented
   choice in `on_failure` - "open" lets the request through and logs a warning
@@ -37,8 +42,11 @@ from google.rpc import code_pb2
 
 from server.errors import AigcError, retry_info
 
-# A stream lease outlives its stream only if the replica holding it died.
-LEASE_SECONDS = 600.0
+# A call's lease in the shared store lives LEASE_SECONDS past its last
+# renewal; a living replica renews its leases every RENEW_SECONDS, so only a
+# dead replica's leases expire - within LEASE_SECONDS of its death.
+LEASE_SECONDS = 10.0
+RENEW_SECONDS = 2.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -107,6 +115,7 @@ class QuotaStore(abc.ABC):
 
 __all__ = [
     "LEASE_SECONDS",
+    "RENEW_SECONDS",
     "Admission",
     "QuotaExceeded",
     "QuotaLimits",

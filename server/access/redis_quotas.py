@@ -13,8 +13,16 @@ taking all or nothing is atomic across replicas, and the script reads Redis's
 clock (TIME), so replicas' clocks never disagree. Needs Redis >= 5 (scripts
 that write after TIME). Every entry carries a TTL: a TAT key lives until its
 budget is full again, a stream set until its newest lease expires - an idle
-key leaves nothing behind. An expired lease (its replica died, or forgot to
-release) is dropped by the next admit of its key.
+key leaves nothing behind.
+
+Leases: each store renews the leases it holds every `renew_seconds` (one
+small script per key, from a background task), so a lease ends
+`lease_seconds` after its replica died (kill -9) or lost Redis, and the next
+admit of its key drops it. A refusal for the concurrency cap says, in
+RetryInfo, STREAM_RETRY_SECONDS while every holder is alive (a call may end
+any moment), and the time left on a lease that missed its renewals (its
+replica is gone: that is when its slot frees) - never a wait that is not
+true.
 
 Failures - connection refused, no answer within `timeout`, any RedisError:
 - on_failure="open": the request goes through without quotas; its release
@@ -27,7 +35,7 @@ Failures - connection refused, no answer within `timeout`, any RedisError:
   Socket and connect timeouts are `timeout`, redis-py retries are off, and
   the whole call is bounded by `timeout` too: never a hang.
 - A timeout is ambiguous: the script may have run. Its request then counts
-  (harmless) and its lease stays until it expires (LEASE_SECONDS); with
+  (harmless) and its lease, never renewed, expires (LEASE_SECONDS); with
   on_failure="open" the release of such an admission drops the lease if the
   store answers again by then.
 - release never raises: a failure is logged (rate-limited, as above) and the
@@ -37,6 +45,7 @@ Failures - connection refused, no answer within `timeout`, any RedisError:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -53,6 +62,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from server.access.memory_quotas import PERIOD_SECONDS, SLACK_SECONDS, STREAM_RETRY_SECONDS, reservation
 from server.access.quotas import (
     LEASE_SECONDS,
+    RENEW_SECONDS,
     Admission,
     QuotaExceeded,
     QuotaLimits,
@@ -103,8 +113,14 @@ if max_streams >= 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
   if redis.call('ZCARD', KEYS[3]) >= max_streams then
     wait = tonumber(ARGV[8])
+    -- The lease that ends first: a living holder renews it before it has less
+    -- than ARGV[10] ms left; one with less missed its renewals (its replica is
+    -- gone), and its slot frees when it expires.
     local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-    if first[2] and tonumber(first[2]) - now < wait then wait = tonumber(first[2]) - now end
+    if first[2] then
+      local left = tonumber(first[2]) - now
+      if left < wait or left < tonumber(ARGV[10]) then wait = left end
+    end
     return {3, string.format('%.3f', wait)}
   end
 end
@@ -140,6 +156,17 @@ end
 return 0
 """
 
+# Moves the leases in ARGV[2..] of one key's set to expire ARGV[1] ms from now;
+# a lease no longer in the set (released, or expired) is not brought back.
+_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local lease_ms = tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', now + lease_ms, ARGV[i]) end
+if redis.call('PTTL', KEYS[1]) < lease_ms then redis.call('PEXPIRE', KEYS[1], math.ceil(lease_ms)) end
+return 0
+"""
+
 _LIMIT_NAMES = {1: "requests_per_minute", 2: "tokens_per_minute", 3: "max_concurrent_streams"}
 
 
@@ -149,7 +176,8 @@ class RedisQuotaStore(QuotaStore):
     url: anything redis-py's `from_url` takes (redis://, rediss://, unix://).
     timeout: seconds for connecting and for each whole call.
     prefix: of every key, so one Redis can serve several deployments.
-    lease_seconds: how long an unreleased stream lease lives (tests shorten it).
+    lease_seconds: how long a lease lives past its last renewal (tests shorten it).
+    renew_seconds: how often this store renews the leases it holds (below lease_seconds / 2).
     recheck_seconds: after a failure, how long calls do not ask Redis at all.
     """
 
@@ -161,16 +189,33 @@ class RedisQuotaStore(QuotaStore):
         timeout: float = 0.25,
         prefix: str = "aigc:quota:",
         lease_seconds: float = LEASE_SECONDS,
+        renew_seconds: float | None = None,
         recheck_seconds: float = 1.0,
     ) -> None:
         if on_failure not in ("open", "closed"):
             raise ValueError(f"on_failure must be 'open' or 'closed', not {on_failure!r}")
-        if timeout <= 0 or lease_seconds <= 0 or recheck_seconds < 0:
-            raise ValueError("timeout and lease_seconds must be > 0, recheck_seconds >= 0")
+        if renew_seconds is None:
+            renew_seconds = min(RENEW_SECONDS, lease_seconds / 5)
+        if (
+            timeout <= 0
+            or lease_seconds <= 0
+            or recheck_seconds < 0
+            or not 0 < renew_seconds < lease_seconds / 2
+        ):
+            raise ValueError(
+                "timeout and lease_seconds must be > 0, 0 < renew_seconds < lease_seconds / 2, "
+                "recheck_seconds >= 0"
+            )
         self._on_failure = on_failure
         self._timeout = timeout
         self._prefix = prefix
         self._lease_ms = lease_seconds * 1000
+        self._renew_seconds = renew_seconds
+        # A lease with less than this left missed two renewals: its holder is gone.
+        self._stale_ms = (lease_seconds - 2.5 * renew_seconds) * 1000
+        # The leases this store holds, per stream set, renewed by _renew_forever.
+        self._held: dict[str, set[str]] = {}
+        self._renewer: asyncio.Task[None] | None = None
         self._recheck_seconds = recheck_seconds
         self._client = aioredis.Redis.from_url(
             url,
@@ -181,6 +226,7 @@ class RedisQuotaStore(QuotaStore):
         )
         self._admit_script = self._client.register_script(_ADMIT)
         self._release_script = self._client.register_script(_RELEASE)
+        self._renew_script = self._client.register_script(_RENEW)
         self._health = _Health(_where(self._client), on_failure)
         self._skip_until = 0.0
 
@@ -206,6 +252,7 @@ class RedisQuotaStore(QuotaStore):
             PERIOD_SECONDS * 1000,
             STREAM_RETRY_SECONDS * 1000,
             SLACK_SECONDS * 1000,
+            self._stale_ms,
         )
         try:
             which, wait_ms = await self._call(self._admit_script, keys, args)
@@ -216,10 +263,43 @@ class RedisQuotaStore(QuotaStore):
             return _Unchecked(self, keys, lease)
         if int(which):
             raise QuotaExceeded(key_name, _LIMIT_NAMES[int(which)], float(wait_ms) / 1000)
+        if lease:
+            self._hold(keys[2], lease)
         return _RedisAdmission(self, keys, limits.tokens_per_minute, reserved, lease)
 
     async def close(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+            self._renewer = None
         await self._client.aclose()
+
+    def _hold(self, streams_key: str, lease: str) -> None:
+        self._held.setdefault(streams_key, set()).add(lease)
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
+
+    def _drop(self, streams_key: str, lease: str) -> None:
+        held = self._held.get(streams_key)
+        if held is not None:
+            held.discard(lease)
+            if not held:
+                del self._held[streams_key]
+
+    async def _renew_forever(self) -> None:
+        """Renews every lease this store holds, every renew_seconds, while it holds any."""
+        while self._held:
+            await asyncio.sleep(self._renew_seconds)
+            for streams_key, leases in list(self._held.items()):
+                if not leases:
+                    continue
+                try:
+                    await self._call(self._renew_script, (streams_key,), (self._lease_ms, *leases))
+                except _FAILURES as exc:
+                    self._failed(exc, "lease renewal")
+                except Exception:  # the renewals must go on for the other keys
+                    log.exception("quota lease renewal failed")
 
     async def _call(self, script: AsyncScript, keys: Sequence[str], args: Sequence[object]) -> Any:
         if time.monotonic() < self._skip_until:
@@ -243,6 +323,8 @@ class RedisQuotaStore(QuotaStore):
         self, keys: tuple[str, str, str], tokens_per_minute: int, extra: int, lease: str
     ) -> None:
         """Best effort: logs instead of raising."""
+        if lease:
+            self._drop(keys[2], lease)
         if not lease and not (tokens_per_minute and extra):
             return
         args = (tokens_per_minute, extra, lease, PERIOD_SECONDS * 1000)

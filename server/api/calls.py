@@ -61,6 +61,20 @@ class RequestTooLarge(AigcError):
         )
 
 
+# Envoy's gRPC-JSON transcoder keeps a REST call's HTTP path in this header
+# when it turns the call into gRPC; a gRPC call through Envoy has none. Envoy
+# removes x-envoy-* headers that external callers send (use_remote_address),
+# and the header counts only from a trusted peer (Envoy; server/access/clients.py).
+TRANSCODED_PATH_HEADER = "x-envoy-original-path"
+
+
+def grpc_surface(metadata: Iterable[tuple[str, Any]], from_trusted_proxy: bool) -> str:
+    """ "rest" for a call Envoy transcoded from JSON, else "grpc" - a label, never a permission."""
+    if from_trusted_proxy and any(key == TRANSCODED_PATH_HEADER for key, _ in metadata):
+        return "rest"
+    return "grpc"
+
+
 def request_id(metadata: Iterable[tuple[str, Any]]) -> str:
     """The caller's (or Envoy's) x-request-id if it is safe to echo, else a new one."""
     for key, value in metadata:
@@ -154,10 +168,12 @@ def shutdown_error(call: Any, error: BaseException) -> AigcError:
 
 __all__ = [
     "TIMEOUT_HEADER",
+    "TRANSCODED_PATH_HEADER",
     "InFlight",
     "MalformedRequest",
     "RequestTooLarge",
     "ServerShuttingDown",
+    "grpc_surface",
     "provider_deadline",
     "remaining_seconds",
     "request_id",

@@ -25,12 +25,14 @@ from google.protobuf import timestamp_pb2
 from google.rpc import status_pb2
 
 from aigc.v1 import aigc_service_pb2, aigc_service_pb2_grpc, content_pb2, generation_pb2, model_pb2
+from server.access.clients import parse_peer
 from server.access.keys import CallerKey
 from server.api.calls import (
     TIMEOUT_HEADER,
     InFlight,
     MalformedRequest,
     RequestTooLarge,
+    grpc_surface,
     provider_deadline,
     remaining_seconds,
     request_id,
@@ -65,16 +67,32 @@ class Undecodable:
 class _Rpc:
     """Per-RPC state: request id, deadline, timing, and the observability record."""
 
-    def __init__(self, context: grpc.aio.ServicerContext, method: str, observability: Observability) -> None:
+    def __init__(
+        self,
+        context: grpc.aio.ServicerContext,
+        method: str,
+        observability: Observability,
+        engine: Engine,
+        *,
+        streaming: bool,
+    ) -> None:
         self.context = context
         metadata = context.invocation_metadata() or ()
         self.metadata = metadata
         self.request_id = request_id(metadata)
         # Read now, never at the end: context.peer() on an RPC that its
         # deadline cancelled segfaulted the server (grpcio 1.85.1).
+        peer = context.peer()
         remaining, self.bad_timeout = remaining_seconds(context.time_remaining(), metadata)
+        trusted = engine.gate.clients.trusted(parse_peer(peer))
         self.record = observability.rpc(
-            method, self.request_id, peer=context.peer(), time_remaining=remaining, metadata=metadata
+            method,
+            self.request_id,
+            streaming=streaming,
+            surface=grpc_surface(metadata, trusted),
+            peer=peer,
+            time_remaining=remaining,
+            metadata=metadata,
         )
         self.call = Call(self.request_id, self.record, provider_deadline(remaining))
         self.task = asyncio.current_task()
@@ -134,13 +152,13 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
             raise MalformedRequest(rpc.record.method)
         if rpc.bad_timeout:
             raise InvalidRequest({f"{TIMEOUT_HEADER} header": rpc.bad_timeout})
-        rpc.call.key = key = self._engine.gate.authenticate(rpc.metadata)
+        rpc.call.key = key = self._engine.gate.authenticate(rpc.metadata, rpc.record.peer)
         rpc.record.authenticated(key.name if key is not None else None)
 
     # --- chat -------------------------------------------------------------------------------------
 
     async def Chat(self, request, context):  # noqa: N802 - gRPC method names
-        rpc = _Rpc(context, "Chat", self._observability)
+        rpc = _Rpc(context, "Chat", self._observability, self._engine, streaming=False)
         with self._calls.track(rpc), rpc.record:
             try:
                 self._admit(rpc, request)
@@ -167,7 +185,7 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
     # --- completion -----------------------------------------------------------------------------
 
     async def Complete(self, request, context):  # noqa: N802
-        rpc = _Rpc(context, "Complete", self._observability)
+        rpc = _Rpc(context, "Complete", self._observability, self._engine, streaming=False)
         with self._calls.track(rpc), rpc.record:
             try:
                 self._admit(rpc, request)
@@ -194,7 +212,7 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
     # --- shared stream path ---------------------------------------------------------------------
 
     async def _stream(self, request, context, method: str, delta, last) -> AsyncIterator:
-        rpc = _Rpc(context, method, self._observability)
+        rpc = _Rpc(context, method, self._observability, self._engine, streaming=True)
         with self._calls.track(rpc), rpc.record:
             sent = False
             head = None
@@ -233,7 +251,7 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
     # --- models ---------------------------------------------------------------------------------------
 
     async def ListModels(self, request, context):  # noqa: N802
-        rpc = _Rpc(context, "ListModels", self._observability)
+        rpc = _Rpc(context, "ListModels", self._observability, self._engine, streaming=False)
         with self._calls.track(rpc), rpc.record:
             try:
                 self._admit(rpc, request)

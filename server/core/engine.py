@@ -107,6 +107,8 @@ class AnswerStream:
         self.finish = 0
         self.usage: generation_pb2.Usage | None = None
         self.response_id = ""
+        # Bytes of the parts received so far: the output estimate when no usage comes.
+        self.output_bytes = 0
 
     def __aiter__(self) -> AnswerStream:
         return self
@@ -145,6 +147,7 @@ class AnswerStream:
             if chunk.usage is not None:
                 self.usage = chunk.usage
             if chunk.parts:
+                self.output_bytes += sum(part.ByteSize() for part in chunk.parts)
                 return chunk.parts
 
 
@@ -177,25 +180,25 @@ class Engine:
             params = self._check(request, call)
             prepared = self._plan(request, self.router.resolve(request.model), params, call)
         record = call.record
-        ticket = await self.gate.admit(
-            call.key, reserve_tokens=prepared.reserve_tokens, stream=record.streaming
-        )
-        usage: generation_pb2.Usage | None = generation_pb2.Usage()  # nothing used if opening fails
+        # Every generation call holds one of its key's max_concurrent_streams
+        # while it runs, unary ones too: a unary call keeps the vendor as busy.
+        ticket = await self.gate.admit(call.key, reserve_tokens=prepared.reserve_tokens, stream=True)
+        used = 0  # nothing used if opening fails
         try:
             opened, chunks, prepared = await self._open(request, prepared, params, call)
-            usage = None
+            answer = AnswerStream(prepared, chunks, call)
             try:
-                answer = AnswerStream(prepared, chunks, call)
                 yield answer
-                usage = answer.usage
             except BaseException as exc:
-                usage = answer.usage
                 if not await opened.__aexit__(type(exc), exc, exc.__traceback__):
                     raise
             else:
                 await opened.__aexit__(None, None, None)
+            finally:
+                used, estimated = tokens_used(prepared.request, answer)
+                record.charged(used, estimated)
         finally:
-            await ticket.release(usage.total_tokens if usage is not None else None)
+            await ticket.release(used)
 
     async def _open(self, request: Request, prepared: _Prepared, params: dict, call: Call):
         """Opens the route's stream - retried - then, while nothing was sent, each fallback's."""
@@ -351,6 +354,45 @@ _FALLBACK_FAILURES = frozenset(
 # Tokens a request that names no max_output_tokens reserves against its key's
 # tokens_per_minute until its real usage is known.
 DEFAULT_RESERVED_TOKENS = 1024
+
+
+# What a call without reported usage is charged per byte: one token per
+# BYTES_PER_ESTIMATED_TOKEN bytes of its request and of the output it
+# received, rounded up. Vendors report usage in a stream's last chunk, so a
+# stream cancelled (or cut) before its end never gets it, yet the vendor bills
+# its prompt and the output it made; charging only the output reservation let
+# cancelled streams spend a tokens_per_minute quota many times over. 3 bytes a
+# token is more than the ~4 bytes of English text per token of the common
+# tokenizers, so the estimate errs on the caller's side of the quota for most
+# text; CJK text (3 bytes a character, about a token each) comes out about right.
+BYTES_PER_ESTIMATED_TOKEN = 3
+
+
+def estimated_tokens(size: int) -> int:
+    return -(-max(0, size) // BYTES_PER_ESTIMATED_TOKEN)
+
+
+def tokens_used(request: ProviderRequest, answer: AnswerStream) -> tuple[int, bool]:
+    """The tokens to charge for `answer`, and whether they are an estimate.
+
+    The vendor's usage when it reported it; else the estimate above of the
+    prompt (or the prompt tokens, if the vendor reported those early, as
+    Anthropic does at the start) plus the output received so far (or the
+    output tokens reported, if more).
+    """
+    usage = answer.usage
+    if usage is not None and usage.total_tokens and answer.finish:
+        return usage.total_tokens, False
+    if usage is not None and usage.prompt_tokens:
+        prompt = usage.prompt_tokens
+    elif request.chat is not None:
+        prompt = estimated_tokens(request.chat.ByteSize())
+    else:
+        prompt = estimated_tokens(len((request.prompt or "").encode()))
+    output = estimated_tokens(answer.output_bytes)
+    if usage is not None:
+        output = max(output, usage.completion_tokens)
+    return prompt + output, True
 
 
 def _deadline_passed(deadline: float | None) -> bool:

@@ -4,9 +4,9 @@ Names follow the OpenTelemetry GenAI semantic conventions where one exists,
 translated Prometheus-style (dots to underscores, unit suffix), with the
 semconv attribute names as labels; the rest are `aigc_*`:
 
-    aigc_requests_total{method,model,provider,code}        counter
-    aigc_request_duration_seconds{method,model,provider}   histogram, the whole RPC
-    aigc_streams_in_flight{method,model,provider}          gauge
+    aigc_requests_total{method,model,provider,surface,code}        counter
+    aigc_request_duration_seconds{method,model,provider,surface}   histogram, the whole RPC
+    aigc_streams_in_flight{method,model,provider,surface}          gauge
     aigc_upstream_errors_total{provider,model,reason}      counter, reason = the ErrorInfo reason
     aigc_overhead_seconds{method,model,provider}           histogram, RPC time minus time in the provider
     gen_ai_server_time_to_first_token_seconds{GEN_AI}      histogram
@@ -14,12 +14,14 @@ semconv attribute names as labels; the rest are `aigc_*`:
     aigc_upstream_retries_total{provider,reason}           counter, retries before the first chunk
     aigc_fallbacks_total{from_model,to_model,reason}       counter, switches to a fallback model
     aigc_caller_requests_total{key,code}                   counter per caller key name (auth on)
-    aigc_caller_tokens_total{key}                          counter of tokens per caller key name
+    aigc_caller_tokens_total{key}                          counter of tokens charged per caller key name
 
     GEN_AI = gen_ai_operation_name (chat|text_completion), gen_ai_provider_name, gen_ai_request_model
 
 Labels stay bounded: `model` is a configured model id ("unknown" when the
-request named none we serve), `provider` a configured provider name.
+request named none we serve), `provider` a configured provider name,
+`surface` how the call came (grpc, rest - JSON that Envoy transcoded -, or
+openai - the OpenAI-compatible door).
 """
 
 from __future__ import annotations
@@ -48,12 +50,15 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "aigc_requests", "RPCs served, by final gRPC status code.", (*_RPC_LABELS, "code"), registry=r
+            "aigc_requests",
+            "RPCs served, by surface and final gRPC status code.",
+            (*_RPC_LABELS, "surface", "code"),
+            registry=r,
         )
         self.duration = Histogram(
             "aigc_request_duration_seconds",
             "Whole RPC time, from the request to the last message or the error.",
-            _RPC_LABELS,
+            (*_RPC_LABELS, "surface"),
             buckets=_DURATION_BUCKETS,
             registry=r,
         )
@@ -74,7 +79,7 @@ class Metrics:
         self.streams_in_flight = Gauge(
             "aigc_streams_in_flight",
             "Streaming RPCs being served now.",
-            _RPC_LABELS,
+            (*_RPC_LABELS, "surface"),
             registry=r,
             # Under a supervisor: the sum over the workers that are alive.
             multiprocess_mode="livesum",
@@ -105,7 +110,8 @@ class Metrics:
         )
         self.caller_tokens = Counter(
             "aigc_caller_tokens",
-            "Tokens (prompt + completion, as reported) used per caller key name.",
+            "Tokens charged per caller key name: prompt + completion as reported, or the "
+            "estimate for a call without reported usage (a cancelled stream).",
             ("key",),
             registry=r,
         )

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from google.protobuf import json_format
 from google.rpc import code_pb2
@@ -59,6 +59,10 @@ _FINISH_NAMES = {
     if value
 }
 UNKNOWN_MODEL = "unknown"
+# How a call reached the server: gRPC directly (or through Envoy as gRPC),
+# REST (JSON over HTTP that Envoy's transcoder made gRPC), or the
+# OpenAI-compatible door.
+Surface = Literal["grpc", "rest", "openai"]
 _MAX_LOGGED_MODEL_CHARS = 128
 
 
@@ -80,15 +84,29 @@ class Observability:
         method: str,
         request_id: str,
         *,
+        streaming: bool,
+        surface: Surface = "grpc",
         peer: str = "",
         time_remaining: float | None = None,
         metadata: Sequence[tuple[str, Any]] = (),
-        surface: str = "grpc",
+        http_route: str = "",
+        http_method: str = "",
     ) -> RpcRecord:
-        """A record for one call. The adapter reads `peer`, `time_remaining`
-        and `metadata` from its transport at the start of the call; `surface`
-        names the adapter ("grpc", or "openai" for the OpenAI-compatible door)."""
-        return RpcRecord(self, method, request_id, peer, time_remaining, metadata, surface)
+        """A record for one call. The adapter says what it knows of the call:
+        whether its answer is streamed, the `surface` it came through (Surface),
+        and reads `peer`, `time_remaining` and `metadata` from its transport at
+        the start of the call; the OpenAI door also names its `http_method` and `http_route`."""
+        return RpcRecord(
+            self,
+            method,
+            request_id,
+            peer,
+            time_remaining,
+            metadata,
+            surface,
+            streaming,
+            (http_method, http_route),
+        )
 
 
 class RpcRecord:
@@ -100,13 +118,16 @@ class RpcRecord:
         peer: str,
         time_remaining: float | None,
         metadata: Sequence[tuple[str, Any]],
-        surface: str = "grpc",
+        surface: Surface = "grpc",
+        streaming: bool = False,
+        http: tuple[str, str] = ("", ""),
     ) -> None:
         self._owner = owner
         self.method = method
         self.surface = surface
         self.request_id = request_id
-        self.streaming = method.startswith("Stream")
+        # A fact the adapter states (never guessed from a method name).
+        self.streaming = streaming
         self.operation = _OPERATIONS.get(method, "")
         self.started = time.perf_counter()
         # Read from the context now, never at the end: context.peer() on an RPC
@@ -132,6 +153,9 @@ class RpcRecord:
         self.retries = 0
         self.fallbacks: list[str] = []
         self.key_name: str | None = None
+        # Tokens charged to the key (the usage, or an estimate: server/core/engine.py).
+        self.charged_tokens: int | None = None
+        self.tokens_estimated = False
         self.response_id = ""
         self.prompt: Any = None
         self._answer: list[str] | None = [] if owner.settings.log_prompts else None
@@ -139,13 +163,26 @@ class RpcRecord:
         self._client_span: Span | None = None
         self._done = False
         self._token: Any = None
+        if surface == "openai":
+            # An HTTP server span (OpenTelemetry HTTP conventions): the door is not gRPC.
+            http_method, http_route = http
+            name, attributes = (
+                f"{http_method} {http_route}".strip() or method,
+                {"http.request.method": http_method or None, "http.route": http_route or None},
+            )
+        else:
+            # gRPC, or REST that Envoy transcoded to gRPC: this server speaks gRPC either way.
+            name, attributes = (
+                f"{SERVICE}/{method}",
+                {"rpc.system": "grpc", "rpc.service": SERVICE, "rpc.method": method},
+            )
         self.span = owner.tracing.server_span(
-            f"{SERVICE}/{method}",
+            name,
             metadata,
             {
-                "rpc.system": "grpc",
-                "rpc.service": SERVICE,
-                "rpc.method": method,
+                **{key: value for key, value in attributes.items() if value is not None},
+                "aigc.surface": surface,
+                "aigc.streaming": streaming,
                 "aigc.request_id": request_id,
             },
         )
@@ -193,7 +230,7 @@ class RpcRecord:
         self.provider = provider
         self.upstream_model = upstream_model
         if self.streaming and self._in_flight is None:
-            self._in_flight = (self.method, self.model_label, provider)
+            self._in_flight = (self.method, self.model_label, provider, self.surface)
             self._owner.metrics.streams_in_flight.labels(*self._in_flight).inc()
 
     def capture_prompt(
@@ -216,6 +253,11 @@ class RpcRecord:
         self.error = error
         self.code = error.code
         self._finish(None)
+
+    def charged(self, tokens: int, estimated: bool) -> None:
+        """The tokens charged to the caller's key; `estimated` when the vendor reported no usage."""
+        self.charged_tokens = tokens
+        self.tokens_estimated = estimated
 
     def authenticated(self, key_name: str | None) -> None:
         """The caller's key, by name (never the key itself)."""
@@ -333,8 +375,8 @@ class RpcRecord:
     def _record_metrics(self, elapsed: float) -> None:
         m = self._owner.metrics
         rpc_labels = (self.method, self.model_label, self.provider)
-        m.requests.labels(*rpc_labels, code_pb2.Code.Name(self.code)).inc()
-        m.duration.labels(*rpc_labels).observe(elapsed)
+        m.requests.labels(*rpc_labels, self.surface, code_pb2.Code.Name(self.code)).inc()
+        m.duration.labels(*rpc_labels, self.surface).observe(elapsed)
         if self._in_flight is not None:
             m.streams_in_flight.labels(*self._in_flight).dec()
             self._in_flight = None
@@ -350,13 +392,17 @@ class RpcRecord:
             m.upstream_errors.labels(self.provider, self.model_label, self.error.reason).inc()
         if self.key_name is not None:
             m.caller_requests.labels(self.key_name, code_pb2.Code.Name(self.code)).inc()
-            if self.usage is not None:
+            if self.charged_tokens is not None:
+                m.caller_tokens.labels(self.key_name).inc(self.charged_tokens)
+            elif self.usage is not None:
                 m.caller_tokens.labels(self.key_name).inc(self.usage.total_tokens)
 
     def _end_span(self) -> None:
         self.span.set_attributes(
             {
-                "rpc.grpc.status_code": self.code,
+                # The door's span is HTTP: its outcome is the gRPC code's name, no rpc.* attribute.
+                "rpc.grpc.status_code": self.code if self.surface != "openai" else None,
+                "aigc.code": code_pb2.Code.Name(self.code),
                 "gen_ai.operation.name": self.operation or None,
                 "gen_ai.request.model": self.model_label if self.operation else None,
                 "gen_ai.provider.name": self.provider or None,
@@ -389,6 +435,7 @@ class RpcRecord:
             "retries": self.retries or None,
             "fallbacks": self.fallbacks or None,
             "key": self.key_name,
+            "estimated_tokens": self.charged_tokens if self.tokens_estimated else None,
             "response_id": self.response_id or None,
             "cancelled": self.cancelled,
             "peer": self.peer,

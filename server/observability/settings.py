@@ -5,7 +5,8 @@ ConfigError naming the variable).
 
     AIGC_LOG_FORMAT       json (default) | console
     AIGC_LOG_PROMPTS      false (default) | true: put prompt and answer text in access lines
-    AIGC_METRICS_ADDRESS  host:port of the Prometheus endpoint, default 0.0.0.0:9464; "off" disables it
+    AIGC_METRICS_ADDRESS  host:port of the Prometheus endpoint, default 127.0.0.1:9464 (it lists key
+                          names and their usage: loopback unless you choose otherwise); "off" disables it
     OTEL_EXPORTER_OTLP_ENDPOINT   the standard OpenTelemetry variable; traces are exported
                           (OTLP/gRPC) only when it (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set
 """
@@ -29,7 +30,7 @@ class ObservabilitySettings:
     # Whether access lines carry prompt and answer text (off: they may hold personal data).
     log_prompts: bool = False
     # host:port of the /metrics HTTP endpoint; None disables it.
-    metrics_address: str | None = "0.0.0.0:9464"
+    metrics_address: str | None = "127.0.0.1:9464"
     # OTLP/gRPC endpoint for traces; empty disables tracing (and never imports the SDK).
     otlp_traces_endpoint: str = ""
 
@@ -37,7 +38,7 @@ class ObservabilitySettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ObservabilitySettings:
         env = os.environ if environ is None else environ
         log_format = setting(env, "AIGC_LOG_FORMAT", "json", _log_format)
-        metrics_address = setting(env, "AIGC_METRICS_ADDRESS", "0.0.0.0:9464", _metrics_address)
+        metrics_address = setting(env, "AIGC_METRICS_ADDRESS", "127.0.0.1:9464", _metrics_address)
         # The traces-specific variable wins over the general one (OTel's rule).
         protocol = setting(env, "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", str)
         protocol = setting(env, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", protocol, str)

@@ -57,6 +57,7 @@ from server.errors import UpstreamError, UpstreamFailure
 from server.providers.base import Chunk, ProviderRequest
 from server.providers.http import HttpTransport
 from server.providers.local_params import LocalParams
+from server.providers.local_slots import SlotGate
 from server.providers.openai import OpenAICompatProvider, wire
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class LocalProvider(OpenAICompatProvider):
     # llama.cpp's time limit is set from the caller's deadline (stream()).
     reserved_vendor_keys = wire.RESERVED_KEYS | {"t_max_predict_ms", "t_max_prompt_ms"}
 
-    def __init__(self, settings: LocalModelSettings, *, verbose: bool = False, workers: int = 1) -> None:
+    def __init__(self, settings: LocalModelSettings, *, verbose: bool = False) -> None:
         # One retry, for the one failure that does pass: a pooled keep-alive
         # connection that llama.cpp closed for idleness just as we reuse it
         # ("Server disconnected without sending a response"). Retries happen
@@ -95,10 +96,9 @@ class LocalProvider(OpenAICompatProvider):
         super().__init__("local", base_url="http://127.0.0.1", api_key="", max_retries=1, trust_env=False)
         self._settings = settings
         self._verbose = verbose
-        # This worker's share of llama.cpp's slots: beyond it, requests wait
-        # here, at most queue_timeout_seconds, instead of piling up unseen in
-        # llama.cpp's queue (20 streams on 4 slots once waited 35 s).
-        self._slots = asyncio.Semaphore(max(1, -(-settings.parallel // workers)))
+        # llama.cpp's slots, shared with every worker (server/providers/local_slots.py):
+        # beyond them, requests wait here, at most queue_timeout_seconds.
+        self._slots = SlotGate(settings.parallel, settings.slots_dir)
         self._server: xllamacpp.Server | None = None
         self.address = ""
         self._params = LocalParams(settings.context_tokens)
@@ -154,9 +154,10 @@ class LocalProvider(OpenAICompatProvider):
         wait = self._settings.queue_timeout_seconds
         if request.deadline is not None:
             wait = min(wait, max(0.0, request.deadline - asyncio.get_running_loop().time()))
+        # Entered by hand: a TimeoutError from the stream itself is not "no slot".
+        slot = self._slots.hold(wait)
         try:
-            async with asyncio.timeout(wait):
-                await self._slots.acquire()
+            await slot.__aenter__()
         except TimeoutError:
             raise UpstreamError(
                 UpstreamFailure.RATE_LIMITED,
@@ -171,7 +172,7 @@ class LocalProvider(OpenAICompatProvider):
             async with super().stream(_with_time_limit(request)) as chunks:
                 yield chunks
         finally:
-            self._slots.release()
+            await slot.__aexit__(None, None, None)
 
     def chat_body(self, request: ProviderRequest) -> dict[str, Any]:
         body = super().chat_body(request)

@@ -116,4 +116,6 @@ def harness(vendor: Vendor, fake: FakeServer) -> Harness:
 
 def _call(method: str, caller_timeout: float | None = None) -> Call:
     deadline = None if caller_timeout is None else asyncio.get_running_loop().time() + caller_timeout
-    return Call("rid-1", Observability().rpc(method, "rid-1"), deadline)
+    return Call(
+        "rid-1", Observability().rpc(method, "rid-1", streaming=method.startswith("Stream")), deadline
+    )

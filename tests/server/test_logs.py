@@ -60,7 +60,7 @@ def test_json_line_has_extra_fields_and_exceptions(captured):
 
 def test_every_line_inside_an_rpc_carries_its_request_id(captured):
     observability = Observability()
-    with observability.rpc("Chat", "rid-1"):
+    with observability.rpc("Chat", "rid-1", streaming=False):
         logging.getLogger("server.providers.local").warning("slow upstream", extra={"seconds": 3})
     logging.getLogger("test").info("after the RPC")
     inside, access, after = lines(captured)
@@ -74,7 +74,7 @@ async def test_cancelled_rpc_is_logged_as_cancelled_or_deadline(captured):
     observability = Observability()
 
     async def handler(request_id: str, remaining: float | None) -> None:
-        with observability.rpc("StreamChat", request_id, time_remaining=remaining):
+        with observability.rpc("StreamChat", request_id, streaming=True, time_remaining=remaining):
             await asyncio.sleep(10)
 
     for request_id, remaining in (("c-1", None), ("c-2", -0.1)):
@@ -90,7 +90,13 @@ async def test_cancelled_rpc_is_logged_as_cancelled_or_deadline(captured):
     assert (
         metrics.get_sample_value(
             "aigc_requests_total",
-            {"method": "StreamChat", "model": "unknown", "provider": "", "code": "CANCELLED"},
+            {
+                "method": "StreamChat",
+                "model": "unknown",
+                "provider": "",
+                "surface": "grpc",
+                "code": "CANCELLED",
+            },
         )
         == 1
     )
@@ -98,7 +104,7 @@ async def test_cancelled_rpc_is_logged_as_cancelled_or_deadline(captured):
 
 def test_aborted_rpc_keeps_its_error_code(captured):
     observability = Observability()
-    with pytest.raises(RuntimeError), observability.rpc("Chat", "a-1") as record:
+    with pytest.raises(RuntimeError), observability.rpc("Chat", "a-1", streaming=False) as record:
         record.failed(ModelNotFound("x"))
         raise RuntimeError("what context.abort raises")
     (line,) = lines(captured)

@@ -17,7 +17,9 @@ class Stack(Process):
     """`replicas` > 1: that many servers behind the one Envoy (`make run REPLICAS=2`);
     replica r answers gRPC on `replica_addresses[r]` and metrics on `metrics_port + r`."""
 
-    def __init__(self, env: Mapping[str, str] | None = None, *, replicas: int = 1) -> None:
+    def __init__(
+        self, env: Mapping[str, str] | None = None, *, replicas: int = 1, host: str = "127.0.0.1"
+    ) -> None:
         merged = {"AIGC_WORKERS": "1", **(env or {})}
         workers = int(merged["AIGC_WORKERS"])
         # run_stack.py numbers replica r's ports from grpc_port + r * (workers + 1).
@@ -33,7 +35,7 @@ class Stack(Process):
         args = [
             sys.executable,
             "scripts/run_stack.py",
-            "--host=127.0.0.1",
+            f"--host={host}",
             f"--grpc-port={self.grpc_port}",
             f"--http-port={self.http_port}",
             f"--admin-port={self.admin_port}",
@@ -75,8 +77,11 @@ class Stack(Process):
 
 
 @contextlib.contextmanager
-def running_stack(env: Mapping[str, str] | None = None, *, replicas: int = 1) -> Iterator[Stack]:
-    stack = Stack(env, replicas=replicas)
+def running_stack(
+    env: Mapping[str, str] | None = None, *, replicas: int = 1, host: str = "127.0.0.1"
+) -> Iterator[Stack]:
+    """`host`: what the server and Envoy listen on (0.0.0.0: every address of the machine)."""
+    stack = Stack(env, replicas=replicas, host=host)
     try:
         stack.wait_up()
         yield stack

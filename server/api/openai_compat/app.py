@@ -56,17 +56,23 @@ class _Call:
 
     __slots__ = ("bad_timeout", "call", "record", "request_id", "shutting_down", "task")
 
-    def __init__(self, request: web.Request, method: str, observability: Observability) -> None:
+    def __init__(
+        self, request: web.Request, method: str, observability: Observability, *, streaming: bool = False
+    ) -> None:
         headers = [(k.lower(), v) for k, v in request.headers.items()]
         self.request_id = request_id(headers)
         remaining, self.bad_timeout = remaining_seconds(None, headers)
+        resource = request.match_info.route.resource
         self.record = observability.rpc(
             method,
             self.request_id,
+            streaming=streaming,
+            surface="openai",
             peer=request.remote or "",
             time_remaining=remaining,
             metadata=headers,
-            surface="openai",
+            http_method=request.method,
+            http_route=resource.canonical if resource is not None else request.path,
         )
         self.call = Call(self.request_id, self.record, provider_deadline(remaining))
         self.task = asyncio.current_task()
@@ -125,7 +131,10 @@ class OpenAICompat:
         except _Unreadable as unreadable:
             return await self._refuse(request, "Chat", unreadable.error)
         except InvalidRequest as error:
-            return await self._refuse(request, "StreamChat" if _streamed(body) else "Chat", error)
+            streamed = _streamed(body)
+            return await self._refuse(
+                request, "StreamChat" if streamed else "Chat", error, streaming=streamed
+            )
         if stream:
             return await self._stream_chat(request, chat, include_usage)
         call = _Call(request, "Chat", self._observability)
@@ -145,7 +154,7 @@ class OpenAICompat:
     async def _stream_chat(
         self, request: web.Request, chat: aigc_service_pb2.ChatRequest, include_usage: bool
     ) -> web.StreamResponse:
-        call = _Call(request, "StreamChat", self._observability)
+        call = _Call(request, "StreamChat", self._observability, streaming=True)
         with self._calls.track(call), call.record:
             response: web.StreamResponse | None = None
             writer: wire.ChunkWriter | None = None
@@ -174,9 +183,11 @@ class OpenAICompat:
         except _Unreadable as unreadable:
             return await self._refuse(request, "Complete", unreadable.error)
         except InvalidRequest as error:
-            return await self._refuse(request, "StreamComplete" if _streamed(body) else "Complete", error)
+            streamed = _streamed(body)
+            method = "StreamComplete" if streamed else "Complete"
+            return await self._refuse(request, method, error, streaming=streamed)
         method = "StreamComplete" if stream else "Complete"
-        call = _Call(request, method, self._observability)
+        call = _Call(request, method, self._observability, streaming=stream)
         with self._calls.track(call), call.record:
             response: web.StreamResponse | None = None
             opened = None
@@ -242,8 +253,8 @@ class OpenAICompat:
         """The caller's key (the same `authorization: Bearer` as the SDKs send), and the timeout header."""
         if call.bad_timeout:
             raise InvalidRequest({f"{TIMEOUT_HEADER} header": call.bad_timeout})
-        header = request.headers.get("authorization")
-        key = self._engine.gate.authenticate([("authorization", header)] if header else [])
+        metadata = [(name.lower(), value) for name, value in request.headers.items()]
+        key = self._engine.gate.authenticate(metadata, request.remote or "")
         call.call.key = key
         call.record.authenticated(key.name if key is not None else None)
 
@@ -265,9 +276,11 @@ class OpenAICompat:
         except orjson.JSONDecodeError as exc:
             raise _Unreadable(MalformedRequest("", f"the body is not valid JSON: {exc}")) from None
 
-    async def _refuse(self, request: web.Request, method: str, error: AigcError) -> web.Response:
+    async def _refuse(
+        self, request: web.Request, method: str, error: AigcError, *, streaming: bool = False
+    ) -> web.Response:
         """A request refused before it became an aigc.v1 request: logged and counted like any other."""
-        call = _Call(request, method, self._observability)
+        call = _Call(request, method, self._observability, streaming=streaming)
         with call.record:
             try:
                 self._admit(call, request)

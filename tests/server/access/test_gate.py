@@ -35,7 +35,7 @@ def setup(*scripts, caller: CallerKey | None = None, max_in_flight: int = 100, c
 
 
 def call(caller: CallerKey | None, method: str = "Chat") -> Call:
-    return Call("rid", Observability().rpc(method, "rid"), key=caller)
+    return Call("rid", Observability().rpc(method, "rid", streaming=method.startswith("Stream")), key=caller)
 
 
 def answer(tokens: int = 5):

@@ -259,6 +259,24 @@ async def test_a_dead_replicas_lease_expires(redis_server: RedisServer, prefix: 
         await survivor.close()
 
 
+async def test_a_living_holders_lease_is_renewed_past_its_lifetime(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    store = RedisQuotaStore(redis_server.url, prefix=prefix, lease_seconds=2, renew_seconds=0.2)
+    limits = QuotaLimits(max_concurrent_streams=1)
+    try:
+        admission = await store.admit(KEY, limits, reserve_tokens=0, stream=True)
+        await asyncio.sleep(4.5)  # over two lifetimes: only the renewals keep it
+        with pytest.raises(QuotaExceeded) as caught:
+            await store.admit(KEY, limits, reserve_tokens=0, stream=True)
+        # Its holder is alive (renewing): a call may end any moment.
+        assert retry_delay(caught.value) == 1.0
+        await admission.release(None)
+        await store.admit(KEY, limits, reserve_tokens=0, stream=True)
+    finally:
+        await store.close()
+
+
 async def test_unlimited_keys_never_ask_redis(own_redis: RedisServer) -> None:
     store = RedisQuotaStore(own_redis.url, on_failure="closed")
     try:

@@ -39,7 +39,7 @@ from tests.support.redis import RedisServer, running_redis
 from tests.support.stack import Stack, running_stack
 from tests.support.status import error_info, status_details
 
-KEYS = {name: new_key() for name in ("open", "limited", "tokens", "streams", "narrow")}
+KEYS = {name: new_key() for name in ("open", "limited", "tokens", "streams", "narrow", "cancels", "leases")}
 VENDOR_KEY = "sk-access-vendor-0f1e2d3c4b5a"
 # Usage the fake reports for every answer: 30 prompt + 15 completion tokens.
 USAGE = (30, 15)
@@ -53,7 +53,7 @@ class Answers(Reply):
     async def send(self, conn: Connection, server: FakeServer) -> bool:
         server._replies.append(self)
         body = server.requests[-1].json()
-        if body["messages"][-1].get("content") == "hold":
+        if body["messages"][-1].get("content", "").startswith("hold"):
             events = openai_fake.chat_events(["held"], finish=None, usage=None)[:-1]
             return await openai_fake.stream(events, end="hold").send(conn, server)
         if body["messages"][-1].get("content") == "slow":  # ten words, 0.4 s apart: ~4 s
@@ -69,6 +69,8 @@ def config(vendor_url: str) -> str:
         "tokens": "tokens_per_minute = 100",
         "streams": "max_concurrent_streams = 1",
         "narrow": 'models = ["gpt-4o-mini"]',
+        "cancels": "tokens_per_minute = 1000",
+        "leases": "max_concurrent_streams = 1",
     }
     keys = "\n".join(
         f'[[keys]]\nname = "{name}"\nsha256 = "{digest_of(KEYS[name]).hex()}"\n{extra}\n'
@@ -313,6 +315,47 @@ def test_concurrent_streams_are_capped_across_replicas(access: Access):
     assert replies[-1].finish_reason == generation_pb2.FINISH_REASON_STOP
 
 
+def caller_tokens(access: Access, key: str) -> float:
+    """aigc_caller_tokens_total of `key`, summed over both replicas."""
+    total = 0.0
+    for replica in range(2):
+        url = f"http://127.0.0.1:{access.stack.metrics_port + replica}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith(f'aigc_caller_tokens_total{{key="{key}"}}'):
+                    total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_streams_cancelled_at_their_first_message_are_charged_their_prompt(access: Access):
+    """Issue 13 point 2: a key with 1,000 tokens a minute, streams of a ~900-token prompt
+    cancelled at their first message. The vendor reports no usage for them (it comes
+    at the end), so each is charged the documented estimate of its prompt and of the
+    output it delivered - not just its output reservation - and the third is refused."""
+    prompt = "hold " + "lorem ipsum dolor sit amet " * 100  # 2,705 bytes: ~900 tokens at 3 bytes a token
+    passed, refusals = 0, []
+    for i in range(20):
+        stream = access.stubs[i % 2].StreamChat(
+            hi(text=prompt, max_output_tokens=16), metadata=auth("cancels"), timeout=30
+        )
+        try:
+            next(stream)
+        except grpc.RpcError as error:
+            refusals.append((error.code(), error_info(error).reason, error_info(error).metadata["limit"]))
+            continue
+        passed += 1
+        before = caller_tokens(access, "cancels")
+        stream.cancel()
+        # The charge lands when the replica sees the cancel: wait for it to show in the metric
+        # (it never does on a server that charges cancelled streams nothing; then go on).
+        deadline = time.monotonic() + 5
+        while caller_tokens(access, "cancels") == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert passed <= 2, f"{passed} of 20 cancelled streams passed a 1,000 tokens/min quota"
+    assert set(refusals) == {(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED", "tokens_per_minute")}
+    assert caller_tokens(access, "cancels") >= passed * 900, "the per-key token metric counts them"
+
+
 # --- what the operator sees ---------------------------------------------------------------
 
 
@@ -381,6 +424,80 @@ def test_the_python_client_and_the_cli_send_their_key(access: Access):
     anonymous = subprocess.run(cli, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=30)
     assert anonymous.returncode == 8 and "API_KEY_MISSING" in anonymous.stderr
     assert KEYS["open"] not in keyed.stderr + anonymous.stderr
+
+
+# --- a replica killed while it holds a stream lease (issue 13 point 4) ---------------------
+
+
+def _warm_quota_connections(access: Access) -> None:
+    """A few calls of the `leases` key on each replica first: after the Redis restart of the
+    test above, each replica's first call on a pooled connection fails (and fails open,
+    holding no lease); these spend those failures."""
+    for _ in range(3):
+        for stub in access.stubs:
+            stub.Chat(hi(), metadata=auth("leases"), timeout=10)
+
+
+def test_unary_calls_count_against_the_keys_concurrency(access: Access):
+    _warm_quota_connections(access)
+    held = access.stubs[0].StreamChat(hi(text="hold"), metadata=auth("leases"), timeout=30)
+    next(held)
+    try:
+        code, reason, _ = refused(lambda: access.stubs[1].Chat(hi(), metadata=auth("leases"), timeout=10))
+        assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
+    finally:
+        held.cancel()
+
+
+def test_a_killed_replicas_stream_lease_ends_within_seconds_and_retry_info_says_when(access: Access):
+    """kill -9 of the replica that holds the key's one stream: the other replica refuses
+    with RetryInfo, and a caller who waits what RetryInfo says gets in within seconds
+    (the lease is renewed by its living holder only), not after 10 minutes."""
+    # The previous test's cancelled stream releases its lease on its own time: wait for it.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            access.stubs[1].Chat(hi(), metadata=auth("leases"), timeout=10)
+            break
+        except grpc.RpcError:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    _warm_quota_connections(access)
+    (pid,) = access.stack.pids()["replica-0"]
+    held = access.stubs[0].StreamChat(hi(text="hold"), metadata=auth("leases"), timeout=60)
+    next(held)
+    os.kill(pid, signal.SIGKILL)
+    waits = []
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            stream = access.stubs[1].StreamChat(hi(), metadata=auth("leases"), timeout=10)
+            assert list(stream)[-1].finish_reason == generation_pb2.FINISH_REASON_STOP
+            break
+        except grpc.RpcError as error:
+            assert error_info(error).reason == "RATE_LIMITED", error
+            retry = status_details(error).retry_seconds
+            waits.append(retry)
+            assert time.monotonic() < deadline, f"still locked out after 60 s; RetryInfo said {waits}"
+            time.sleep(retry)
+    assert waits, "the dead replica's lease held the slot for a while"
+    # The last refusal's RetryInfo was enough: waiting it once got the caller in.
+    assert len(waits) <= 15, waits
+    held.cancel()
+    # run_stack starts the killed replica again; the tests after this one use it.
+    deadline = time.monotonic() + 60
+    while len(access.stack.pids()["replica-0"]) != 1 or not _serving(access.stack.replica_addresses[0]):
+        assert time.monotonic() < deadline, access.stack.output()[-3000:]
+        time.sleep(0.2)
+
+
+def _serving(address: str) -> bool:
+    try:
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            return reply.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False
 
 
 # --- draining a replica (last: it restarts one) ------------------------------------------

@@ -33,7 +33,7 @@ def engine(provider: ScriptedProvider, capabilities=()) -> Engine:
 
 
 def call() -> Call:
-    return Call("rid", Observability().rpc("Chat", "rid"))
+    return Call("rid", Observability().rpc("Chat", "rid", streaming=False))
 
 
 async def test_a_bad_request_is_invalid_whatever_model_it_names():

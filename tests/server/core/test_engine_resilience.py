@@ -30,7 +30,9 @@ def engine(primary: ScriptedProvider, *others: tuple[str, ScriptedProvider], **r
 
 
 def call(observability: Observability | None = None, method: str = "StreamChat") -> Call:
-    return Call("rid", (observability or Observability()).rpc(method, "rid"))
+    return Call(
+        "rid", (observability or Observability()).rpc(method, "rid", streaming=method.startswith("Stream"))
+    )
 
 
 async def streamed(engine: Engine, the_call: Call, **fields) -> tuple[str, list[str]]:
