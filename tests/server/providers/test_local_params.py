@@ -140,7 +140,9 @@ async def test_a_costly_request_is_refused_before_llama_cpp_and_nothing_keeps_ru
     )
     deadline = asyncio.get_running_loop().time() + 3
     with pytest.raises(InvalidRequest) as caught:
-        await engine.generate(typed, Call("rid-1", Observability().rpc("Chat", "rid-1"), deadline))
+        await engine.generate(
+            typed, Call("rid-1", Observability().rpc("Chat", "rid-1", streaming=False), deadline)
+        )
     assert "vendor_params.dry_sequence_breakers" in caught.value.violations
     await asyncio.sleep(max(0.0, deadline - asyncio.get_running_loop().time()))
     await wait_until_idle(llama, within=5)

@@ -49,7 +49,11 @@ async def generate(env: dict[str, str], request):
     provider = router.resolve(request.model).provider
     await provider.start()
     try:
-        call = Call("rid-1", Observability().rpc("Chat", "rid-1"), asyncio.get_running_loop().time() + 20)
+        call = Call(
+            "rid-1",
+            Observability().rpc("Chat", "rid-1", streaming=False),
+            asyncio.get_running_loop().time() + 20,
+        )
         return await engine.generate(request, call)
     finally:
         await provider.close()
