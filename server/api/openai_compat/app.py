@@ -56,7 +56,9 @@ class _Call:
 
     __slots__ = ("bad_timeout", "call", "record", "request_id", "shutting_down", "task")
 
-    def __init__(self, request: web.Request, method: str, observability: Observability) -> None:
+    def __init__(
+        self, request: web.Request, method: str, observability: Observability, surface: str = "openai"
+    ) -> None:
         headers = [(k.lower(), v) for k, v in request.headers.items()]
         self.request_id = request_id(headers)
         remaining, self.bad_timeout = remaining_seconds(None, headers)
@@ -66,7 +68,7 @@ class _Call:
             peer=request.remote or "",
             time_remaining=remaining,
             metadata=headers,
-            surface="openai",
+            surface=surface,
         )
         self.call = Call(self.request_id, self.record, provider_deadline(remaining))
         self.task = asyncio.current_task()
@@ -87,6 +89,11 @@ class OpenAICompat:
                 web.get(PREFIX + "/models/{model:.+}", self.model),
             ]
         )
+        # The other doors share this listener, and so its calls in flight and drain
+        # (imported here: they import this module).
+        from server.api.anthropic_door.app import anthropic_routes
+
+        self.app.add_routes(anthropic_routes(self))
         self._runner: web.AppRunner | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -238,11 +245,14 @@ class OpenAICompat:
 
     # --- shared ----------------------------------------------------------------------------------
 
-    def _admit(self, call: _Call, request: web.Request) -> None:
-        """The caller's key (the same `authorization: Bearer` as the SDKs send), and the timeout header."""
+    def _admit(self, call: _Call, request: web.Request, *, x_api_key: bool = False) -> None:
+        """The caller's key (the same `authorization: Bearer` as the SDKs send; Anthropic's
+        SDKs send `x-api-key` instead: `x_api_key`), and the timeout header."""
         if call.bad_timeout:
             raise InvalidRequest({f"{TIMEOUT_HEADER} header": call.bad_timeout})
         header = request.headers.get("authorization")
+        if header is None and x_api_key and request.headers.get("x-api-key"):
+            header = f"Bearer {request.headers['x-api-key']}"
         key = self._engine.gate.authenticate([("authorization", header)] if header else [])
         call.call.key = key
         call.record.authenticated(key.name if key is not None else None)
