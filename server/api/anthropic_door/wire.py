@@ -18,9 +18,9 @@ Translation (where it differs from Anthropic: README, "The doors"):
   sent back to the provider unchanged (it checks the signature).
 - A signature on a tool call (Gemini's `thoughtSignature` on a function
   call: Gemini refuses the next turn without it) has no field in
-  `tool_use`, so it rides in the block's id, `<id>` + SIGNATURE_MARK +
-  `<signature>`; the caller echoes the id in `tool_use_id`, and both are
-  split again here. Anthropic's own signatures are on thinking blocks.
+  `tool_use`, so it rides in the block's id (server/api/part_order.py); the
+  caller echoes the id in `tool_use_id`, and both are split again here.
+  Anthropic's own signatures are on thinking blocks.
 - `thinking` {type: enabled, budget_tokens} asks for reasoning with that
   budget; {type: adaptive} asks for it at medium effort; disabled or absent
   asks for none.
@@ -39,19 +39,17 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from google.protobuf import json_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from aigc.v1 import aigc_service_pb2, content_pb2, generation_pb2, tool_pb2
+from server.api.part_order import PartOrder, signed_id, split_signature
 from server.errors import InvalidRequest
 
 Json = dict[str, Any]
-
-# Between a tool_use id and a signature riding in it (see the module docstring).
-SIGNATURE_MARK = ".sig."
 
 _FIELDS = {
     "model",
@@ -287,12 +285,6 @@ def _assistant_block(block: Any, where: str, problems: _Problems) -> content_pb2
     return None
 
 
-def split_signature(call_id: str) -> tuple[str, str]:
-    """(the tool call's own id, the signature riding in it or "")."""
-    plain, mark, signature = call_id.partition(SIGNATURE_MARK)
-    return (plain, signature) if mark else (call_id, "")
-
-
 def _sampling(body: Mapping[str, Any], config: generation_pb2.GenerationConfig, problems: _Problems) -> None:
     for name in ("temperature", "top_p"):
         value = body.get(name)
@@ -417,15 +409,11 @@ def block(part: content_pb2.Part) -> Json | None:
         call = part.tool_call
         return {
             "type": "tool_use",
-            "id": _signed_id(call.id, part.signature),
+            "id": signed_id(call.id, part.signature),
             "name": call.name,
             "input": _arguments(call.arguments),
         }
     return None
-
-
-def _signed_id(call_id: str, signature: str) -> str:
-    return f"{call_id}{SIGNATURE_MARK}{signature}" if signature else call_id
 
 
 def message_id(response_id: str) -> str:
@@ -453,26 +441,16 @@ def message(
 
 
 class EventWriter:
-    """Renders a streamed answer as Anthropic's SSE events.
-
-    Anthropic sends one block at a time - start, deltas, stop - while our
-    part deltas may interleave (parallel tool calls, see Part.index). The
-    open block is written as it comes; a text or thinking block ends when a
-    new part starts (providers never return to one), a tool_use block only
-    at the end, so deltas of other parts meanwhile wait, in order, and are
-    written when their turn comes. A thinking block's signature is written
-    just before its stop, as Anthropic does.
-    """
+    """Renders a streamed answer as Anthropic's SSE events, one block at a time
+    (server/api/part_order.py). A thinking block's signature is written just
+    before its stop, as Anthropic does."""
 
     def __init__(self, response_id: str, model: str) -> None:
         self._id, self._model = message_id(response_id), model
         self._started = False
-        self._open: int | None = None  # our part index of the open block
-        self._open_kind = ""
-        self._blocks = 0  # Anthropic's block index of the next block
+        self._order = PartOrder()
+        self._blocks = 0  # Anthropic's block index of the open (or next) block
         self._signature = ""
-        self._waiting: dict[int, list[content_pb2.Part]] = {}
-        self._done: set[int] = set()
 
     def start(self, used: generation_pb2.Usage | None = None) -> list[bytes]:
         if self._started:
@@ -483,31 +461,24 @@ class EventWriter:
         return [event("message_start", {"type": "message_start", "message": head})]
 
     def deltas(self, parts: Sequence[content_pb2.Part]) -> list[bytes]:
-        out = self.start()
-        for part in parts:
-            if part.index == self._open:
-                out += self._delta(part)
-            elif self._open is not None and self._open_kind == "tool_call":
-                self._waiting.setdefault(part.index, []).append(part)
-            else:
-                out += self._close()
-                out += self._open_block(part)
-        return out
+        return self.start() + self._render(self._order.feed(parts))
 
     def finish(self, finish: int, used: generation_pb2.Usage | None) -> list[bytes]:
-        out = self.start(used)
-        out += self._close()
-        while self._waiting:
-            index = min(self._waiting)
-            first, *rest = self._waiting.pop(index)
-            out += self._open_block(first)
-            for part in rest:
-                out += self._delta(part)
-            out += self._close()
-        counts = usage(used)
+        out = self.start(used) + self._render(self._order.finish())
         delta = {"stop_reason": stop_reason(finish), "stop_sequence": None}
-        out.append(event("message_delta", {"type": "message_delta", "delta": delta, "usage": counts}))
+        out.append(event("message_delta", {"type": "message_delta", "delta": delta, "usage": usage(used)}))
         out.append(event("message_stop", {"type": "message_stop"}))
+        return out
+
+    def _render(self, steps: Iterable[tuple[str, content_pb2.Part]]) -> list[bytes]:
+        out: list[bytes] = []
+        for step, part in steps:
+            if step == "open":
+                out += self._open_block(part)
+            elif step == "delta":
+                out += self._delta(part)
+            else:
+                out += self._close(part)
         return out
 
     def _open_block(self, part: content_pb2.Part) -> list[bytes]:
@@ -518,13 +489,11 @@ class EventWriter:
             start = {"type": "thinking", "thinking": "", "signature": ""}
         elif kind == "tool_call":
             call = part.tool_call
-            start = {"type": "tool_use", "id": _signed_id(call.id, part.signature), "name": call.name}
+            start = {"type": "tool_use", "id": signed_id(call.id, part.signature), "name": call.name}
             start["input"] = {}
-        elif kind == "text":
-            start = {"type": "text", "text": ""}
         else:
-            return []
-        self._open, self._open_kind, self._signature = part.index, kind, ""
+            start = {"type": "text", "text": ""}
+        self._signature = ""
         begin = {"type": "content_block_start", "index": self._blocks, "content_block": start}
         return [event("content_block_start", begin), *self._delta(part)]
 
@@ -543,17 +512,14 @@ class EventWriter:
         body = {"type": "content_block_delta", "index": self._blocks, "delta": delta}
         return [event("content_block_delta", body)]
 
-    def _close(self) -> list[bytes]:
-        if self._open is None:
-            return []
+    def _close(self, part: content_pb2.Part) -> list[bytes]:
         out = []
-        if self._open_kind == "reasoning" and self._signature:
+        if part.WhichOneof("data") == "reasoning" and self._signature:
             delta = {"type": "signature_delta", "signature": self._signature}
             body = {"type": "content_block_delta", "index": self._blocks, "delta": delta}
             out.append(event("content_block_delta", body))
         out.append(event("content_block_stop", {"type": "content_block_stop", "index": self._blocks}))
-        self._done.add(self._open)
-        self._open, self._blocks = None, self._blocks + 1
+        self._blocks += 1
         return out
 
 
@@ -615,14 +581,12 @@ def error(status: status_pb2.Status) -> tuple[int, Json, dict[str, str]]:
 
 
 __all__ = [
-    "SIGNATURE_MARK",
     "EventWriter",
     "block",
     "error",
     "event",
     "message",
     "messages_request",
-    "split_signature",
     "stop_reason",
     "usage",
 ]
