@@ -92,7 +92,9 @@ class OpenAICompat:
         # The other doors share this listener, and so its calls in flight and drain
         # (imported here: they import this module).
         from server.api.anthropic_door.app import anthropic_routes
+        from server.api.openai_compat.responses import responses_routes
 
+        self.app.add_routes(responses_routes(self, PREFIX))
         self.app.add_routes(anthropic_routes(self))
         self._runner: web.AppRunner | None = None
 
