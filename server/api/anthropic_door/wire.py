@@ -47,6 +47,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from aigc.v1 import aigc_service_pb2, content_pb2, generation_pb2, tool_pb2
 from server.api.part_order import PartOrder, signed_id, split_signature
+from server.api.structs import parse_struct
 from server.errors import InvalidRequest
 
 Json = dict[str, Any]
@@ -321,10 +322,10 @@ def _tools(body: Mapping[str, Any], request: aigc_service_pb2.ChatRequest, probl
         if not isinstance(schema, dict):
             problems.add(f"tools.{i}.input_schema", "is required: a JSON Schema object")
             continue
-        try:
-            json_format.ParseDict(schema, declaration.parameters)
-        except (json_format.ParseError, ValueError, TypeError) as exc:
-            problems.add(f"tools.{i}.input_schema", f"is not a JSON object: {exc}")
+        why = parse_struct(schema, declaration.parameters)
+        if why:
+            problems.add(f"tools.{i}.input_schema", why)
+            continue
         request.tools.append(tool_pb2.Tool(function=declaration))
     choice = body.get("tool_choice")
     if choice is None:

@@ -38,10 +38,9 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from google.protobuf import json_format
-
 from aigc.v1 import aigc_service_pb2, content_pb2, generation_pb2, tool_pb2
 from server.api.part_order import PartOrder, signed_id, split_signature
+from server.api.structs import parse_struct
 from server.errors import InvalidRequest
 
 Json = dict[str, Any]
@@ -287,10 +286,10 @@ def _tools(body: Mapping[str, Any], request: aigc_service_pb2.ChatRequest, probl
             declaration.description = tool["description"]
         parameters = tool.get("parameters")
         if isinstance(parameters, dict):
-            try:
-                json_format.ParseDict(parameters, declaration.parameters)
-            except (json_format.ParseError, ValueError, TypeError) as exc:
-                problems.add(f"tools[{i}].parameters", f"is not a JSON object: {exc}")
+            why = parse_struct(parameters, declaration.parameters)
+            if why:
+                problems.add(f"tools[{i}].parameters", why)
+                continue
         elif parameters is not None:
             problems.add(f"tools[{i}].parameters", "must be a JSON Schema object")
         request.tools.append(tool_pb2.Tool(function=declaration))
@@ -335,10 +334,9 @@ def _text(text: Any, request: aigc_service_pb2.ChatRequest, problems: _Problems)
         out.type = generation_pb2.ResponseFormat.TYPE_JSON_SCHEMA
         out.name = fmt.get("name") if isinstance(fmt.get("name"), str) else ""
         out.strict = fmt.get("strict") is True
-        try:
-            json_format.ParseDict(schema, out.schema)
-        except (json_format.ParseError, ValueError, TypeError) as exc:
-            problems.add("text.format.schema", f"is not a JSON object: {exc}")
+        why = parse_struct(schema, out.schema)
+        if why:
+            problems.add("text.format.schema", why)
     else:
         problems.add("text.format.type", "text, json_object or json_schema")
 

@@ -30,6 +30,7 @@ from google.protobuf import json_format, struct_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from aigc.v1 import aigc_service_pb2, content_pb2, generation_pb2, tool_pb2
+from server.api.structs import parse_struct
 from server.errors import InvalidRequest
 
 Json = dict[str, Any]
@@ -432,10 +433,9 @@ def _vendor_params(body: Mapping[str, Any], out: struct_pb2.Struct, problems: _P
 
 
 def _struct(value: Mapping[str, Any], out: struct_pb2.Struct, where: str, problems: _Problems) -> None:
-    try:
-        json_format.ParseDict(value, out)
-    except (json_format.ParseError, ValueError, TypeError) as exc:
-        problems.add(where, f"is not valid JSON for a protobuf Struct: {exc}")
+    why = parse_struct(value, out)  # too deep a schema was a 500 (tests/fuzz)
+    if why:
+        problems.add(where, why)
 
 
 def _stream_options(body: Mapping[str, Any], problems: _Problems) -> tuple[bool, bool]:
