@@ -243,21 +243,27 @@ def _tool_result(block: Mapping[str, Any], where: str, problems: _Problems) -> c
     if not isinstance(call_id, str) or not call_id:
         problems.add(f"{where}.tool_use_id", "is required")
         return None
-    content = block.get("content", "")
-    if isinstance(content, list):
-        texts = []
-        for j, inner in enumerate(content):
-            if isinstance(inner, dict) and inner.get("type") == "text" and isinstance(inner.get("text"), str):
-                texts.append(inner["text"])
-            else:
-                problems.add(f"{where}.content.{j}", "only text blocks are offered in a tool_result")
-        content = "".join(texts)
-    elif not isinstance(content, str):
-        problems.add(f"{where}.content", "must be a string or an array of text blocks")
-        return None
-    return content_pb2.ToolResult(
-        tool_call_id=split_signature(call_id)[0], content=content, is_error=block.get("is_error") is True
+    result = content_pb2.ToolResult(
+        tool_call_id=split_signature(call_id)[0], is_error=block.get("is_error") is True
     )
+    content = block.get("content", "")
+    if isinstance(content, str):
+        result.content = content
+    elif isinstance(content, list):
+        for j, inner in enumerate(content):
+            kind = inner.get("type") if isinstance(inner, dict) else None
+            if kind == "text" and isinstance(inner.get("text"), str):
+                result.parts.add(text=inner["text"])
+            elif kind == "image":
+                image = _image(inner.get("source"), f"{where}.content.{j}.source", problems)
+                if image is not None:
+                    result.parts.add(image=image)
+            else:
+                problems.add(f"{where}.content.{j}", "text or image blocks (documents are not offered)")
+    else:
+        problems.add(f"{where}.content", "must be a string or an array of text and image blocks")
+        return None
+    return result
 
 
 def _assistant_block(block: Any, where: str, problems: _Problems) -> content_pb2.Part | None:

@@ -186,12 +186,14 @@ def _items(items: list[Any], request: aigc_service_pb2.ChatRequest, problems: _P
             )
         elif kind == "function_call_output":
             call_id, output = item.get("call_id"), item.get("output")
-            if isinstance(output, list):
-                output = _output_text(output, f"{where}.output", problems)
-            if not isinstance(call_id, str) or not isinstance(output, str):
+            if not isinstance(call_id, str) or not isinstance(output, str | list):
                 problems.add(where, "a function_call_output needs a string call_id and output")
                 continue
-            result = content_pb2.ToolResult(tool_call_id=split_signature(call_id)[0], content=output)
+            result = content_pb2.ToolResult(tool_call_id=split_signature(call_id)[0])
+            if isinstance(output, str):
+                result.content = output
+            else:
+                _output_parts(output, result, f"{where}.output", problems)
             last(content_pb2.ROLE_TOOL).parts.append(content_pb2.Part(tool_result=result))
         elif kind == "reasoning":
             part = _reasoning_item(item, where, problems)
@@ -227,15 +229,18 @@ def _content(content: Any, role: int, where: str, problems: _Problems) -> list[c
     return parts
 
 
-def _output_text(output: list[Any], where: str, problems: _Problems) -> str | None:
-    texts = []
+def _output_parts(output: list[Any], result: content_pb2.ToolResult, where: str, problems: _Problems) -> None:
+    """A function_call_output's text and image parts (a screenshot tool)."""
     for j, part in enumerate(output):
-        if isinstance(part, dict) and part.get("type") in ("input_text", "output_text"):
-            texts.append(str(part.get("text", "")))
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in ("input_text", "output_text") and isinstance(part.get("text"), str):
+            result.parts.add(text=part["text"])
+        elif kind == "input_image" and isinstance(part.get("image_url"), str) and part["image_url"]:
+            result.parts.add(image=content_pb2.Image(uri=part["image_url"]))
         else:
-            problems.add(f"{where}[{j}]", "only text parts are offered in a function_call_output")
-            return None
-    return "".join(texts)
+            problems.add(
+                f"{where}[{j}]", "input_text or input_image with an image_url (files are not offered)"
+            )
 
 
 def _reasoning_item(item: Mapping[str, Any], where: str, problems: _Problems) -> content_pb2.Part | None:
