@@ -182,3 +182,15 @@ def test_an_openai_agents_agent_with_one_function_tool_on_the_local_model(local_
     kinds = [item.type for item in result.new_items]
     assert kinds[:2] == ["tool_call_item", "tool_call_output_item"]
     assert isinstance(result.final_output, str)
+
+
+def test_the_local_model_answers_through_the_anthropic_door(local_stack: Stack):
+    anthropic = pytest.importorskip("anthropic")
+    client = anthropic.Anthropic(base_url=f"{local_stack.http}/anthropic", api_key="unused", max_retries=0)
+    with client.messages.stream(
+        model="smollm2", max_tokens=8, messages=[{"role": "user", "content": "Say hello."}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text and final.content[0].text == text
+    assert final.stop_reason in ("end_turn", "max_tokens") and final.usage.output_tokens >= 1
