@@ -253,6 +253,8 @@ def _reasoning_item(item: Mapping[str, Any], where: str, problems: _Problems) ->
             reasoning=content_pb2.Reasoning(encrypted_content=encrypted.removeprefix(REDACTED_PREFIX))
         )
     text = "".join(str(s.get("text", "")) for s in summary if isinstance(s, dict))
+    if not text and not encrypted:
+        return None  # nothing a provider could continue from (another service's item)
     return content_pb2.Part(reasoning=content_pb2.Reasoning(text=text), signature=encrypted)
 
 
