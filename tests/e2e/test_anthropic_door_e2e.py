@@ -105,6 +105,7 @@ def test_thinking_and_its_signature_round_trip_with_messages_stream(e2e: E2E, cl
     assert (think.type, think.thinking, think.signature) == ("thinking", "Paris is in France.", "sig-abc==")
     assert use.input == {"city": "Paris"}
     assert final.stop_reason == "tool_use" and final.usage.output_tokens == 9
+    assert final.usage.input_tokens == 20, "the counts of message_delta reach the SDK's final message"
     sent_first = e2e.fakes.anthropic.requests[-1].json()
     assert sent_first["thinking"]["budget_tokens"] == 1024
     result = {"type": "tool_result", "tool_use_id": use.id, "content": "sunny"}
