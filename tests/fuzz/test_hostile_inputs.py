@@ -1,8 +1,9 @@
 """Hand-written hostile inputs through Envoy and the real server (fast; part of `make test`).
 
 Each is answered with a 4xx and a google.rpc.Status body, whoever refuses it
-(Envoy's transcoder and limits, or the server's validation), and the service
-goes on serving. A case that reveals a server-side defect is marked
+(Envoy's transcoder and limits, or the server's validation) - on the agent
+doors, that API's own error shape with our reason - and the service goes on
+serving. A case that reveals a server-side defect is marked
 xfail(strict=True) with the reason: the server owner fixes the server and
 removes the mark. The generated counterpart is `make fuzz` (run_fuzz.py).
 """
