@@ -5,6 +5,9 @@ Anthropic fake and on a Gemini-backed model, unary and streamed; errors in Anthr
 
 from __future__ import annotations
 
+import json
+import time
+
 import anthropic
 import httpx
 import pytest
@@ -213,3 +216,26 @@ def test_bad_json_and_no_model_answer_in_anthropics_shape(e2e: E2E):
         json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
     )
     assert counted.status_code == 404 and counted.json()["error"]["reason"] == "NOT_OFFERED"
+
+
+def test_the_access_log_says_which_door_and_the_fallback_holds(e2e: E2E, client: anthropic.Anthropic):
+    e2e.fakes.anthropic.script(anthropic_fake.error(529, "overloaded_error", "Overloaded"))
+    e2e.fakes.openai.script(openai_fake.stream(openai_fake.chat_events(["from the fallback"])))
+    reply = client.messages.with_raw_response.create(
+        model="claude-then-gpt", max_tokens=20, messages=[{"role": "user", "content": "hi"}]
+    )
+    message = reply.parse()
+    assert message.content[0].text == "from the fallback" and message.model == "gpt-4o-mini"
+    request_id = reply.headers["x-request-id"]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = [
+            json.loads(line) for line in e2e.log().splitlines() if request_id in line and line.startswith("{")
+        ]
+        access = [line for line in lines if line.get("logger") == "aigc.access" and "code" in line]
+        if access:
+            break
+        time.sleep(0.05)
+    (line,) = access
+    assert (line["surface"], line["method"], line["code"]) == ("anthropic", "Chat", "OK")
+    assert line["fallbacks"], "the fallback is recorded as on every surface"
