@@ -182,7 +182,7 @@ def _messages(messages: Sequence[content_pb2.Message], limits: Limits, v: Violat
             elif kind == "tool_call":
                 _history_tool_call(part.tool_call, f"{at}.tool_call", seen_calls, open_calls, i, v)
             elif kind == "tool_result":
-                _tool_result(part.tool_result, f"{at}.tool_result", open_calls, v)
+                images += _tool_result(part.tool_result, f"{at}.tool_result", open_calls, limits, v)
             elif kind == "reasoning":
                 if not (part.reasoning.text or part.reasoning.encrypted_content or part.signature):
                     v.add(f"{at}.reasoning", "needs text, encrypted_content or a signature")
@@ -223,7 +223,10 @@ def _history_tool_call(
             )
 
 
-def _tool_result(result: content_pb2.ToolResult, at: str, open_calls: dict[str, int], v: Violations) -> None:
+def _tool_result(
+    result: content_pb2.ToolResult, at: str, open_calls: dict[str, int], limits: Limits, v: Violations
+) -> int:
+    """Checks one tool result; returns how many images it holds (they count towards the limit)."""
     if not result.tool_call_id:
         v.add(f"{at}.tool_call_id", "is required: the id of the tool call this answers")
     elif result.tool_call_id not in open_calls:
@@ -236,6 +239,23 @@ def _tool_result(result: content_pb2.ToolResult, at: str, open_calls: dict[str, 
         del open_calls[result.tool_call_id]
     if "\0" in result.content:
         v.add(f"{at}.content", _NUL)
+    if result.content and result.parts:
+        v.add(at, "set content or parts, not both")
+    images = 0
+    for k, part in enumerate(result.parts):
+        where = f"{at}.parts[{k}]"
+        kind = part.WhichOneof("data")
+        if kind == "image":
+            images += 1
+            _image(part.image, f"{where}.image", limits, v)
+        elif kind == "text":
+            if len(part.text) > limits.max_text_chars:
+                v.add(f"{where}.text", f"at most {limits.max_text_chars} characters")
+            elif "\0" in part.text:
+                v.add(f"{where}.text", _NUL)
+        else:
+            v.add(where, "set text or image")
+    return images
 
 
 def _unanswered(open_calls: Mapping[str, int], index: int, v: Violations) -> None:
@@ -452,6 +472,11 @@ def needed_capabilities(request: aigc_service_pb2.ChatRequest) -> dict[int, str]
                 needs.setdefault(model_pb2.CAPABILITY_VISION, f"messages[{i}].parts[{j}].image")
             elif kind in ("tool_call", "tool_result"):
                 needs.setdefault(model_pb2.CAPABILITY_TOOLS, f"messages[{i}].parts[{j}].{kind}")
+            if kind == "tool_result":
+                for k, inner in enumerate(part.tool_result.parts):
+                    if inner.WhichOneof("data") == "image":
+                        field = f"messages[{i}].parts[{j}].tool_result.parts[{k}].image"
+                        needs.setdefault(model_pb2.CAPABILITY_VISION, field)
     fmt = request.response_format.type
     if fmt == generation_pb2.ResponseFormat.TYPE_JSON:
         needs[model_pb2.CAPABILITY_JSON_OUTPUT] = "response_format.type"

@@ -391,6 +391,17 @@ def parts_of(message: content_pb2.Message) -> Sequence[content_pb2.Part]:
     return message.parts or _EMPTY
 
 
+def result_text(result: content_pb2.ToolResult) -> str:
+    """A tool result's text: `content`, or its text parts joined (ToolResult.parts)."""
+    if result.content or not result.parts:
+        return result.content
+    return "".join(p.text for p in result.parts if p.WhichOneof("data") == "text")
+
+
+def result_images(result: content_pb2.ToolResult) -> list[content_pb2.Image]:
+    return [p.image for p in result.parts if p.WhichOneof("data") == "image"]
+
+
 __all__ = [
     "ALL_CAPABILITIES",
     "SHAPE_ERRORS",
@@ -404,5 +415,7 @@ __all__ = [
     "merge_chunks",
     "merged_batches",
     "parts_of",
+    "result_images",
+    "result_text",
     "retry_after_seconds",
 ]

@@ -1,8 +1,9 @@
 """Hand-written hostile inputs through Envoy and the real server (fast; part of `make test`).
 
 Each is answered with a 4xx and a google.rpc.Status body, whoever refuses it
-(Envoy's transcoder and limits, or the server's validation), and the service
-goes on serving. A case that reveals a server-side defect is marked
+(Envoy's transcoder and limits, or the server's validation) - on the agent
+doors, that API's own error shape with our reason - and the service goes on
+serving. A case that reveals a server-side defect is marked
 xfail(strict=True) with the reason: the server owner fixes the server and
 removes the mark. The generated counterpart is `make fuzz` (run_fuzz.py).
 """
@@ -285,6 +286,221 @@ def test_grpc_message_over_the_limit_is_invalid_argument_request_too_large(stack
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
     info = error_info(err)
     assert (info.reason, info.metadata["limit_bytes"]) == ("REQUEST_TOO_LARGE", str(MAX_REQUEST_BYTES))
+
+
+# --- the agent doors: each answers in its own API's error shape, with our reason ---------
+
+MSG = [{"role": "user", "content": "hi"}]
+
+
+def _anthropic(**fields: Any) -> bytes:
+    return json.dumps({"model": "smollm2", "max_tokens": 4, "messages": MSG, **fields}).encode()
+
+
+def _responses(**fields: Any) -> bytes:
+    return json.dumps({"model": "smollm2", "max_output_tokens": 4, "input": "hi", **fields}).encode()
+
+
+ANTHROPIC = "/anthropic/v1/messages"
+RESPONSES = "/openai/v1/responses"
+DEEP_SCHEMA = (
+    '{"type":"object","properties":' + '{"a":{"type":"object","properties":' * 200 + "{}" + "}}" * 200 + "}"
+)
+# name -> (path, body bytes, expected HTTP status, expected reason)
+DOOR_CASES: dict[str, tuple[str, bytes, int, str]] = {
+    "anthropic: not an object": (ANTHROPIC, b"[]", 400, "INVALID_REQUEST"),
+    "anthropic: truncated JSON": (ANTHROPIC, b'{"model":', 400, "MALFORMED_REQUEST"),
+    "anthropic: invalid UTF-8": (ANTHROPIC, b'{"model":"\xff"}', 400, "MALFORMED_REQUEST"),
+    "anthropic: NaN temperature": (
+        ANTHROPIC,
+        _anthropic()[:-1] + b',"temperature":NaN}',
+        400,
+        "MALFORMED_REQUEST",
+    ),
+    "anthropic: JSON nested 10,000 deep": (ANTHROPIC, _deep(10_000, b"[", b"]"), 400, "MALFORMED_REQUEST"),
+    "anthropic: max_tokens 2**70": (
+        ANTHROPIC,
+        _anthropic()[:-1] + b',"max_tokens":1180591620717411303424}',
+        400,
+        "INVALID_REQUEST",
+    ),
+    "anthropic: max_tokens -1": (ANTHROPIC, _anthropic(max_tokens=-1), 400, "INVALID_REQUEST"),
+    "anthropic: no messages": (ANTHROPIC, _anthropic(messages=[]), 400, "INVALID_REQUEST"),
+    "anthropic: a system role in messages": (
+        ANTHROPIC,
+        _anthropic(messages=[{"role": "system", "content": "x"}]),
+        400,
+        "INVALID_REQUEST",
+    ),
+    "anthropic: a document block": (
+        ANTHROPIC,
+        _anthropic(messages=[{"role": "user", "content": [{"type": "document", "source": {}}]}]),
+        400,
+        "INVALID_REQUEST",
+    ),
+    "anthropic: an image that is not base64": (
+        ANTHROPIC,
+        _anthropic(
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "image",
+                            "source": {"type": "base64", "media_type": "image/png", "data": "%%"},
+                        }
+                    ],
+                }
+            ]
+        ),
+        400,
+        "INVALID_REQUEST",
+    ),
+    "anthropic: a tool_result answering no call": (
+        ANTHROPIC,
+        _anthropic(
+            messages=[
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "x", "content": "y"}]}
+            ]
+        ),
+        400,
+        "INVALID_REQUEST",
+    ),
+    "anthropic: tool_use input not an object": (
+        ANTHROPIC,
+        _anthropic(
+            messages=[
+                *MSG,
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": 3}]},
+            ]
+        ),
+        400,
+        "INVALID_REQUEST",
+    ),
+    "anthropic: input_schema nested 200 deep": (
+        ANTHROPIC,
+        _anthropic()[:-1] + b',"tools":[{"name":"f","input_schema":' + DEEP_SCHEMA.encode() + b"}]}",
+        400,
+        "INVALID_REQUEST",
+    ),
+    "anthropic: thinking budget not a number": (
+        ANTHROPIC,
+        _anthropic(thinking={"type": "enabled", "budget_tokens": "x"}),
+        400,
+        "INVALID_REQUEST",
+    ),
+    "anthropic: top_k": (ANTHROPIC, _anthropic(top_k=5), 400, "INVALID_REQUEST"),
+    "anthropic: NUL in text": (
+        ANTHROPIC,
+        _anthropic(messages=[{"role": "user", "content": "a\0b"}]),
+        400,
+        "INVALID_REQUEST",
+    ),
+    "anthropic: unknown model": (ANTHROPIC, _anthropic(model="no-such-model"), 404, "MODEL_NOT_FOUND"),
+    "anthropic: unknown model, stream": (
+        ANTHROPIC,
+        _anthropic(model="no-such-model", stream=True),
+        404,
+        "MODEL_NOT_FOUND",
+    ),
+    "anthropic: count_tokens": (f"{ANTHROPIC}/count_tokens", _anthropic(), 404, "NOT_OFFERED"),
+    "responses: not an object": (RESPONSES, b"[]", 400, "INVALID_REQUEST"),
+    "responses: truncated JSON": (RESPONSES, b'{"input":', 400, "MALFORMED_REQUEST"),
+    "responses: NaN top_p": (RESPONSES, _responses()[:-1] + b',"top_p":NaN}', 400, "MALFORMED_REQUEST"),
+    "responses: JSON nested 10,000 deep": (
+        RESPONSES,
+        _deep(10_000, b'{"a":', b"}"),
+        400,
+        "MALFORMED_REQUEST",
+    ),
+    "responses: empty input": (RESPONSES, _responses(input=[]), 400, "INVALID_REQUEST"),
+    "responses: an item_reference": (
+        RESPONSES,
+        _responses(input=[{"type": "item_reference", "id": "x"}]),
+        400,
+        "INVALID_REQUEST",
+    ),
+    "responses: previous_response_id": (
+        RESPONSES,
+        _responses(previous_response_id="resp_1"),
+        400,
+        "INVALID_REQUEST",
+    ),
+    "responses: a built-in tool": (
+        RESPONSES,
+        _responses(tools=[{"type": "web_search"}]),
+        400,
+        "INVALID_REQUEST",
+    ),
+    "responses: json_schema without a schema": (
+        RESPONSES,
+        _responses(text={"format": {"type": "json_schema", "name": "x"}}),
+        400,
+        "INVALID_REQUEST",
+    ),
+    "responses: reasoning effort max": (
+        RESPONSES,
+        _responses(reasoning={"effort": "max"}),
+        400,
+        "INVALID_REQUEST",
+    ),
+    "responses: function_call_output without call_id": (
+        RESPONSES,
+        _responses(input=[{"type": "function_call_output", "output": "x"}]),
+        400,
+        "INVALID_REQUEST",
+    ),
+    "responses: output for no call": (
+        RESPONSES,
+        _responses(input=[*MSG, {"type": "function_call_output", "call_id": "c", "output": "x"}]),
+        400,
+        "INVALID_REQUEST",
+    ),
+    "responses: max_output_tokens 0": (RESPONSES, _responses(max_output_tokens=0), 400, "INVALID_REQUEST"),
+    "responses: parameters nested 200 deep": (
+        RESPONSES,
+        _responses()[:-1]
+        + b',"tools":[{"type":"function","name":"f","parameters":'
+        + DEEP_SCHEMA.encode()
+        + b"}]}",
+        400,
+        "INVALID_REQUEST",
+    ),
+    # The chat door shares the Struct parsing: the same schema was a 500 there too.
+    "openai chat: parameters nested 200 deep": (
+        "/openai/v1/chat/completions",
+        b'{"model":"smollm2","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function",'
+        + b'"function":{"name":"f","parameters":'
+        + DEEP_SCHEMA.encode()
+        + b"}}]}",
+        400,
+        "INVALID_REQUEST",
+    ),
+    "responses: unknown model, stream": (
+        RESPONSES,
+        _responses(model="no-such-model", stream=True),
+        404,
+        "MODEL_NOT_FOUND",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(DOOR_CASES))
+def test_hostile_door_body_gets_its_apis_error_shape_and_the_service_serves_on(
+    http: httpx.Client, name: str
+) -> None:
+    path, body, expected, reason = DOOR_CASES[name]
+    resp = http.post(path, content=body, headers=JSON)
+    assert resp.status_code == expected, resp.text[:500]
+    assert resp.headers["content-type"].startswith("application/json")
+    error = resp.json()["error"]
+    if path.startswith("/anthropic/"):
+        assert resp.json()["type"] == "error" and error["type"].endswith("_error"), resp.text[:300]
+        assert error["reason"] == reason and resp.json()["request_id"] == resp.headers["x-request-id"]
+    else:
+        assert error["type"].endswith("_error") and error["code"] == reason, resp.text[:300]
+    assert error["message"]
+    assert http.get("/v1/models").status_code == 200
 
 
 # --- afterwards ----------------------------------------------------------------------

@@ -57,7 +57,13 @@ class _Call:
     __slots__ = ("bad_timeout", "call", "record", "request_id", "shutting_down", "task")
 
     def __init__(
-        self, request: web.Request, method: str, observability: Observability, *, streaming: bool = False
+        self,
+        request: web.Request,
+        method: str,
+        observability: Observability,
+        *,
+        streaming: bool = False,
+        surface: str = "openai",
     ) -> None:
         headers = [(k.lower(), v) for k, v in request.headers.items()]
         self.request_id = request_id(headers)
@@ -67,7 +73,7 @@ class _Call:
             method,
             self.request_id,
             streaming=streaming,
-            surface="openai",
+            surface=surface,
             peer=request.remote or "",
             time_remaining=remaining,
             metadata=headers,
@@ -93,6 +99,13 @@ class OpenAICompat:
                 web.get(PREFIX + "/models/{model:.+}", self.model),
             ]
         )
+        # The other doors share this listener, and so its calls in flight and drain
+        # (imported here: they import this module).
+        from server.api.anthropic_door.app import anthropic_routes
+        from server.api.openai_compat.responses import responses_routes
+
+        self.app.add_routes(responses_routes(self, PREFIX))
+        self.app.add_routes(anthropic_routes(self))
         self._runner: web.AppRunner | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -249,11 +262,15 @@ class OpenAICompat:
 
     # --- shared ----------------------------------------------------------------------------------
 
-    def _admit(self, call: _Call, request: web.Request) -> None:
-        """The caller's key (the same `authorization: Bearer` as the SDKs send), and the timeout header."""
+    def _admit(self, call: _Call, request: web.Request, *, x_api_key: bool = False) -> None:
+        """The caller's key (the same `authorization: Bearer` as the SDKs send; Anthropic's
+        SDKs send `x-api-key` instead: `x_api_key`), and the timeout header."""
         if call.bad_timeout:
             raise InvalidRequest({f"{TIMEOUT_HEADER} header": call.bad_timeout})
         metadata = [(name.lower(), value) for name, value in request.headers.items()]
+        if x_api_key and "authorization" not in request.headers and request.headers.get("x-api-key"):
+            # Anthropic's SDKs and Claude Code send the key as x-api-key: the same key.
+            metadata.append(("authorization", f"Bearer {request.headers['x-api-key']}"))
         key = self._engine.gate.authenticate(metadata, request.remote or "")
         call.call.key = key
         call.record.authenticated(key.name if key is not None else None)

@@ -34,6 +34,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from aigc.v1 import aigc_service_pb2, content_pb2, generation_pb2, tool_pb2
 from server.api.openai_compat import reasoning as details
+from server.api.structs import parse_struct
 from server.errors import InvalidRequest
 
 Json = dict[str, Any]
@@ -254,14 +255,13 @@ def _message(message: Any, where: str, problems: _Problems) -> content_pb2.Messa
     out = content_pb2.Message(role=role)
     content = message.get("content")
     if role == content_pb2.ROLE_TOOL:
-        text = _text_of(content, f"{where}.content", problems)
+        result = _tool_result(content, f"{where}.content", problems)
         call_id = message.get("tool_call_id")
         if not isinstance(call_id, str) or not call_id:
             problems.add(f"{where}.tool_call_id", "is required for a tool message")
-        elif text is not None:
-            out.parts.append(
-                content_pb2.Part(tool_result=content_pb2.ToolResult(tool_call_id=call_id, content=text))
-            )
+        elif result is not None:
+            result.tool_call_id = call_id
+            out.parts.append(content_pb2.Part(tool_result=result))
         return out
     if role == content_pb2.ROLE_USER and isinstance(content, list):
         for j, part in enumerate(content):
@@ -309,6 +309,22 @@ def _message(message: Any, where: str, problems: _Problems) -> content_pb2.Messa
     if text is not None:
         out.content = text
     return out
+
+
+def _tool_result(content: Any, where: str, problems: _Problems) -> content_pb2.ToolResult | None:
+    """A tool message's content: text, or text and image_url parts (a screenshot tool)."""
+    if not isinstance(content, list) or not any(
+        isinstance(p, dict) and p.get("type") == "image_url" for p in content
+    ):
+        text = _text_of(content, where, problems)
+        return None if text is None else content_pb2.ToolResult(content=text)
+    result = content_pb2.ToolResult()
+    for j, part in enumerate(content):
+        converted = _user_part(part, f"{where}[{j}]", problems)
+        if converted is not None:
+            kind = converted.WhichOneof("data")
+            result.parts.add(**{kind: getattr(converted, kind)})
+    return result
 
 
 def _user_part(part: Any, where: str, problems: _Problems) -> content_pb2.Part | None:
@@ -445,10 +461,9 @@ def _vendor_params(body: Mapping[str, Any], out: struct_pb2.Struct, problems: _P
 
 
 def _struct(value: Mapping[str, Any], out: struct_pb2.Struct, where: str, problems: _Problems) -> None:
-    try:
-        json_format.ParseDict(value, out)
-    except (json_format.ParseError, ValueError, TypeError) as exc:
-        problems.add(where, f"is not valid JSON for a protobuf Struct: {exc}")
+    why = parse_struct(value, out)  # too deep a schema was a 500 (tests/fuzz)
+    if why:
+        problems.add(where, why)
 
 
 def _stream_options(body: Mapping[str, Any], problems: _Problems) -> tuple[bool, bool]:

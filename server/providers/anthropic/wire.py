@@ -246,11 +246,19 @@ def _user_block(part: content_pb2.Part) -> dict[str, Any]:
     if kind == "tool_result":
         result = part.tool_result
         block: dict[str, Any] = {"type": "tool_result", "tool_use_id": result.tool_call_id}
-        if result.content:
+        if result.parts:
+            block["content"] = [_result_block(p) for p in result.parts]
+        elif result.content:
             block["content"] = result.content
         if result.is_error:
             block["is_error"] = True
         return block
+    return {"type": "text", "text": part.text}
+
+
+def _result_block(part: content_pb2.ToolResultPart) -> dict[str, Any]:
+    if part.WhichOneof("data") == "image":
+        return image_block(part.image)
     return {"type": "text", "text": part.text}
 
 

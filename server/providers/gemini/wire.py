@@ -103,7 +103,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aigc.v1 import aigc_service_pb2, content_pb2, generation_pb2, tool_pb2
-from server.providers.base import Chunk, ProviderRequest, parts_of
+from server.providers.base import Chunk, ProviderRequest, parts_of, result_images, result_text
 from server.providers.vendor_params import merge, struct_to_dict
 
 _Effort = generation_pb2.ReasoningConfig
@@ -260,10 +260,17 @@ def contents(conversation: Sequence[content_pb2.Message]) -> list[dict[str, Any]
         parts = parts_of(message)
         if role == content_pb2.ROLE_TOOL:
             responses = [function_response(p.tool_result, names) for p in parts]
+            # Images a tool returned follow the function responses in the same turn
+            # (every Gemini model takes them there; functionResponse.parts is Gemini 3 only).
+            images = [image_part(i) for p in parts for i in result_images(p.tool_result)]
             if previous_role == content_pb2.ROLE_TOOL:
-                out[-1]["parts"].extend(responses)  # one turn holds every result of the calls
+                # One turn holds every result of the calls, the responses before any image.
+                earlier = out[-1]["parts"]
+                answered = [p for p in earlier if "functionResponse" in p]
+                shown = [p for p in earlier if "functionResponse" not in p]
+                out[-1]["parts"] = answered + responses + shown + images
             else:
-                out.append({"role": "user", "parts": responses})
+                out.append({"role": "user", "parts": responses + images})
         elif role == content_pb2.ROLE_ASSISTANT:
             for p in parts:
                 if p.WhichOneof("data") == "tool_call":
@@ -317,11 +324,12 @@ def image_part(image: content_pb2.Image) -> dict[str, Any]:
 
 def function_response(result: content_pb2.ToolResult, names: Mapping[str, str]) -> dict[str, Any]:
     """A tool result as `functionResponse`, named after the call it answers."""
+    text = result_text(result)
     try:
-        parsed = json.loads(result.content)
+        parsed = json.loads(text)
     except ValueError:
         parsed = None
-    value: Any = parsed if isinstance(parsed, dict) else result.content
+    value: Any = parsed if isinstance(parsed, dict) else text
     if result.is_error:
         response = {"error": value}
     elif isinstance(value, dict):

@@ -41,7 +41,14 @@ from typing import Any
 
 from aigc.v1 import content_pb2, generation_pb2, tool_pb2
 from server.errors import UpstreamError, UpstreamFailure, error_body, failure_for_http_status
-from server.providers.base import Chunk, ProviderRequest, parts_of, retry_after_seconds
+from server.providers.base import (
+    Chunk,
+    ProviderRequest,
+    parts_of,
+    result_images,
+    result_text,
+    retry_after_seconds,
+)
 from server.providers.vendor_params import merge, struct_to_dict
 
 _FINISH = {
@@ -166,13 +173,27 @@ def _sampling(body: dict[str, Any], request: ProviderRequest, max_tokens_param: 
 
 def messages(conversation: Any, *, reasoning_in_history: bool = False) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
+    # Images tool results returned: tool messages take text only, so they follow as
+    # one user message after the last tool message of the turn.
+    shown: list[dict[str, Any]] = []
     for message in conversation:
         parts = parts_of(message)
         if message.role == content_pb2.ROLE_TOOL:
             for part in parts:
                 result = part.tool_result
-                out.append({"role": "tool", "tool_call_id": result.tool_call_id, "content": result.content})
+                out.append(
+                    {"role": "tool", "tool_call_id": result.tool_call_id, "content": result_text(result)}
+                )
+                images = result_images(result)
+                if images:
+                    shown.append(
+                        {"type": "text", "text": f"The images tool call {result.tool_call_id} returned:"}
+                    )
+                    shown += [{"type": "image_url", "image_url": {"url": image_url(i)}} for i in images]
             continue
+        if shown:
+            out.append({"role": "user", "content": shown})
+            shown = []
         role = _ROLES[message.role]
         if message.role == content_pb2.ROLE_ASSISTANT:
             out.append(_assistant(parts, reasoning_in_history))
@@ -180,6 +201,8 @@ def messages(conversation: Any, *, reasoning_in_history: bool = False) -> list[d
             out.append({"role": role, "content": [_content_part(p) for p in parts]})
         else:
             out.append({"role": role, "content": "".join(p.text for p in parts)})
+    if shown:
+        out.append({"role": "user", "content": shown})
     return out
 
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61igc/v1/content.proto\x12\x07\x61igc.v1\x1a\x1fgoogle/api/field_behavior.proto\"}\n\x07Message\x12\'\n\x04role\x18\x01 \x01(\x0e\x32\r.aigc.v1.RoleB\x04\xe2\x41\x01\x01R\x04role\x12\x1e\n\x07\x63ontent\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01R\x07\x63ontent\x12)\n\x05parts\x18\x03 \x03(\x0b\x32\r.aigc.v1.PartB\x04\xe2\x41\x01\x01R\x05parts\"\xaa\x02\n\x04Part\x12\x14\n\x04text\x18\x01 \x01(\tH\x00R\x04text\x12&\n\x05image\x18\x02 \x01(\x0b\x32\x0e.aigc.v1.ImageH\x00R\x05image\x12\x30\n\ttool_call\x18\x03 \x01(\x0b\x32\x11.aigc.v1.ToolCallH\x00R\x08toolCall\x12\x36\n\x0btool_result\x18\x04 \x01(\x0b\x32\x13.aigc.v1.ToolResultH\x00R\ntoolResult\x12\x32\n\treasoning\x18\x05 \x01(\x0b\x32\x12.aigc.v1.ReasoningH\x00R\treasoning\x12\x1a\n\x05index\x18\x06 \x01(\x05\x42\x04\xe2\x41\x01\x03R\x05index\x12\"\n\tsignature\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01R\tsignatureB\x06\n\x04\x64\x61ta\"^\n\x05Image\x12!\n\tmime_type\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01R\x08mimeType\x12\x14\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00R\x04\x64\x61ta\x12\x12\n\x03uri\x18\x03 \x01(\tH\x00R\x03uriB\x08\n\x06source\"^\n\x08ToolCall\x12\x14\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01R\x02id\x12\x18\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01R\x04name\x12\"\n\targuments\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01R\targuments\"u\n\nToolResult\x12&\n\x0ctool_call_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\ntoolCallId\x12\x1e\n\x07\x63ontent\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01R\x07\x63ontent\x12\x1f\n\x08is_error\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x01R\x07isError\"X\n\tReasoning\x12\x18\n\x04text\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01R\x04text\x12\x31\n\x11\x65ncrypted_content\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01R\x10\x65ncryptedContent*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04\x42-\n\x0b\x63om.aigc.v1B\x0c\x43ontentProtoP\x01Z\x0e\x61igc/v1;aigcv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61igc/v1/content.proto\x12\x07\x61igc.v1\x1a\x1fgoogle/api/field_behavior.proto\"}\n\x07Message\x12\'\n\x04role\x18\x01 \x01(\x0e\x32\r.aigc.v1.RoleB\x04\xe2\x41\x01\x01R\x04role\x12\x1e\n\x07\x63ontent\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01R\x07\x63ontent\x12)\n\x05parts\x18\x03 \x03(\x0b\x32\r.aigc.v1.PartB\x04\xe2\x41\x01\x01R\x05parts\"\xaa\x02\n\x04Part\x12\x14\n\x04text\x18\x01 \x01(\tH\x00R\x04text\x12&\n\x05image\x18\x02 \x01(\x0b\x32\x0e.aigc.v1.ImageH\x00R\x05image\x12\x30\n\ttool_call\x18\x03 \x01(\x0b\x32\x11.aigc.v1.ToolCallH\x00R\x08toolCall\x12\x36\n\x0btool_result\x18\x04 \x01(\x0b\x32\x13.aigc.v1.ToolResultH\x00R\ntoolResult\x12\x32\n\treasoning\x18\x05 \x01(\x0b\x32\x12.aigc.v1.ReasoningH\x00R\treasoning\x12\x1a\n\x05index\x18\x06 \x01(\x05\x42\x04\xe2\x41\x01\x03R\x05index\x12\"\n\tsignature\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01R\tsignatureB\x06\n\x04\x64\x61ta\"^\n\x05Image\x12!\n\tmime_type\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01R\x08mimeType\x12\x14\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00R\x04\x64\x61ta\x12\x12\n\x03uri\x18\x03 \x01(\tH\x00R\x03uriB\x08\n\x06source\"^\n\x08ToolCall\x12\x14\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01R\x02id\x12\x18\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01R\x04name\x12\"\n\targuments\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01R\targuments\"\xaa\x01\n\nToolResult\x12&\n\x0ctool_call_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\ntoolCallId\x12\x1e\n\x07\x63ontent\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01R\x07\x63ontent\x12\x1f\n\x08is_error\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x01R\x07isError\x12\x33\n\x05parts\x18\x04 \x03(\x0b\x32\x17.aigc.v1.ToolResultPartB\x04\xe2\x41\x01\x01R\x05parts\"V\n\x0eToolResultPart\x12\x14\n\x04text\x18\x01 \x01(\tH\x00R\x04text\x12&\n\x05image\x18\x02 \x01(\x0b\x32\x0e.aigc.v1.ImageH\x00R\x05imageB\x06\n\x04\x64\x61ta\"X\n\tReasoning\x12\x18\n\x04text\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01R\x04text\x12\x31\n\x11\x65ncrypted_content\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01R\x10\x65ncryptedContent*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04\x42-\n\x0b\x63om.aigc.v1B\x0c\x43ontentProtoP\x01Z\x0e\x61igc/v1;aigcv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -57,12 +57,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOOLRESULT'].fields_by_name['content']._serialized_options = b'\342A\001\001'
   _globals['_TOOLRESULT'].fields_by_name['is_error']._loaded_options = None
   _globals['_TOOLRESULT'].fields_by_name['is_error']._serialized_options = b'\342A\001\001'
+  _globals['_TOOLRESULT'].fields_by_name['parts']._loaded_options = None
+  _globals['_TOOLRESULT'].fields_by_name['parts']._serialized_options = b'\342A\001\001'
   _globals['_REASONING'].fields_by_name['text']._loaded_options = None
   _globals['_REASONING'].fields_by_name['text']._serialized_options = b'\342A\001\001'
   _globals['_REASONING'].fields_by_name['encrypted_content']._loaded_options = None
   _globals['_REASONING'].fields_by_name['encrypted_content']._serialized_options = b'\342A\001\001'
-  _globals['_ROLE']._serialized_start=896
-  _globals['_ROLE']._serialized_end=991
+  _globals['_ROLE']._serialized_start=1038
+  _globals['_ROLE']._serialized_end=1133
   _globals['_MESSAGE']._serialized_start=67
   _globals['_MESSAGE']._serialized_end=192
   _globals['_PART']._serialized_start=195
@@ -71,8 +73,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_IMAGE']._serialized_end=589
   _globals['_TOOLCALL']._serialized_start=591
   _globals['_TOOLCALL']._serialized_end=685
-  _globals['_TOOLRESULT']._serialized_start=687
-  _globals['_TOOLRESULT']._serialized_end=804
-  _globals['_REASONING']._serialized_start=806
-  _globals['_REASONING']._serialized_end=894
+  _globals['_TOOLRESULT']._serialized_start=688
+  _globals['_TOOLRESULT']._serialized_end=858
+  _globals['_TOOLRESULTPART']._serialized_start=860
+  _globals['_TOOLRESULTPART']._serialized_end=946
+  _globals['_REASONING']._serialized_start=948
+  _globals['_REASONING']._serialized_end=1036
 # @@protoc_insertion_point(module_scope)

@@ -246,7 +246,7 @@ export declare type ToolResult = Message$1<"aigc.v1.ToolResult"> & {
   toolCallId: string;
 
   /**
-   * The result as text, often JSON. Providers that take a JSON object
+   * The result as text, often JSON (or see `parts`). Providers that take a JSON object
    * (Gemini) get it parsed when it is one, else wrapped as
    * `{"result": content}` (or `{"error": content}` when `is_error`).
    *
@@ -260,6 +260,19 @@ export declare type ToolResult = Message$1<"aigc.v1.ToolResult"> & {
    * @generated from field: bool is_error = 3;
    */
   isError: boolean;
+
+  /**
+   * The result as ordered text and image parts, for tools that return images
+   * (a screenshot, a chart). Set either `content` or `parts`, not both. Images
+   * need a model with CAPABILITY_VISION and count towards the request's image
+   * limit. Providers get them in their own way: Anthropic inside the
+   * `tool_result`, Gemini as parts of the same turn after the function
+   * response, OpenAI-protocol providers (whose tool messages take text only)
+   * as a user message right after the tool messages.
+   *
+   * @generated from field: repeated aigc.v1.ToolResultPart parts = 4;
+   */
+  parts: ToolResultPart[];
 };
 
 /**
@@ -267,6 +280,42 @@ export declare type ToolResult = Message$1<"aigc.v1.ToolResult"> & {
  * Use `create(ToolResultSchema)` to create a new message.
  */
 export declare const ToolResultSchema: GenMessage<ToolResult>;
+
+/**
+ * One piece of a tool result. Exactly one of the `data` fields is set.
+ *
+ * @generated from message aigc.v1.ToolResultPart
+ */
+export declare type ToolResultPart = Message$1<"aigc.v1.ToolResultPart"> & {
+  /**
+   * The piece itself.
+   *
+   * @generated from oneof aigc.v1.ToolResultPart.data
+   */
+  data: {
+    /**
+     * Text, often JSON.
+     *
+     * @generated from field: string text = 1;
+     */
+    value: string;
+    case: "text";
+  } | {
+    /**
+     * An image the tool returned.
+     *
+     * @generated from field: aigc.v1.Image image = 2;
+     */
+    value: Image;
+    case: "image";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message aigc.v1.ToolResultPart.
+ * Use `create(ToolResultPartSchema)` to create a new message.
+ */
+export declare const ToolResultPartSchema: GenMessage<ToolResultPart>;
 
 /**
  * The model's reasoning ("thinking"), returned apart from its answer.
