@@ -140,6 +140,14 @@ export enum Capability {
    * @generated from enum value: CAPABILITY_RAW_COMPLETION = 6;
    */
   RAW_COMPLETION = 6,
+
+  /**
+   * An embedding model: it serves Embed, and only Embed (Chat and Complete
+   * on it are refused with CAPABILITY_NOT_SUPPORTED).
+   *
+   * @generated from enum value: CAPABILITY_EMBEDDINGS = 7;
+   */
+  EMBEDDINGS = 7,
 }
 
 /**
