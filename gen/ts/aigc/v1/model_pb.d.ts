@@ -142,8 +142,10 @@ export enum Capability {
   RAW_COMPLETION = 6,
 
   /**
-   * An embedding model: it serves Embed, and only Embed (Chat and Complete
-   * on it are refused with CAPABILITY_NOT_SUPPORTED).
+   * An embedding model: it serves Embed. Embed on a model without it is
+   * refused with CAPABILITY_NOT_SUPPORTED; what a model that has only this
+   * one does with Chat is its provider's to say (the built-in embedding
+   * model refuses it with INVALID_ARGUMENT).
    *
    * @generated from enum value: CAPABILITY_EMBEDDINGS = 7;
    */
