@@ -9,7 +9,9 @@ AIGC_WORKERS > 1) does only what must be done once:
 - runs the built-in model's llama.cpp server (server/providers/local.py
   `start_llama_server`) and hands every worker its loopback URL and key
   (AIGC_LOCAL_URL, AIGC_LOCAL_KEY): the model is loaded once, not N times,
-  and llama.cpp batches every worker's requests in its slots;
+  and llama.cpp batches every worker's requests in its slots; the same for
+  the built-in embedding model (server/providers/local_embedding.py,
+  AIGC_LOCAL_EMBEDDING_URL and _KEY), started here up front;
 - serves /metrics for all workers together (prometheus_client's multiprocess
   mode: each worker writes its samples to files in PROMETHEUS_MULTIPROC_DIR,
   the supervisor reads them);
@@ -80,6 +82,7 @@ def run(settings: Settings, observability: ObservabilitySettings) -> int:
     metrics_dir = tempfile.mkdtemp(prefix="aigc-metrics-")
     env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     llama = None
+    embedder = None
     metrics = None
     redis: subprocess.Popen[bytes] | None = None
     workers = [Worker(i, env) for i in range(settings.workers)]
@@ -97,7 +100,14 @@ def run(settings: Settings, observability: ObservabilitySettings) -> int:
 
             llama, url, key = start_llama_server(settings.local, settings.log_level == "DEBUG")
             env["AIGC_LOCAL_URL"], env["AIGC_LOCAL_KEY"] = url, key
-            workers = [Worker(i, env) for i in range(settings.workers)]
+        if settings.local_embedding.enabled and not settings.local_embedding.url:
+            from server.providers.local_embedding import start_embedding_server
+
+            embedder, url, key = start_embedding_server(
+                settings.local_embedding, settings.log_level == "DEBUG"
+            )
+            env["AIGC_LOCAL_EMBEDDING_URL"], env["AIGC_LOCAL_EMBEDDING_KEY"] = url, key
+        workers = [Worker(i, env) for i in range(settings.workers)]
         metrics = _serve_metrics(observability.metrics_address, metrics_dir)
         for worker in workers:
             worker.start()
@@ -136,7 +146,7 @@ def run(settings: Settings, observability: ObservabilitySettings) -> int:
             metrics.shutdown()
             metrics.server_close()
         # Dropping the last reference stops llama.cpp's HTTP and decode loops.
-        llama = None  # noqa: F841
+        llama = embedder = None  # noqa: F841
         if redis is not None:
             redis.terminate()
             redis.wait(10)
