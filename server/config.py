@@ -236,7 +236,8 @@ class Settings:
             queue_timeout_seconds=setting(env, "AIGC_LOCAL_QUEUE_TIMEOUT_SECONDS", 5.0, _non_negative_float),
         )
         local_embedding = LocalEmbeddingSettings(
-            enabled=setting(env, "AIGC_LOCAL_EMBEDDING_ENABLED", True, parse_bool),
+            # Built-in models come and go together unless said otherwise.
+            enabled=setting(env, "AIGC_LOCAL_EMBEDDING_ENABLED", local.enabled, parse_bool),
             model_id=setting(env, "AIGC_LOCAL_EMBEDDING_MODEL_ID", "all-minilm-l6-v2", _name),
             path=setting(env, "AIGC_LOCAL_EMBEDDING_MODEL_PATH", "", str),
             cache_dir=setting(env, "AIGC_CACHE_DIR", "", str) or _default_cache_dir(env),
