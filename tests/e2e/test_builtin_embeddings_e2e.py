@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 
+import grpc
 import openai
 import pytest
 
 from aigc.v1 import embedding_pb2
 from tests.e2e.conftest import E2E, TIMEOUT
+from tests.support.status import error_info
 
 MODEL = "all-minilm-l6-v2"
 # (sentence, its paraphrase, an unrelated sentence)
@@ -95,3 +97,13 @@ def test_the_door_refuses_what_it_cannot_do_in_openai_shape(e2e: E2E, client: op
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
     assert "embedding model" in caught.value.body["message"]
+
+
+def test_a_text_longer_than_the_model_takes_is_invalid_argument_not_a_server_error(e2e: E2E):
+    request = embedding_pb2.EmbedRequest(model=MODEL, inputs=["short", "word " * 600])
+    with pytest.raises(grpc.RpcError) as caught:
+        e2e.stub.Embed(request, timeout=TIMEOUT * 3)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    assert error_info(caught.value).reason == "CONTEXT_LENGTH_EXCEEDED"
+    rest = e2e.http.post("/v1/embedding:generate", json={"model": MODEL, "inputs": ["word " * 600]})
+    assert rest.status_code == 400, rest.text
