@@ -119,7 +119,17 @@ def batches(
     ]
 
 
-async def call_batches(route: ModelRoute, calls: list[EmbeddingRequest], call: Call) -> EmbedAnswer:
+@dataclasses.dataclass(slots=True)
+class Spent:
+    """Tokens the vendor reported for the batches done so far: what a call that fails
+    half-way is charged (the batches before the failure were real work)."""
+
+    tokens: int = 0
+
+
+async def call_batches(
+    route: ModelRoute, calls: list[EmbeddingRequest], call: Call, spent: Spent
+) -> EmbedAnswer:
     """Every batch in order, each retried as retry.retry_delay says; the vectors joined."""
     record = call.record
     provider = route.provider
@@ -135,6 +145,7 @@ async def call_batches(route: ModelRoute, calls: list[EmbeddingRequest], call: C
                 f"{provider.name} returned {len(result.vectors)} vectors for {len(batch.inputs)}"
             )
         vectors.extend(result.vectors)
+        spent.tokens += result.prompt_tokens or 0
         tokens = None if tokens is None or result.prompt_tokens is None else tokens + result.prompt_tokens
     usage = None if tokens is None else generation_pb2.Usage(prompt_tokens=tokens, total_tokens=tokens)
     return EmbedAnswer(model=route.id, provider=provider.name, vectors=vectors, usage=usage)

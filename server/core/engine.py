@@ -261,15 +261,20 @@ class Engine:
         ticket = await self.gate.admit(
             call.key, reserve_tokens=embedding.reserve_tokens(request), stream=False
         )
-        usage: generation_pb2.Usage | None = generation_pb2.Usage()  # nothing used if it fails
+        spent = embedding.Spent()
+        used: int | None = 0
         try:
             with _unexpected_errors(call):
-                answer = await embedding.call_batches(route, calls, call)
-            usage = answer.usage
-            record.usage = usage
+                answer = await embedding.call_batches(route, calls, call, spent)
+            record.usage = answer.usage
+            # No count from the vendor (Gemini): the reservation stands as the charge.
+            used = answer.usage.total_tokens if answer.usage is not None else None
             return answer
+        except BaseException:
+            used = spent.tokens  # what the batches before the failure used; 0 refunds it all
+            raise
         finally:
-            await ticket.release(usage.total_tokens if usage is not None else None)
+            await ticket.release(used)
 
     # --- preparation ------------------------------------------------------------------------------
 
