@@ -312,6 +312,9 @@ class Engine:
         what it can do, what its provider reserves, whether it is configured."""
         self.gate.check_model(call.key, route, request.model)
         call.record.routed(route.id, route.provider.name, route.upstream_model, route.label)
+        if route.capabilities == _EMBEDDING_ONLY:
+            # Known to embed and nothing else: refused here, not sent for the vendor to refuse.
+            raise InvalidRequest({"model": f"{route.id!r} is an embedding model: it answers Embed, not chat"})
         chat = isinstance(request, aigc_service_pb2.ChatRequest)
         violations = validation.Violations()
         self._route_violations(request, route, params, violations)
@@ -395,6 +398,8 @@ _FALLBACK_FAILURES = frozenset(
         UpstreamFailure.MALFORMED_RESPONSE,
     }
 )
+# The capabilities of a model that only embeds (the embedding presets, the built-in one).
+_EMBEDDING_ONLY = frozenset({model_pb2.CAPABILITY_EMBEDDINGS})
 # Tokens a request that names no max_output_tokens reserves against its key's
 # tokens_per_minute until its real usage is known.
 DEFAULT_RESERVED_TOKENS = 1024

@@ -45,7 +45,6 @@ from aigc.v1 import model_pb2
 from server.config import LocalEmbeddingSettings
 from server.envvars import ConfigError
 from server.errors import UpstreamError, UpstreamFailure
-from server.providers.base import ProviderRequest
 from server.providers.embeddings import EmbeddingRequest, Embeddings
 from server.providers.http import HttpTransport
 from server.providers.openai import OpenAICompatProvider
@@ -125,9 +124,6 @@ class LocalEmbeddingProvider(OpenAICompatProvider):
     def ready(self) -> bool:
         # Nothing to configure: it starts on first use.
         return True
-
-    def validate(self, request: ProviderRequest) -> Mapping[str, str]:
-        return {"model": "is an embedding model: it answers Embed (POST /v1/embedding:generate), not chat"}
 
     def validate_embedding(self, request: EmbeddingRequest) -> Mapping[str, str]:
         if request.dimensions is not None:

@@ -196,3 +196,17 @@ def test_a_malformed_vendor_answer_is_malformed_response(e2e: E2E):
     assert caught.value.code() == grpc.StatusCode.INTERNAL
     assert reason_of(caught.value) == "UPSTREAM_MALFORMED_RESPONSE"
     assert "no vector for input 1" in caught.value.details()
+
+
+def test_chat_with_an_embedding_model_is_refused_before_any_vendor_call(e2e: E2E):
+    from aigc.v1 import content_pb2
+
+    request = pb.ChatRequest(
+        model="text-embedding-3-small",
+        messages=[content_pb2.Message(role=content_pb2.ROLE_USER, content="hi")],
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        e2e.stub.Chat(request, timeout=TIMEOUT)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    assert "embedding model" in caught.value.details()
+    assert not e2e.fakes.openai.requests

@@ -143,9 +143,8 @@ export enum Capability {
 
   /**
    * An embedding model: it serves Embed. Embed on a model without it is
-   * refused with CAPABILITY_NOT_SUPPORTED; what a model that has only this
-   * one does with Chat is its provider's to say (the built-in embedding
-   * model refuses it with INVALID_ARGUMENT).
+   * refused with CAPABILITY_NOT_SUPPORTED; Chat and Complete on a model that
+   * has only this capability are refused with INVALID_ARGUMENT.
    *
    * @generated from enum value: CAPABILITY_EMBEDDINGS = 7;
    */
