@@ -27,6 +27,9 @@ COPY gateway/ gateway/
 COPY scripts/ scripts/
 COPY config/ config/
 RUN useradd --system --uid 10001 aigc && mkdir -p build && chown aigc build
+# The system user has no home: the built-in embedding model's GGUF (converted
+# once from the wheel, server/providers/local_embedding.py) goes where it may write.
+ENV AIGC_CACHE_DIR=/app/build/cache
 USER aigc
 EXPOSE 9000 8000
 CMD ["python", "-m", "server"]

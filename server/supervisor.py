@@ -101,12 +101,7 @@ def run(settings: Settings, observability: ObservabilitySettings) -> int:
             llama, url, key = start_llama_server(settings.local, settings.log_level == "DEBUG")
             env["AIGC_LOCAL_URL"], env["AIGC_LOCAL_KEY"] = url, key
         if settings.local_embedding.enabled and not settings.local_embedding.url:
-            from server.providers.local_embedding import start_embedding_server
-
-            embedder, url, key = start_embedding_server(
-                settings.local_embedding, settings.log_level == "DEBUG"
-            )
-            env["AIGC_LOCAL_EMBEDDING_URL"], env["AIGC_LOCAL_EMBEDDING_KEY"] = url, key
+            embedder = _start_embedding_model(settings, env)
         workers = [Worker(i, env) for i in range(settings.workers)]
         metrics = _serve_metrics(observability.metrics_address, metrics_dir)
         for worker in workers:
@@ -152,6 +147,25 @@ def run(settings: Settings, observability: ObservabilitySettings) -> int:
             redis.wait(10)
         shutil.rmtree(metrics_dir, ignore_errors=True)
         log.info("stopped")
+
+
+def _start_embedding_model(settings: Settings, env: dict[str, str]):
+    """The built-in embedding model's server, its URL and key put in `env` for the workers.
+
+    A failure (the model's wheel missing, an unwritable cache) is logged and does not stop
+    the service: chat works on, and each worker's Embed then says what is wrong
+    (server/providers/local_embedding.py starts it there on first use).
+    """
+    from server.envvars import ConfigError
+    from server.providers.local_embedding import start_embedding_server
+
+    try:
+        server, url, key = start_embedding_server(settings.local_embedding, settings.log_level == "DEBUG")
+    except (OSError, ConfigError, RuntimeError) as exc:
+        log.error("the built-in embedding model did not start", extra={"error": str(exc)})
+        return None
+    env["AIGC_LOCAL_EMBEDDING_URL"], env["AIGC_LOCAL_EMBEDDING_KEY"] = url, key
+    return server
 
 
 def _private_redis(folder: str) -> tuple[subprocess.Popen[bytes], str]:
