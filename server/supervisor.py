@@ -9,7 +9,9 @@ AIGC_WORKERS > 1) does only what must be done once:
 - runs the built-in model's llama.cpp server (server/providers/local.py
   `start_llama_server`) and hands every worker its loopback URL and key
   (AIGC_LOCAL_URL, AIGC_LOCAL_KEY): the model is loaded once, not N times,
-  and llama.cpp batches every worker's requests in its slots;
+  and llama.cpp batches every worker's requests in its slots; the same for
+  the built-in embedding model (server/providers/local_embedding.py,
+  AIGC_LOCAL_EMBEDDING_URL and _KEY), started here up front;
 - serves /metrics for all workers together (prometheus_client's multiprocess
   mode: each worker writes its samples to files in PROMETHEUS_MULTIPROC_DIR,
   the supervisor reads them);
@@ -94,6 +96,7 @@ def run(settings: Settings, observability: ObservabilitySettings) -> int:
     # killed without a chance to (server/janitor.py).
     janitor = Janitor(metrics_dir, settings.shutdown_grace_seconds)
     llama = None
+    embedder = None
     metrics = None
     redis: subprocess.Popen[bytes] | None = None
     workers: list[Worker] = []
@@ -118,6 +121,8 @@ def run(settings: Settings, observability: ObservabilitySettings) -> int:
             env["AIGC_LOCAL_SLOTS_DIR"] = os.path.join(metrics_dir, "local-slots")
         # Built only now, with the environment complete: a worker built
         # earlier would miss the shared quota store (and count its own).
+        if settings.local_embedding.enabled and not settings.local_embedding.url:
+            embedder = _start_embedding_model(settings, env)
         workers = [Worker(i, env, janitor) for i in range(settings.workers)]
         metrics = _serve_metrics(observability.metrics_address, metrics_dir)
         for worker in workers:
@@ -157,7 +162,7 @@ def run(settings: Settings, observability: ObservabilitySettings) -> int:
             metrics.shutdown()
             metrics.server_close()
         # Dropping the last reference stops llama.cpp's HTTP and decode loops.
-        llama = None  # noqa: F841
+        llama = embedder = None  # noqa: F841
         if redis is not None:
             redis.terminate()
             redis.wait(10)
@@ -218,6 +223,25 @@ class Janitor:
             self._pipe.flush()
         except OSError:  # the janitor is gone: the supervisor still cleans up on a clean stop
             log.warning("the janitor process is gone; a kill -9 of the supervisor would leave files behind")
+
+
+def _start_embedding_model(settings: Settings, env: dict[str, str]):
+    """The built-in embedding model's server, its URL and key put in `env` for the workers.
+
+    A failure (the model's wheel missing, an unwritable cache) is logged and does not stop
+    the service: chat works on, and each worker's Embed then says what is wrong
+    (server/providers/local_embedding.py starts it there on first use).
+    """
+    from server.envvars import ConfigError
+    from server.providers.local_embedding import start_embedding_server
+
+    try:
+        server, url, key = start_embedding_server(settings.local_embedding, settings.log_level == "DEBUG")
+    except (OSError, ConfigError, RuntimeError) as exc:
+        log.error("the built-in embedding model did not start", extra={"error": str(exc)})
+        return None
+    env["AIGC_LOCAL_EMBEDDING_URL"], env["AIGC_LOCAL_EMBEDDING_KEY"] = url, key
+    return server
 
 
 def _private_redis(folder: str) -> tuple[subprocess.Popen[bytes], str]:

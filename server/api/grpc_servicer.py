@@ -24,7 +24,14 @@ import grpc
 from google.protobuf import timestamp_pb2
 from google.rpc import status_pb2
 
-from aigc.v1 import aigc_service_pb2, aigc_service_pb2_grpc, content_pb2, generation_pb2, model_pb2
+from aigc.v1 import (
+    aigc_service_pb2,
+    aigc_service_pb2_grpc,
+    content_pb2,
+    embedding_pb2,
+    generation_pb2,
+    model_pb2,
+)
 from server.access.clients import parse_peer
 from server.access.keys import CallerKey
 from server.api.calls import (
@@ -248,6 +255,28 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
             await rpc.send_headers()
             yield final
 
+    # --- embeddings ----------------------------------------------------------------------------------
+
+    async def Embed(self, request, context):  # noqa: N802
+        rpc = _Rpc(context, "Embed", self._observability)
+        with self._calls.track(rpc), rpc.record:
+            try:
+                self._admit(rpc, request)
+                answer = await self._engine.embed(request, rpc.call)
+            except (AigcError, asyncio.CancelledError) as error:
+                await rpc.abort(shutdown_error(rpc, error))
+            response = embedding_pb2.EmbedResponse(
+                id=new_response_id(),
+                model=answer.model,
+                provider=answer.provider,
+                create_time=rpc.create_time,
+                embeddings=[embedding_pb2.Embedding(values=vector) for vector in answer.vectors],
+                usage=answer.usage,
+            )
+            rpc.record.response_id = response.id
+            await rpc.send_headers()
+            return response
+
     # --- models ---------------------------------------------------------------------------------------
 
     async def ListModels(self, request, context):  # noqa: N802
@@ -371,6 +400,9 @@ def register(servicer: AigcServicer, server: grpc.aio.Server) -> None:
         ),
         "StreamComplete": grpc.unary_stream_rpc_method_handler(
             servicer.StreamComplete, lenient(pb.CompleteRequest), pb.CompleteResponse.SerializeToString
+        ),
+        "Embed": grpc.unary_unary_rpc_method_handler(
+            servicer.Embed, lenient(embedding_pb2.EmbedRequest), embedding_pb2.EmbedResponse.SerializeToString
         ),
         "ListModels": grpc.unary_unary_rpc_method_handler(
             servicer.ListModels, lenient(pb.ListModelsRequest), pb.ListModelsResponse.SerializeToString

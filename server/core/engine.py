@@ -9,6 +9,7 @@ wire response:
     async with engine.stream(request, call) as stream:  # streaming
         async for parts in stream: ...                  # part deltas with index
         stream.finish, stream.usage                     # after the last delta
+    vectors = await engine.embed(request, call)         # embeddings (core/embedding.py)
 
 Both raise AigcError (server/errors.py) for everything a caller should see;
 a bug anywhere below becomes InternalError with the request id, its
@@ -33,10 +34,10 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
-from aigc.v1 import aigc_service_pb2, content_pb2, generation_pb2, model_pb2
+from aigc.v1 import aigc_service_pb2, content_pb2, embedding_pb2, generation_pb2, model_pb2
 from server.access.gate import Gate
 from server.access.keys import CallerKey, KeyRing
-from server.core import retry, validation
+from server.core import embedding, retry, validation
 from server.core.fold import Folder
 from server.core.limits import Limits
 from server.errors import (
@@ -232,6 +233,52 @@ class Engine:
                 log.info("fallback %s skipped: %s", name, skipped.reason, extra={"fallback": name})
         return None
 
+    async def embed(self, request: embedding_pb2.EmbedRequest, call: Call) -> embedding.EmbedAnswer:
+        """The vectors of `request`'s inputs, in order (see server/core/embedding.py).
+
+        Checks in the order generation does: the request on its own, the route,
+        the key's right to it, what the provider reserves, the capability, the
+        provider's configuration; then the key's quotas."""
+        record = call.record
+        with _unexpected_errors(call):
+            record.requested(request.model, self._label(request.model) if request.model else None)
+            violations = validation.Violations()
+            params = embedding.check_request(request, self.limits, violations)
+            try:
+                route = self.router.resolve(request.model) if request.model else self.router.default_embedding
+            except ModelNotFound:
+                violations.raise_if_any()
+                raise
+            if route is None:
+                violations.raise_if_any()
+                raise embedding.no_default_model()
+            embedding.check_route(route, params, violations)
+            violations.raise_if_any()
+            self.gate.check_model(call.key, route, request.model)
+            record.routed(route.id, route.provider.name, route.upstream_model, route.label)
+            calls = embedding.batches(request, route, params, call.deadline)
+            problems = route.provider.validate_embedding(calls[0])
+            if problems:
+                raise InvalidRequest(problems)
+            embedding.check_model(route)
+        ticket = await self.gate.admit(
+            call.key, reserve_tokens=embedding.reserve_tokens(request), stream=False
+        )
+        spent = embedding.Spent()
+        used: int | None = 0
+        try:
+            with _unexpected_errors(call):
+                answer = await embedding.call_batches(route, calls, call, spent)
+            record.usage = answer.usage
+            # No count from the vendor (Gemini): the reservation stands as the charge.
+            used = answer.usage.total_tokens if answer.usage is not None else None
+            return answer
+        except BaseException:
+            used = spent.tokens  # what the batches before the failure used; 0 refunds it all
+            raise
+        finally:
+            await ticket.release(used)
+
     # --- preparation ------------------------------------------------------------------------------
 
     def _check(self, request: Request, call: Call) -> dict:
@@ -268,6 +315,9 @@ class Engine:
         what it can do, what its provider reserves, whether it is configured."""
         self.gate.check_model(call.key, route, request.model)
         call.record.routed(route.id, route.provider.name, route.upstream_model, route.label)
+        if route.capabilities == _EMBEDDING_ONLY:
+            # Known to embed and nothing else: refused here, not sent for the vendor to refuse.
+            raise InvalidRequest({"model": f"{route.id!r} is an embedding model: it answers Embed, not chat"})
         chat = isinstance(request, aigc_service_pb2.ChatRequest)
         violations = validation.Violations()
         self._route_violations(request, route, params, violations)
@@ -351,6 +401,8 @@ _FALLBACK_FAILURES = frozenset(
         UpstreamFailure.MALFORMED_RESPONSE,
     }
 )
+# The capabilities of a model that only embeds (the embedding presets, the built-in one).
+_EMBEDDING_ONLY = frozenset({model_pb2.CAPABILITY_EMBEDDINGS})
 # Tokens a request that names no max_output_tokens reserves against its key's
 # tokens_per_minute until its real usage is known.
 DEFAULT_RESERVED_TOKENS = 1024

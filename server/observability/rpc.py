@@ -38,6 +38,7 @@ _OPERATIONS = {
     "StreamChat": "chat",
     "Complete": "text_completion",
     "StreamComplete": "text_completion",
+    "Embed": "embeddings",
 }
 # Codes that make a SERVER span an error (OpenTelemetry gRPC conventions):
 # the others are the caller's doing.

@@ -42,6 +42,7 @@ import orjson
 
 from aigc.v1 import aigc_service_pb2, content_pb2, generation_pb2, model_pb2
 from server.errors import UpstreamError, UpstreamFailure
+from server.providers.embeddings import EmbeddingRequest, Embeddings
 from server.providers.endpoints import Endpoint, Endpoints
 from server.providers.http import HttpTransport, SseEvent, SseStream, Timeouts
 
@@ -115,6 +116,11 @@ class Provider(abc.ABC):
     supported_capabilities: frozenset[Capability] = ALL_CAPABILITIES
     #: Retries of a failed attempt before the first chunk (server/core/retry.py).
     max_retries: int = 0
+    #: The most texts one embeddings call takes at this vendor: the core
+    #: splits larger batches (server/core/embedding.py).
+    max_embedding_inputs: int = 2048
+    #: Like reserved_vendor_keys, for the embeddings request body.
+    reserved_embedding_keys: frozenset[str] = frozenset()
 
     @property
     def capabilities(self) -> frozenset[Capability]:
@@ -147,6 +153,17 @@ class Provider(abc.ABC):
     def stream(self, request: ProviderRequest) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]:
         """Opens the vendor's stream for `request` (see the module docstring)."""
 
+    def validate_embedding(self, request: EmbeddingRequest) -> Mapping[str, str]:
+        """Like `validate`, for an embeddings batch (e.g. output_dimensions on a model
+        that cannot shorten its vectors)."""
+        return {}
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """The vectors of one batch (server/providers/embeddings.py). Only called
+        for models with CAPABILITY_EMBEDDINGS, which a provider without this
+        method never gives its models."""
+        raise NotImplementedError(f"provider {self.name!r} has no embeddings")
+
 
 class RemoteProvider(Provider):
     """A vendor reached over HTTP, usually with an API key.
@@ -175,8 +192,10 @@ class RemoteProvider(Provider):
         trust_env: bool = True,
         base_urls: Sequence[str] = (),
         api_keys: Sequence[str] = (),
+        max_embedding_inputs: int = 2048,
     ) -> None:
         self.name = name
+        self.max_embedding_inputs = max_embedding_inputs
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.requires_key = requires_key
@@ -233,6 +252,16 @@ class RemoteProvider(Provider):
         try:
             async with endpoint.transport.post_sse(path, body, **options) as events:
                 yield events
+        except UpstreamError as error:
+            endpoints.failed(endpoint, error)
+            raise
+
+    async def post_json(self, path: str, body: Mapping[str, Any], **options: Any) -> tuple[Any, str | None]:
+        """`HttpTransport.post_json` on the next endpoint; a failure there counts against it."""
+        endpoints = self.endpoints
+        endpoint = endpoints.pick()
+        try:
+            return await endpoint.transport.post_json(path, body, **options)
         except UpstreamError as error:
             endpoints.failed(endpoint, error)
             raise

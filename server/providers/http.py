@@ -235,6 +235,59 @@ class HttpTransport:
             else:
                 response.close()
 
+    async def post_json(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        on_error: ErrorClassifier,
+        deadline: float | None,
+        params: Mapping[str, str] | None = None,
+        request_id_header: str = "",
+    ) -> tuple[Any, str | None]:
+        """POSTs `body` as JSON and returns the decoded 200 answer and the vendor's request id
+        (embeddings: a unary call, nothing to stream). The whole call - answer body
+        included - is bounded by the first_token timeout, the total and the deadline;
+        an answer that is not JSON is MALFORMED_RESPONSE."""
+        loop = asyncio.get_running_loop()
+        timeouts = self.timeouts
+        started = loop.time()
+        limit = _Limit(started + timeouts.total, "total")
+        if deadline is not None and deadline < limit.at:
+            limit = _Limit(deadline, "deadline")
+        until = min(limit.at, started + timeouts.first_token)
+        headers = {**self._headers, "accept": "application/json"}
+        request_id: str | None = None
+        try:
+            async with asyncio.timeout_at(until):
+                async with self._session.post(
+                    self.base_url + path,
+                    data=orjson.dumps(body),
+                    headers=headers,
+                    params=params,
+                    proxy=self._proxy,
+                ) as response:
+                    request_id = response.headers.get(request_id_header) if request_id_header else None
+                    if response.status != 200:
+                        raise await self._error_answer(response, on_error, limit.at)
+                    raw = await response.read()
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise self.timed_out("connect") from exc
+        except TimeoutError as exc:
+            raise self.timed_out(limit.kind if until >= limit.at else "first_token", request_id) from exc
+        except aiohttp.ClientError as exc:  # refused, reset, DNS, TLS, proxy, a body cut short
+            raise self.error(
+                UpstreamFailure.UNREACHABLE, _describe(exc), upstream_request_id=request_id
+            ) from exc
+        try:
+            return orjson.loads(raw), request_id
+        except ValueError as exc:
+            raise self.error(
+                UpstreamFailure.MALFORMED_RESPONSE,
+                f"unparseable answer: {exc}",
+                upstream_request_id=request_id,
+            ) from exc
+
     async def _error_answer(
         self, response: aiohttp.ClientResponse, on_error: ErrorClassifier, deadline: float
     ) -> UpstreamError:

@@ -58,6 +58,16 @@ def main(address: str) -> dict:
                 "seconds": time.monotonic() - started,
             }
 
+        # Embeddings from the built-in embedding model: one vector per text, in order.
+        embedded = client.embed(["The sea is calm.", "The ocean is quiet.", "Taxes are due in April."])
+        vectors = [list(e.values) for e in embedded.embeddings]
+        report["embed"] = {
+            "model": embedded.model,
+            "dimensions": [len(v) for v in vectors],
+            "similarities": [sum(a * b for a, b in zip(vectors[0], v, strict=True)) for v in vectors[1:]],
+            "prompt_tokens": embedded.usage.prompt_tokens,
+        }
+
         # ErrorInfo, through the convenience client ...
         try:
             client.chat("hi", model="no-such-model")

@@ -50,6 +50,11 @@ def test_streaming_a_deadline_and_error_info_from_the_installed_package(
     assert stream["completion_tokens"] > 0
     assert stream["text"] == report["unary_text"], "the folded stream is the unary answer"
 
+    embed = report["embed"]
+    assert (embed["model"], embed["dimensions"]) == ("all-minilm-l6-v2", [384, 384, 384])
+    paraphrase, unrelated = embed["similarities"]
+    assert paraphrase > unrelated and embed["prompt_tokens"] > 0
+
     deadline = report["deadline"]
     assert deadline["code"] == "DEADLINE_EXCEEDED"
     assert deadline["reason"] in ("UPSTREAM_TIMEOUT", "")  # "" if the client's own timer fired first

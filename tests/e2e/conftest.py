@@ -13,7 +13,8 @@ scripted 5xx or 429 is answered once, and adds three upstreams of our own:
 fake with a 1 s `idle_timeout_seconds`), `retrying` (the same fake with
 `max_retries = 2`), `dead` (a closed port) and nothing else. Model
 `claude-then-gpt` falls back from the Anthropic fake to gpt-4o-mini. Every
-other preset is listed but has no key.
+other preset is listed but has no key. The built-in embedding model is on
+(started on its first use), the built-in chat model off.
 """
 
 from __future__ import annotations
@@ -211,7 +212,13 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         try:
             dead_port = closed_port()
             config = write_config(tmp_path_factory.mktemp("e2e"), config_text(fakes, dead_port))
-            env = isolated_env(AIGC_CONFIG=config, QWEN_BASE_URL=f"{fakes.openai.base_url}/v1", **KEYS)
+            env = isolated_env(
+                AIGC_CONFIG=config,
+                QWEN_BASE_URL=f"{fakes.openai.base_url}/v1",
+                # The built-in embedding model (test_builtin_embeddings_e2e.py), not the chat one.
+                AIGC_LOCAL_EMBEDDING_ENABLED="true",
+                **KEYS,
+            )
             with (
                 running_stack(env) as stack,
                 grpc.insecure_channel(stack.grpc_address) as channel,

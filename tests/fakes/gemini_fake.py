@@ -8,15 +8,17 @@ args an object, with or without an id), and `chunk` for one streamed
 GenerateContentResponse. `usage_metadata` has the thinking and cache counts.
 
 `generate()` answers like Gemini: as SSE on `:streamGenerateContent`, else
-as one JSON body."""
+as one JSON body. `Embeddings()` answers `:embedContent` and
+`:batchEmbedContents` from the request's own texts."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-from tests.fakes.http import ByRequest, Checked, Recorded, Reply, Respond, Stream
+from tests.fakes.http import ByRequest, Checked, Connection, FakeServer, Recorded, Reply, Respond, Stream
 
 
 def response_body(
@@ -190,3 +192,48 @@ def signature_check(issued: Collection[str]) -> Callable[[Recorded], Respond | N
 def with_signatures_checked(reply: Reply, issued: Collection[str]) -> Checked:
     """`reply`, unless the request breaks signature_check's rules."""
     return Checked(signature_check(issued), reply)
+
+
+# --- embeddings ---------------------------------------------------------------------------------
+
+# Gemini's limit per batchEmbedContents call.
+MAX_EMBED_BATCH = 100
+
+
+def vector_for(text: str, task: str | None) -> list[float]:
+    """The vector the fake gives `text`: its length, its last character's code point,
+    and which taskType came with it (0 for none), so a test can check all three."""
+    tasks = ["RETRIEVAL_QUERY", "RETRIEVAL_DOCUMENT", "SEMANTIC_SIMILARITY"]
+    return [float(len(text)), float(ord(text[-1])), float(tasks.index(task) + 1 if task else 0)]
+
+
+@dataclasses.dataclass
+class Embeddings(Reply):
+    """`:embedContent` and `:batchEmbedContents` as Gemini answers them, computed from
+    the request: `{"embedding": {"values": [...]}}` or `{"embeddings": [...]}` in
+    request order, no usage. A batch over 100 requests, or a request whose `model`
+    is not the one in the URL, gets Gemini's 400 INVALID_ARGUMENT."""
+
+    async def send(self, conn: Connection, server: FakeServer) -> bool:
+        recorded = server.requests[-1]
+        body = recorded.json()
+        url_model = recorded.path.split("/v1beta/", 1)[1].split(":", 1)[0]
+        if recorded.path.split("?")[0].endswith(":embedContent"):
+            answer = {"embedding": _embedding(body)}
+            return await Respond(200, answer).send(conn, server)
+        requests = body["requests"]
+        if len(requests) > MAX_EMBED_BATCH:
+            message = f"* BatchEmbedContentsRequest.requests: at most {MAX_EMBED_BATCH} requests in one batch"
+            return await error(400, "INVALID_ARGUMENT", message).send(conn, server)
+        if any(r.get("model") != url_model for r in requests):
+            message = "* BatchEmbedContentsRequest.model: each request's model must match the batch's model"
+            return await error(400, "INVALID_ARGUMENT", message).send(conn, server)
+        return await Respond(200, {"embeddings": [_embedding(r) for r in requests]}).send(conn, server)
+
+
+def _embedding(request: Mapping[str, Any]) -> dict[str, Any]:
+    (part,) = request["content"]["parts"]
+    values = vector_for(part["text"], request.get("taskType"))
+    if "outputDimensionality" in request:
+        values = values[: request["outputDimensionality"]]
+    return {"values": values}

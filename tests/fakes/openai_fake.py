@@ -2,15 +2,19 @@
 the usage chunk with empty `choices`, `data: [DONE]`, and error bodies.
 
 `chat()` and `completion()` answer like OpenAI: as SSE when the request says
-`"stream": true`, else as one JSON body."""
+`"stream": true`, else as one JSON body. `Embeddings()` answers POST
+/embeddings from the request's own inputs."""
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
+import struct
 from collections.abc import Mapping
 from typing import Any
 
-from tests.fakes.http import ByRequest, Checked, Recorded, Reply, Respond, Stream
+from tests.fakes.http import ByRequest, Checked, Connection, FakeServer, Recorded, Reply, Respond, Stream
 
 DONE = b"data: [DONE]\n\n"
 CREATED = 1_764_000_000
@@ -237,3 +241,51 @@ def deepseek_thinking_check(request: Recorded) -> Respond | None:
 def as_deepseek_thinking(reply: Reply) -> Checked:
     """`reply`, from a fake configured as DeepSeek in thinking mode (see deepseek_thinking_check)."""
     return Checked(deepseek_thinking_check, reply)
+
+
+# --- embeddings ---------------------------------------------------------------------------------
+
+
+def vector_for(text: str) -> list[float]:
+    """The vector the fake gives `text`: its length and its last character's code point,
+    so a test can tell every input's vector apart and check their order."""
+    return [float(len(text)), float(ord(text[-1])), 0.5]
+
+
+def tokens_for(texts: list[str]) -> int:
+    """The prompt_tokens the fake reports for `texts` (one per character)."""
+    return sum(len(text) for text in texts)
+
+
+@dataclasses.dataclass
+class Embeddings(Reply):
+    """POST /embeddings as OpenAI answers it, computed from the request: one
+    `{"object": "embedding", "index": i, "embedding": ...}` per input, floats
+    or - with `encoding_format: "base64"` - little-endian float32 bytes in
+    base64, and usage. More than `max_inputs` texts get the vendor's 400
+    (OpenAI takes 2048; DashScope's compatible mode 10)."""
+
+    max_inputs: int = 2048
+    model: str = "text-embedding-3-small"
+
+    async def send(self, conn: Connection, server: FakeServer) -> bool:
+        request = server.requests[-1].json()
+        texts = request["input"] if isinstance(request["input"], list) else [request["input"]]
+        if len(texts) > self.max_inputs:
+            message = f"batch size is invalid, it should not be larger than {self.max_inputs}."
+            return await error(400, message, code="InvalidParameter").send(conn, server)
+        data = []
+        for i, text in enumerate(texts):
+            vector = vector_for(text)[: request.get("dimensions", 3)]
+            value: Any = vector
+            if request.get("encoding_format") == "base64":
+                value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": value})
+        tokens = tokens_for(texts)
+        body = {
+            "object": "list",
+            "data": data,
+            "model": self.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return await Respond(200, body, {"x-request-id": "req-embed"}).send(conn, server)

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible door: /openai/v1/chat/completions, /completions, /models.
+"""The OpenAI-compatible door: /openai/v1/chat/completions, /completions, /embeddings, /models.
 
 Code written against the OpenAI SDKs (or frameworks on them) points its base
 URL at `http://HOST:8000/openai/v1` and works: Envoy routes that prefix to
@@ -39,7 +39,7 @@ from server.api.calls import (
     request_id,
     shutdown_error,
 )
-from server.api.openai_compat import wire
+from server.api.openai_compat import embeddings, wire
 from server.core.engine import Call, Engine
 from server.core.limits import MAX_REQUEST_BYTES
 from server.errors import AigcError, InvalidRequest, ModelNotFound
@@ -95,6 +95,7 @@ class OpenAICompat:
             [
                 web.post(f"{PREFIX}/chat/completions", self.chat_completions),
                 web.post(f"{PREFIX}/completions", self.completions),
+                web.post(f"{PREFIX}/embeddings", self.embeddings),
                 web.get(f"{PREFIX}/models", self.models),
                 web.get(PREFIX + "/models/{model:.+}", self.model),
             ]
@@ -236,6 +237,25 @@ class OpenAICompat:
                 return response
             except (AigcError, asyncio.CancelledError) as caught:
                 return await self._fail_stream(call, response, shutdown_error(call, caught))
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        try:
+            body = await self._read_json(request)
+            embed, encoding = embeddings.embed_request(body)
+        except _Unreadable as unreadable:
+            return await self._refuse(request, "Embed", unreadable.error)
+        except InvalidRequest as error:
+            return await self._refuse(request, "Embed", error)
+        call = _Call(request, "Embed", self._observability)
+        with self._calls.track(call), call.record:
+            try:
+                self._admit(call, request)
+                answer = await self._engine.embed(embed, call.call)
+            except (AigcError, asyncio.CancelledError) as caught:
+                return self._error(call, shutdown_error(call, caught))
+            tokens = answer.usage.prompt_tokens if answer.usage is not None else None
+            payload = embeddings.embeddings_response(answer.model, answer.vectors, tokens, encoding)
+            return _json_response(payload, call.request_id)
 
     async def models(self, request: web.Request) -> web.Response:
         call = _Call(request, "ListModels", self._observability)

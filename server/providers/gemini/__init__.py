@@ -1,6 +1,7 @@
 """Provider for Google's Generative Language API (Gemini), v1beta.
 
     POST {base_url}/v1beta/models/{model}:streamGenerateContent?alt=sse
+    POST {base_url}/v1beta/models/{model}:embedContent / :batchEmbedContents   (embeddings.py)
     header x-goog-api-key: {api_key}
 
 Only the streaming method: unary calls are the stream folded by the core,
@@ -38,7 +39,8 @@ from server.providers.base import (
     RemoteProvider,
     merged_batches,
 )
-from server.providers.gemini import errors, wire
+from server.providers.embeddings import EmbeddingRequest, Embeddings
+from server.providers.gemini import embeddings, errors, wire
 from server.providers.http import SseEvent, SseStream
 
 
@@ -46,6 +48,7 @@ class GeminiProvider(RemoteProvider):
     """RemoteProvider's constructor; the key goes in `x-goog-api-key`."""
 
     reserved_vendor_keys = wire.RESERVED_KEYS
+    reserved_embedding_keys = embeddings.RESERVED_KEYS
     # Gemini has no raw completion: a prompt is sent as one user turn.
     supported_capabilities = ALL_CAPABILITIES - {model_pb2.CAPABILITY_RAW_COMPLETION}
 
@@ -68,6 +71,18 @@ class GeminiProvider(RemoteProvider):
         ) as events:
             async with contextlib.aclosing(self._chunks(events, translator)) as chunks:
                 yield chunks
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        answer, _ = await self.post_json(
+            embeddings.embed_path(request.upstream_model, batch=len(request.inputs) > 1),
+            embeddings.embed_body(request),
+            on_error=self._error,
+            deadline=request.deadline,
+        )
+        try:
+            return embeddings.parse_embeddings(answer, len(request.inputs))
+        except SHAPE_ERRORS as exc:
+            raise self.malformed(f"unexpected embeddings answer: {exc}") from exc
 
     def _chunks(self, events: SseStream, translator: wire.StreamTranslator) -> AsyncIterator[Chunk]:
         def translate(event: SseEvent) -> Chunk | None:

@@ -4,6 +4,7 @@ llama.cpp server behind the built-in `local` provider).
 
     POST {base_url}/chat/completions   (chat)        stream: true, include_usage
     POST {base_url}/completions        (raw completion, models with CAPABILITY_RAW_COMPLETION)
+    POST {base_url}/embeddings         (embeddings, unary JSON; embeddings.py)
     header authorization: Bearer {api_key}
 
 The translations are wire.py's pure functions; this module only moves
@@ -23,8 +24,9 @@ from typing import Any
 
 from server.errors import UpstreamError, UpstreamFailure
 from server.providers.base import SHAPE_ERRORS, Chunk, ProviderRequest, RemoteProvider, merged_batches
+from server.providers.embeddings import EmbeddingRequest, Embeddings
 from server.providers.http import SseEvent, SseStream
-from server.providers.openai import wire
+from server.providers.openai import embeddings, wire
 
 # OpenAI's end marker: the last event of a stream.
 _DONE = b"[DONE]"
@@ -35,6 +37,7 @@ class OpenAICompatProvider(RemoteProvider):
     (see catalog.Upstream)."""
 
     reserved_vendor_keys = wire.RESERVED_KEYS
+    reserved_embedding_keys = embeddings.RESERVED_KEYS
 
     def __init__(
         self,
@@ -76,6 +79,19 @@ class OpenAICompatProvider(RemoteProvider):
         ) as events:
             async with contextlib.aclosing(self._chunks(events, translator)) as chunks:
                 yield chunks
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        answer, request_id = await self.post_json(
+            "/embeddings",
+            embeddings.embeddings_body(request),
+            on_error=self._error,
+            deadline=request.deadline,
+            request_id_header="x-request-id",
+        )
+        try:
+            return embeddings.parse_embeddings(answer, len(request.inputs))
+        except SHAPE_ERRORS as exc:
+            raise self.malformed(f"unexpected embeddings answer: {exc}", request_id) from exc
 
     def _chunks(self, events: SseStream, translator: wire.StreamTranslator) -> AsyncIterator[Chunk]:
         request_id = events.request_id

@@ -11,7 +11,14 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message as ProtoMessage
 
-from aigc.v1 import aigc_service_pb2, aigc_service_pb2_grpc, content_pb2, generation_pb2, model_pb2
+from aigc.v1 import (
+    aigc_service_pb2,
+    aigc_service_pb2_grpc,
+    content_pb2,
+    embedding_pb2,
+    generation_pb2,
+    model_pb2,
+)
 from aigc_client._errors import AigcError
 from aigc_client._fold import ChatFolder
 
@@ -202,6 +209,27 @@ class Client:
         return self._stream(
             self.stub.StreamComplete, _complete(prompt, model, max_output_tokens), timeout, metadata
         )
+
+    def embed(
+        self,
+        inputs: str | Sequence[str] | embedding_pb2.EmbedRequest,
+        *,
+        model: str = "",
+        output_dimensions: int | None = None,
+        task: int = embedding_pb2.EMBEDDING_TASK_UNSPECIFIED,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+    ) -> embedding_pb2.EmbedResponse:
+        """Embed: one vector per input text, in order (`response.embeddings[i].values`).
+        `task` is an EmbeddingTask value; `model` empty means the default embedding model."""
+        if isinstance(inputs, embedding_pb2.EmbedRequest):
+            request = inputs
+        else:
+            texts = [inputs] if isinstance(inputs, str) else list(inputs)
+            request = embedding_pb2.EmbedRequest(model=model, inputs=texts, task=task)
+            if output_dimensions is not None:
+                request.output_dimensions = output_dimensions
+        return self._unary(self.stub.Embed, request, timeout, metadata)
 
     def list_models(self, *, timeout: float | None = None, metadata: Metadata = ()) -> list[model_pb2.Model]:
         """Every model the deployment serves, across pages; the default model first."""

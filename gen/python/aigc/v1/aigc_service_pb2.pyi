@@ -1,6 +1,7 @@
 import datetime
 
 from aigc.v1 import content_pb2 as _content_pb2
+from aigc.v1 import embedding_pb2 as _embedding_pb2
 from aigc.v1 import generation_pb2 as _generation_pb2
 from aigc.v1 import model_pb2 as _model_pb2
 from aigc.v1 import tool_pb2 as _tool_pb2

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from aigc.v1 import aigc_service_pb2 as aigc_dot_v1_dot_aigc__service__pb2
+from aigc.v1 import embedding_pb2 as aigc_dot_v1_dot_embedding__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -78,6 +79,11 @@ class AigcServiceStub:
                 request_serializer=aigc_dot_v1_dot_aigc__service__pb2.CompleteRequest.SerializeToString,
                 response_deserializer=aigc_dot_v1_dot_aigc__service__pb2.CompleteResponse.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/aigc.v1.AigcService/Embed',
+                request_serializer=aigc_dot_v1_dot_embedding__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=aigc_dot_v1_dot_embedding__pb2.EmbedResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/aigc.v1.AigcService/ListModels',
                 request_serializer=aigc_dot_v1_dot_aigc__service__pb2.ListModelsRequest.SerializeToString,
@@ -144,6 +150,14 @@ class AigcServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embed(self, request, context):
+        """Turns texts into embedding vectors, one per input, in order. Needs a
+        model with CAPABILITY_EMBEDDINGS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListModels(self, request, context):
         """Lists the models this deployment serves: provider, readiness and
         capabilities.
@@ -174,6 +188,11 @@ def add_AigcServiceServicer_to_server(servicer, server):
                     servicer.StreamComplete,
                     request_deserializer=aigc_dot_v1_dot_aigc__service__pb2.CompleteRequest.FromString,
                     response_serializer=aigc_dot_v1_dot_aigc__service__pb2.CompleteResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=aigc_dot_v1_dot_embedding__pb2.EmbedRequest.FromString,
+                    response_serializer=aigc_dot_v1_dot_embedding__pb2.EmbedResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -313,6 +332,33 @@ class AigcService:
             '/aigc.v1.AigcService/StreamComplete',
             aigc_dot_v1_dot_aigc__service__pb2.CompleteRequest.SerializeToString,
             aigc_dot_v1_dot_aigc__service__pb2.CompleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aigc.v1.AigcService/Embed',
+            aigc_dot_v1_dot_embedding__pb2.EmbedRequest.SerializeToString,
+            aigc_dot_v1_dot_embedding__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -17,6 +17,7 @@ class Capability(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CAPABILITY_JSON_SCHEMA: _ClassVar[Capability]
     CAPABILITY_REASONING: _ClassVar[Capability]
     CAPABILITY_RAW_COMPLETION: _ClassVar[Capability]
+    CAPABILITY_EMBEDDINGS: _ClassVar[Capability]
 CAPABILITY_UNSPECIFIED: Capability
 CAPABILITY_TOOLS: Capability
 CAPABILITY_VISION: Capability
@@ -24,6 +25,7 @@ CAPABILITY_JSON_OUTPUT: Capability
 CAPABILITY_JSON_SCHEMA: Capability
 CAPABILITY_REASONING: Capability
 CAPABILITY_RAW_COMPLETION: Capability
+CAPABILITY_EMBEDDINGS: Capability
 
 class Model(_message.Message):
     __slots__ = ("id", "provider", "upstream_model", "aliases", "is_default", "ready", "description", "capabilities")

@@ -10,6 +10,7 @@ import type { Tool, ToolChoice } from "./tool_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Status } from "../../google/rpc/status_pb.js";
 import type { Model } from "./model_pb.js";
+import type { EmbedRequestSchema, EmbedResponseSchema } from "./embedding_pb.js";
 
 /**
  * Describes the file aigc/v1/aigc_service.proto.
@@ -429,6 +430,17 @@ export declare const AigcService: GenService<{
     methodKind: "server_streaming";
     input: typeof CompleteRequestSchema;
     output: typeof CompleteResponseSchema;
+  },
+  /**
+   * Turns texts into embedding vectors, one per input, in order. Needs a
+   * model with CAPABILITY_EMBEDDINGS.
+   *
+   * @generated from rpc aigc.v1.AigcService.Embed
+   */
+  embed: {
+    methodKind: "unary";
+    input: typeof EmbedRequestSchema;
+    output: typeof EmbedResponseSchema;
   },
   /**
    * Lists the models this deployment serves: provider, readiness and

@@ -140,6 +140,15 @@ export enum Capability {
    * @generated from enum value: CAPABILITY_RAW_COMPLETION = 6;
    */
   RAW_COMPLETION = 6,
+
+  /**
+   * An embedding model: it serves Embed. Embed on a model without it is
+   * refused with CAPABILITY_NOT_SUPPORTED; Chat and Complete on a model that
+   * has only this capability are refused with INVALID_ARGUMENT.
+   *
+   * @generated from enum value: CAPABILITY_EMBEDDINGS = 7;
+   */
+  EMBEDDINGS = 7,
 }
 
 /**
