@@ -258,7 +258,7 @@ class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):
     # --- embeddings ----------------------------------------------------------------------------------
 
     async def Embed(self, request, context):  # noqa: N802
-        rpc = _Rpc(context, "Embed", self._observability)
+        rpc = _Rpc(context, "Embed", self._observability, self._engine, streaming=False)
         with self._calls.track(rpc), rpc.record:
             try:
                 self._admit(rpc, request)

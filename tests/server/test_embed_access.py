@@ -122,7 +122,7 @@ def test_the_access_log_and_metrics_count_the_call_never_the_key(stub, served):
     with urllib.request.urlopen(f"http://{server.metrics_address}/metrics", timeout=5) as response:
         metrics = response.read().decode()
     assert (
-        'aigc_requests_total{code="OK",method="Embed",model="text-embedding-3-small",provider="openai"}'
+        'aigc_requests_total{code="OK",method="Embed",model="text-embedding-3-small",provider="openai",surface="grpc"}'
         in metrics
     )
     assert re.search(

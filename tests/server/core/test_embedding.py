@@ -62,7 +62,7 @@ def engine(provider: Embedder, gate: Gate) -> Engine:
 
 
 def call() -> Call:
-    return Call("rid", Observability().rpc("Embed", "rid"))
+    return Call("rid", Observability().rpc("Embed", "rid", streaming=False))
 
 
 def request(*texts: str) -> embedding_pb2.EmbedRequest:
