@@ -1,7 +1,7 @@
 """Server assembly: `create_server` for tests and embedding, `serve` for main.
 
 `create_server` binds (port 0 works) and registers everything - the service,
-grpc.health.v1 and reflection - in one place; `serve` adds provider start-up,
+grpc.health.v1 and reflection (v1 and v1alpha) - in one place; `serve` adds provider start-up,
 the metrics endpoint and trace exporter, signal handling and graceful shutdown.
 `create_server` has no other side effects: each server gets its own metrics
 registry, so tests can build many in one process.
@@ -17,7 +17,6 @@ import signal
 import grpc
 import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from aigc.v1 import aigc_service_pb2
 from server.access.gate import Gate
@@ -29,6 +28,7 @@ from server.core.limits import MAX_REQUEST_BYTES
 from server.envvars import split_host_port
 from server.errors import AigcError
 from server.observability import MetricsServer, Observability, ObservabilitySettings, tracing_for
+from server.reflection import enable_reflection
 from server.routing import Router, build_router
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,8 @@ def create_server(
     register(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    # Reflection v1 and v1alpha (server/reflection.py): v1-only tools find the API too.
+    enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind the gRPC server to {address}")
