@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from aigc.v1 import aigc_service_pb2
 from server.access.gate import Gate
 from server.access.keys import KeyRing
+from server.api.calls import request_id
 from server.api.grpc_servicer import AigcServicer, register, status_to_grpc
 from server.config import AccessSettings, Settings
 from server.core.engine import Engine
@@ -222,7 +223,7 @@ class ReflectionGuard(grpc.aio.ServerInterceptor):
         try:
             self._keys.authenticate(details.invocation_metadata or ())
         except AigcError as error:
-            refusal = status_to_grpc(error.to_status())
+            refusal = status_to_grpc(error.to_status(request_id(details.invocation_metadata or ())))
         else:
             return handler
         reflect = handler.stream_stream
