@@ -28,6 +28,7 @@ from server.core.engine import Engine
 from server.core.limits import MAX_REQUEST_BYTES
 from server.envvars import split_host_port
 from server.errors import AigcError
+from server.health import CappedHealthServicer
 from server.observability import MetricsServer, Observability, ObservabilitySettings, tracing_for
 from server.reflection import enable_reflection
 from server.routing import Router, build_router
@@ -64,6 +65,7 @@ def create_server(
     servicer: AigcServicer | None = None,
     private_address: str = "",
     shared_port: bool = False,
+    max_health_watches: int = Settings.max_health_watches,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A configured server bound to `address` (port 0 picks a free port), not started.
 
@@ -72,6 +74,7 @@ def create_server(
     server on a taken port fails instead of silently sharing it.
     `private_address`: this worker's own address as well, for Envoy, which
     balances requests over the workers' own ports.
+    `max_health_watches`: health Watch streams held at once (server/health.py).
     """
     options = [*_SERVER_OPTIONS, ("grpc.so_reuseport", 1 if shared_port else 0)]
     servicer = servicer or AigcServicer(Engine(router), observability)
@@ -80,7 +83,7 @@ def create_server(
     interceptors = [ReflectionGuard(keys)] if keys.enabled else []
     server = grpc.aio.server(options=options, interceptors=interceptors)
     register(servicer, server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = CappedHealthServicer(max_health_watches)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     # Reflection v1 and v1alpha (server/reflection.py): v1-only tools find the API too.
     enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
@@ -112,6 +115,7 @@ async def serve(settings: Settings, observability_settings: ObservabilitySetting
         servicer=servicer,
         private_address=private,
         shared_port=worker is not None,
+        max_health_watches=settings.max_health_watches,
     )
     # The OpenAI-compatible door: the same engine (gate, limits, routing), another adapter.
     compat = None

@@ -61,6 +61,7 @@ ERROR_INFO_KEYS: dict[str, tuple[str, ...]] = {
     "RATE_LIMITED": ("request_id", "key_name", "limit"),
     "QUOTA_STORE_UNAVAILABLE": ("request_id",),
     "OVERLOADED": ("request_id", "limit"),
+    "TOO_MANY_HEALTH_WATCHES": ("request_id", "limit"),
     # A vendor's failure (UPSTREAM_TABLE below); `timeout` says which limit fired.
     "UPSTREAM_INVALID_REQUEST": _UPSTREAM_KEYS,
     "CONTEXT_LENGTH_EXCEEDED": _UPSTREAM_KEYS,

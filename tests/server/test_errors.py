@@ -27,6 +27,7 @@ from server.errors import (
     UpstreamError,
     UpstreamFailure,
 )
+from server.health import TooManyHealthWatches
 from tests.support.processes import ROOT
 
 KEY = CallerKey(name="team-a", digest=b"\0" * 32, models=None, limits=QuotaLimits())
@@ -64,6 +65,7 @@ SERVER_ERRORS: list[AigcError] = [
     QuotaExceeded("team-a", "requests_per_minute", 3.0),
     QuotaStoreUnavailable("redis down"),
     Overloaded(64),
+    TooManyHealthWatches(100),
     *(error for failure in UpstreamFailure for error in _upstream(failure)),
 ]
 
