@@ -162,11 +162,14 @@ test: lint check-breaking check-gen check-envoy check-compose check-openapi pyte
 
 # --- clients -------------------------------------------------------------------
 # The TypeScript client (clients/typescript, an npm workspace of package.json):
-# tsc type-checks and compiles its src/ against the generated gen/ts into
-# clients/typescript/dist. Its tests (node --test) start the real server; the
-# Python package and CLI tests are in tests/clients, run by `make pytest` too.
+# the generated gen/ts is copied into clients/typescript/gen (so the package is
+# self-contained, and `npm pack` gives a tarball that installs anywhere), then
+# tsc type-checks and compiles its src/ against it into clients/typescript/dist.
+# Its tests (node --test) start the real server; the Python package and CLI
+# tests, and the packed tarball's, are in tests/clients, run by `make pytest` too.
 .PHONY: ts-client
-ts-client: node_modules/.installed ## Build the TypeScript client (clients/typescript/dist)
+ts-client: node_modules/.installed ## Build the TypeScript client (clients/typescript/gen and dist)
+	node clients/typescript/copy-gen.mjs
 	node_modules/.bin/tsc -p clients/typescript
 
 .PHONY: test-ts
