@@ -7,6 +7,8 @@ the same field numbers, so the same bytes on the wire (grpc's
 doc/server-reflection.md) - so one servicer answers both: the v1alpha servicer
 is registered again under v1's method path, and v1's file descriptor (v1alpha's
 renamed) is added to the descriptor pool so that reflection can describe v1 too.
+When a pinned grpcio-reflection ships v1 itself, use that instead: its real
+grpc/reflection/v1/reflection.proto and this one cannot both be in the pool.
 """
 
 from __future__ import annotations
