@@ -80,14 +80,17 @@ check-gen: gen ## Regenerate gen/ and fail if it differs from what is committed
 # Since v1.0.0 (the first release) every change to the contract is checked
 # against the last release (FILE rules, see buf.yaml). Each release's contract
 # is frozen in proto/releases/ as a buf image, so the check runs the same in
-# any clone - with or without tags, shallow or not.
+# any clone - with or without tags, shallow or not. buf breaking does not look
+# at the google.api.http rules (a changed `post:` path passes it), so the
+# REST half is compared too, from the same frozen image.
 .PHONY: check-breaking
-check-breaking: deps protos-deps ## buf breaking against the last release's frozen contract (proto/releases/)
+check-breaking: deps protos-deps ## buf breaking + the HTTP bindings, against the last release's frozen contract (proto/releases/)
 	@against=$$(ls proto/releases/v*.binpb 2>/dev/null | sort -V | tail -n 1); \
 	if [ -z "$$against" ]; then echo "buf breaking: no release image in proto/releases/"; exit 1; fi; \
 	echo "buf breaking against $$against"; \
-	$(BUF) build -o build/current.binpb && \
-	$(BUF) breaking build/current.binpb --against "$$against"
+	mkdir -p build && $(BUF) build -o build/current.binpb && \
+	$(BUF) breaking build/current.binpb --against "$$against" && \
+	$(PY) tools/check_http_bindings.py build/current.binpb --against "$$against"
 
 # At a release: `git tag vX.Y.Z`, then `make release-image TAG=vX.Y.Z` and commit the image.
 .PHONY: release-image
@@ -183,11 +186,14 @@ test-container: deps ## Build the image and run docker-compose.yml on a real eng
 
 # --- clients -------------------------------------------------------------------
 # The TypeScript client (clients/typescript, an npm workspace of package.json):
-# tsc type-checks and compiles its src/ against the generated gen/ts into
-# clients/typescript/dist. Its tests (node --test) start the real server; the
-# Python package and CLI tests are in tests/clients, run by `make pytest` too.
+# the generated gen/ts is copied into clients/typescript/gen (so the package is
+# self-contained, and `npm pack` gives a tarball that installs anywhere), then
+# tsc type-checks and compiles its src/ against it into clients/typescript/dist.
+# Its tests (node --test) start the real server; the Python package and CLI
+# tests, and the packed tarball's, are in tests/clients, run by `make pytest` too.
 .PHONY: ts-client
-ts-client: node_modules/.installed ## Build the TypeScript client (clients/typescript/dist)
+ts-client: node_modules/.installed ## Build the TypeScript client (clients/typescript/gen and dist)
+	node clients/typescript/copy-gen.mjs
 	node_modules/.bin/tsc -p clients/typescript
 
 .PHONY: test-ts

@@ -171,6 +171,8 @@ def render(args: argparse.Namespace) -> str:
         "DESCRIPTOR": args.descriptor,
         "OPENAPI": args.openapi,
         "DOCS_HTML": args.docs_html,
+        # Swagger UI's start-up script, beside the page (the CSP allows no inline script).
+        "DOCS_JS": args.docs_html.with_name("docs.js"),
         **{name: args.swagger_ui / fname for name, fname in SWAGGER_UI_FILES.items()},
         **{name: PLAYGROUND / fname for name, fname in PLAYGROUND_FILES.items()},
     }

@@ -3,8 +3,8 @@
 `make run` calls this. It starts the server, waits until its health check
 says SERVING, renders the Envoy config for it and starts Envoy, waits for
 Envoy's /ready, and prints where everything is. Ctrl-C (SIGINT) or SIGTERM
-stops both - Envoy first, so no new HTTP requests arrive, then the server
-with its grace period - and exits 0. If either child dies on its own, the
+stops both - the server first, which drains the calls in flight for its grace
+period while Envoy still carries their answers, then Envoy - and exits 0. If either child dies on its own, the
 other is stopped too and the exit code is non-zero. No process is left behind.
 
 With --replicas N (REPLICAS=N make run), N independent servers run behind
@@ -239,10 +239,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aigc-service: {exc}", file=sys.stderr, flush=True)
         exit_code = 1
     finally:
-        # Envoy first (stop taking HTTP traffic), then the server, which
-        # drains in-flight RPCs for AIGC_SHUTDOWN_GRACE_SECONDS.
-        for name, proc in reversed(children):
-            _stop(name, proc)
+        # The servers first, all at once: each turns NOT_SERVING, stops taking
+        # calls and lets those in flight finish (AIGC_SHUTDOWN_GRACE_SECONDS),
+        # while Envoy still carries their answers to the callers - stopped
+        # first, it would cut every HTTP stream still being drained. Then
+        # Envoy, then redis-server (the last calls' quota releases need it).
+        servers = [(name, proc) for name, proc in children if name not in ("envoy", "redis")]
+        limit = settings.shutdown_grace_seconds + float(env.get("AIGC_DRAIN_SECONDS") or 2.5) + 20
+        _stop_all(servers, limit)
+        for name, proc in children:
+            if name == "envoy":
+                if proc.poll() is None:
+                    print("aigc-service: the servers have stopped; stopping Envoy", file=sys.stderr)
+                _stop(name, proc)
+        for name, proc in children:
+            if name == "redis":
+                _stop(name, proc)
     return exit_code
 
 
@@ -284,10 +296,19 @@ def _envoy_ready(admin_port: int) -> bool:
 
 
 def _stop(name: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+    _stop_all([(name, proc)], timeout)
+
+
+def _stop_all(procs: list[tuple[str, subprocess.Popen[bytes]]], timeout: float) -> None:
+    """SIGTERM to each at once (they drain side by side), then wait for each; a
+    process still there after `timeout` seconds is killed with its group."""
+    for _, proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for name, proc in procs:
         try:
-            proc.wait(timeout)
+            proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             print(f"aigc-service: {name} ignored SIGTERM for {timeout:.0f}s; killing it", file=sys.stderr)
             os.killpg(proc.pid, signal.SIGKILL)

@@ -1,7 +1,7 @@
 """Server assembly: `create_server` for tests and embedding, `serve` for main.
 
 `create_server` binds (port 0 works) and registers everything - the service,
-grpc.health.v1 and reflection - in one place; `serve` adds provider start-up,
+grpc.health.v1 and reflection (v1 and v1alpha) - in one place; `serve` adds provider start-up,
 the metrics endpoint and trace exporter, signal handling and graceful shutdown.
 `create_server` has no other side effects: each server gets its own metrics
 registry, so tests can build many in one process.
@@ -17,18 +17,20 @@ import signal
 import grpc
 import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from aigc.v1 import aigc_service_pb2
 from server.access.gate import Gate
 from server.access.keys import KeyRing
+from server.api.calls import request_id
 from server.api.grpc_servicer import AigcServicer, register, status_to_grpc
 from server.config import Settings
 from server.core.engine import Engine
 from server.core.limits import MAX_REQUEST_BYTES
 from server.envvars import split_host_port
 from server.errors import AigcError
+from server.health import CappedHealthServicer
 from server.observability import MetricsServer, Observability, ObservabilitySettings, tracing_for
+from server.reflection import enable_reflection
 from server.routing import Router, build_router
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ def create_server(
     servicer: AigcServicer | None = None,
     private_address: str = "",
     shared_port: bool = False,
+    max_health_watches: int = Settings.max_health_watches,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A configured server bound to `address` (port 0 picks a free port), not started.
 
@@ -71,6 +74,7 @@ def create_server(
     server on a taken port fails instead of silently sharing it.
     `private_address`: this worker's own address as well, for Envoy, which
     balances requests over the workers' own ports.
+    `max_health_watches`: health Watch streams held at once (server/health.py).
     """
     options = [*_SERVER_OPTIONS, ("grpc.so_reuseport", 1 if shared_port else 0)]
     servicer = servicer or AigcServicer(Engine(router), observability)
@@ -79,9 +83,10 @@ def create_server(
     interceptors = [ReflectionGuard(gate)] if gate.keys.enabled else []
     server = grpc.aio.server(options=options, interceptors=interceptors)
     register(servicer, server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = CappedHealthServicer(max_health_watches)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    # Reflection v1 and v1alpha (server/reflection.py): v1-only tools find the API too.
+    enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind the gRPC server to {address}")
@@ -110,6 +115,7 @@ async def serve(settings: Settings, observability_settings: ObservabilitySetting
         servicer=servicer,
         private_address=private,
         shared_port=worker is not None,
+        max_health_watches=settings.max_health_watches,
     )
     # The OpenAI-compatible door: the same engine (gate, limits, routing), another adapter.
     compat = None
@@ -280,7 +286,7 @@ class ReflectionGuard(grpc.aio.ServerInterceptor):
             try:
                 gate.authenticate(metadata, context.peer())
             except AigcError as error:
-                refusal = status_to_grpc(error.to_status())
+                refusal = status_to_grpc(error.to_status(request_id(metadata)))
             else:
                 async for response in reflect(request_iterator, context):
                     yield response

@@ -225,6 +225,9 @@ class Settings:
     # Envoy serves under /openai/v1; every worker shares it (SO_REUSEPORT).
     # Off ("") unless set: `make run` sets 127.0.0.1:<gRPC port + 100>.
     openai_address: str = ""
+    # grpc.health.v1 Watch streams one process holds at once (health needs no
+    # key, and a Watch never ends by itself); beyond it, RESOURCE_EXHAUSTED.
+    max_health_watches: int = 100
 
     @property
     def grpc_port(self) -> int:
@@ -288,6 +291,7 @@ class Settings:
             worker_host=setting(env, "AIGC_WORKER_HOST", "127.0.0.1", str),
             openai_address=setting(env, "AIGC_OPENAI_ADDRESS", "", _address_or_off),
             drain_seconds=setting(env, "AIGC_DRAIN_SECONDS", 0.0, _non_negative_float),
+            max_health_watches=setting(env, "AIGC_MAX_HEALTH_WATCHES", 100, _positive_int),
             shutdown_grace_seconds=setting(env, "AIGC_SHUTDOWN_GRACE_SECONDS", 10.0, _non_negative_float),
             log_level=setting(env, "AIGC_LOG_LEVEL", "INFO", _log_level),
             default_model=_default_model(catalog, local),

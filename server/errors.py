@@ -20,7 +20,10 @@ transport (gRPC status, HTTP status).
 
 Every status carries a `google.rpc.ErrorInfo` with domain `aigc-service`, the
 reason, and metadata (request id, model, provider, upstream status and request
-id where known). Messages are redacted of configured secrets before they leave.
+id...). Each reason's metadata keys are fixed, declared in `ERROR_INFO_KEYS`:
+AIP-193 says a key once observed for a reason must always be present, so a key
+whose value is unknown in one case is sent empty rather than left out.
+Messages are redacted of configured secrets before they leave.
 """
 
 from __future__ import annotations
@@ -35,6 +38,57 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 DOMAIN = "aigc-service"
 
+_UPSTREAM_KEYS = ("request_id", "provider", "upstream_status", "upstream_request_id")
+
+# Every ErrorInfo reason and its metadata keys: always all of them, "" where a
+# value is unknown (AIP-193). Clients may key on them, so a key is added to a
+# reason, never removed. The reasons Envoy makes itself (gateway/envoy.yaml's
+# local replies) are here too, so this is the whole list; docs/errors.md
+# documents each, and tests/server/test_errors.py holds both to it.
+ERROR_INFO_KEYS: dict[str, tuple[str, ...]] = {
+    # The server's own (this module, server/api/calls.py, server/access/).
+    "INVALID_REQUEST": ("request_id",),
+    "CAPABILITY_NOT_SUPPORTED": ("request_id", "model", "capability", "field"),
+    "MODEL_NOT_FOUND": ("request_id", "model"),
+    "PROVIDER_NOT_CONFIGURED": ("request_id", "model", "provider"),
+    "INTERNAL": ("request_id",),
+    "SHUTTING_DOWN": ("request_id",),
+    "MALFORMED_REQUEST": ("request_id",),
+    "REQUEST_TOO_LARGE": ("request_id", "limit_bytes"),
+    "API_KEY_MISSING": ("request_id",),
+    "API_KEY_INVALID": ("request_id",),
+    "MODEL_NOT_ALLOWED": ("request_id", "key_name", "model"),
+    "RATE_LIMITED": ("request_id", "key_name", "limit"),
+    "QUOTA_STORE_UNAVAILABLE": ("request_id",),
+    "OVERLOADED": ("request_id", "limit"),
+    "TOO_MANY_HEALTH_WATCHES": ("request_id", "limit"),
+    # A vendor's failure (UPSTREAM_TABLE below); `timeout` says which limit fired.
+    "UPSTREAM_INVALID_REQUEST": _UPSTREAM_KEYS,
+    "CONTEXT_LENGTH_EXCEEDED": _UPSTREAM_KEYS,
+    "CONTENT_FILTERED": _UPSTREAM_KEYS,
+    "UPSTREAM_AUTH_FAILED": _UPSTREAM_KEYS,
+    "UPSTREAM_MODEL_NOT_FOUND": _UPSTREAM_KEYS,
+    "UPSTREAM_TIMEOUT": (*_UPSTREAM_KEYS, "timeout"),
+    "UPSTREAM_RATE_LIMITED": _UPSTREAM_KEYS,
+    "UPSTREAM_SERVER_ERROR": _UPSTREAM_KEYS,
+    "UPSTREAM_UNREACHABLE": _UPSTREAM_KEYS,
+    "UPSTREAM_STREAM_INTERRUPTED": _UPSTREAM_KEYS,
+    "UPSTREAM_MALFORMED_RESPONSE": _UPSTREAM_KEYS,
+    # Envoy's, for HTTP callers (gateway/envoy.yaml, local_reply_config).
+    "UNSUPPORTED_MEDIA_TYPE": ("request_id", "content_type"),
+    "REQUEST_HEADERS_TOO_LARGE": ("request_id",),
+    "REQUEST_HEADERS_TIMEOUT": ("request_id",),
+    # No request id: Envoy could not parse the request far enough to give it one.
+    "MALFORMED_HTTP_REQUEST": ("details",),
+    "INVALID_QUERY_PARAMETER": ("request_id",),
+    "MALFORMED_REQUEST_BODY": ("request_id",),
+    "UNKNOWN_ROUTE": ("request_id",),
+    "GATEWAY_OVERLOADED": ("request_id", "flags"),
+    "BACKEND_UNAVAILABLE": ("request_id", "flags"),
+    "DEADLINE_EXCEEDED": ("request_id",),
+    "GATEWAY_ERROR": ("request_id", "details"),
+}
+
 
 class AigcError(Exception):
     """Base of every error the service reports to callers."""
@@ -47,15 +101,23 @@ class AigcError(Exception):
         super().__init__(message)
         self.message = message
         self.metadata: dict[str, str] = dict(metadata or {})
+        # A reason or key not in ERROR_INFO_KEYS is a bug: caught where the
+        # error is made (every test that makes it), not by a client later.
+        declared = ERROR_INFO_KEYS.get(self.reason)
+        if declared is None:
+            raise ValueError(f"ErrorInfo reason {self.reason!r} is not declared in ERROR_INFO_KEYS")
+        undeclared = set(self.metadata).difference(declared)
+        if undeclared:
+            raise ValueError(f"ErrorInfo keys {sorted(undeclared)} are not declared for {self.reason}")
 
     def extra_details(self) -> Iterable[any_pb2.Any]:
         """Details beyond ErrorInfo (BadRequest, RetryInfo) for subclasses."""
         return ()
 
     def to_status(self, request_id: str = "") -> status_pb2.Status:
-        metadata = {k: v for k, v in self.metadata.items() if v}
-        if request_id:
-            metadata["request_id"] = request_id
+        # Every declared key, "" where this case does not know its value.
+        values = {**self.metadata, "request_id": request_id}
+        metadata = {key: values.get(key, "") for key in ERROR_INFO_KEYS[self.reason]}
         info = error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=metadata)
         status = status_pb2.Status(code=self.code, message=self.message)
         status.details.add().Pack(info)
@@ -233,7 +295,7 @@ class UpstreamError(AigcError):
                 "upstream_status": str(upstream_status) if upstream_status else "",
                 "upstream_request_id": upstream_request_id or "",
                 # Which limit fired, for TIMEOUT: connect, first_token, idle, total, deadline.
-                "timeout": timeout,
+                **({"timeout": timeout} if failure is UpstreamFailure.TIMEOUT else {}),
             },
         )
 

@@ -1,5 +1,6 @@
-"""The Python client as a user gets it: `pip install ./clients/python` into a
-fresh virtual environment, used against the real server.
+"""The Python client as a user gets it: its wheel, built once from
+clients/python (`pip wheel`), installed into a fresh virtual environment and
+used against the real server.
 
 One venv per session (creating it and installing grpcio takes a while). Its
 interpreter and its `aigc` console script run as subprocesses with no
@@ -13,6 +14,7 @@ import dataclasses
 import os
 import pathlib
 import subprocess
+import sys
 import venv
 from collections.abc import Iterator
 
@@ -25,6 +27,8 @@ from tests.support.processes import ROOT, ServerProcess, running_server
 class ClientVenv:
     path: pathlib.Path
     workdir: pathlib.Path
+    #: The wheel it was installed from.
+    wheel: pathlib.Path
 
     @property
     def python(self) -> pathlib.Path:
@@ -58,8 +62,32 @@ class ClientVenv:
 
 @pytest.fixture(scope="session")
 def client_venv(tmp_path_factory: pytest.TempPathFactory) -> ClientVenv:
-    """A fresh venv with `pip install ./clients/python` (runtime deps pinned by constraints.txt)."""
+    """A fresh venv with the client's wheel installed (runtime deps pinned by constraints.txt)."""
     base = tmp_path_factory.mktemp("client-venv")
+    # The wheel, as `pip wheel ./clients/python` builds it (with this
+    # environment's pinned hatchling: no build isolation, nothing fetched).
+    wheels = base / "wheels"
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(wheels),
+            str(ROOT / "clients" / "python"),
+        ],
+        cwd=base,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, f"pip wheel ./clients/python failed:\n{build.stdout}\n{build.stderr}"
+    (wheel,) = wheels.glob("aigc_client-*.whl")
     path = base / "venv"
     venv.EnvBuilder(with_pip=True).create(path)
     install = subprocess.run(
@@ -72,7 +100,7 @@ def client_venv(tmp_path_factory: pytest.TempPathFactory) -> ClientVenv:
             "--disable-pip-version-check",
             "-c",
             str(ROOT / "constraints.txt"),
-            str(ROOT / "clients" / "python"),
+            str(wheel),
         ],
         cwd=base,
         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
@@ -80,12 +108,10 @@ def client_venv(tmp_path_factory: pytest.TempPathFactory) -> ClientVenv:
         text=True,
         timeout=600,
     )
-    assert install.returncode == 0, (
-        f"pip install ./clients/python failed:\n{install.stdout}\n{install.stderr}"
-    )
+    assert install.returncode == 0, f"pip install {wheel.name} failed:\n{install.stdout}\n{install.stderr}"
     workdir = base / "work"
     workdir.mkdir()
-    return ClientVenv(path, workdir)
+    return ClientVenv(path, workdir, wheel)
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,26 @@
-"""`pip install ./clients/python` into a fresh venv, then used against the real server."""
+"""The client's wheel (`pip wheel ./clients/python`) installed into a fresh venv,
+then used against the real server."""
 
 from __future__ import annotations
 
 import json
 import pathlib
+import zipfile
 
 from tests.clients.conftest import ClientVenv
 from tests.support.processes import ROOT, ServerProcess
 
 USAGE = pathlib.Path(__file__).with_name("package_usage.py")
+
+
+def test_the_wheel_is_self_contained(client_venv: ClientVenv):
+    # Everything it needs inside: the generated package and the client, nothing else.
+    with zipfile.ZipFile(client_venv.wheel) as wheel:
+        tops = {name.split("/")[0] for name in wheel.namelist()}
+        names = set(wheel.namelist())
+    assert tops == {"aigc", "aigc_client", "aigc_client-0.1.0.dist-info"}, tops
+    for generated in sorted((ROOT / "gen" / "python" / "aigc" / "v1").glob("*.py*")):
+        assert f"aigc/v1/{generated.name}" in names
 
 
 def test_the_wheel_carries_the_generated_stubs_and_the_client(client_venv: ClientVenv):

@@ -58,7 +58,8 @@ def check_error(
     assert info.metadata["provider"] == provider
     assert info.metadata["request_id"] == "rid-1"
     if upstream_status is None:
-        assert "upstream_status" not in info.metadata, info.metadata
+        # Always present (AIP-193, server/errors.py ERROR_INFO_KEYS): empty, no HTTP status to tell.
+        assert info.metadata["upstream_status"] == "", info.metadata
     else:
         assert info.metadata["upstream_status"] == str(upstream_status)
     if upstream_request_id is not None:

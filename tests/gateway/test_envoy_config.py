@@ -79,8 +79,13 @@ def test_docs_page_points_swagger_ui_at_the_spec(http: httpx.Client) -> None:
     resp = http.get("/docs")
     assert resp.status_code == 200
     assert resp.headers["content-type"].startswith("text/html")
-    assert '"/openapi.json"' in resp.text
     assert "/docs/swagger-ui-bundle.js" in resp.text
+    # Started by a script of its own (the page's CSP runs no inline script).
+    assert "<script>" not in resp.text and '<script src="/docs/docs.js"' in resp.text
+    started = http.get("/docs/docs.js")
+    assert started.status_code == 200
+    assert started.headers["content-type"].startswith("text/javascript")
+    assert '"/openapi.json"' in started.text
 
 
 @pytest.mark.parametrize(

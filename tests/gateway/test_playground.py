@@ -106,3 +106,66 @@ def test_the_page_and_its_assets_are_served_by_envoy_with_no_outside_reference(s
         assert "http://" not in response.text and "https://" not in response.text, (
             f"{path} loads from elsewhere"
         )
+
+
+# Records every Content-Security-Policy violation of a page from its first byte.
+CSP_RECORDER = (
+    "window.__csp = [];"
+    "document.addEventListener('securitypolicyviolation',"
+    " e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"
+)
+
+
+async def open_recording(browser: Browser, url: str) -> Page:
+    page = await browser.open("about:blank")
+    await page.send("Page.addScriptToEvaluateOnNewDocument", source=CSP_RECORDER)
+    await page.send("Page.navigate", url=url)
+    return page
+
+
+def test_pages_send_a_strict_csp_and_no_framing(stack: Stack):
+    import httpx
+
+    for path in ("/playground", "/docs"):
+        headers = httpx.get(f"{stack.http}{path}").headers
+        csp = headers["content-security-policy"]
+        # Nothing from elsewhere, no inline script, no plugins, no framing.
+        assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp, csp
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp.split("style-src")[0], csp
+        assert "http" not in csp, csp
+        assert headers["x-frame-options"] == "DENY"
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["referrer-policy"] == "no-referrer"
+    for path in ("/playground/playground.js", "/docs/swagger-ui-bundle.js", "/openapi.json", "/v1/models"):
+        headers = httpx.get(f"{stack.http}{path}").headers
+        assert headers["x-content-type-options"] == "nosniff", path
+        assert headers["x-frame-options"] == "DENY", path
+
+
+async def test_the_playground_works_under_its_csp(stack: Stack):
+    async with Browser() as browser:
+        page = await open_recording(browser, f"{stack.http}/playground")
+        await page.wait_for("document.querySelector('#model').value === 'smollm2'")
+        await page.evaluate("document.querySelector('#max-tokens').value = '8'")
+        await send(page, "Say hi.")
+        meta = await page.wait_for(f"{LAST} && {LAST}.querySelector('.meta').textContent", within=90)
+        assert "completion tokens" in meta
+        assert await page.evaluate("window.__csp") == []
+
+
+async def test_swagger_ui_works_under_its_csp(stack: Stack):
+    async with Browser() as browser:
+        page = await open_recording(browser, f"{stack.http}/docs")
+        # Rendered from /openapi.json: one block per operation.
+        await page.wait_for("document.querySelectorAll('.swagger-ui .opblock').length >= 5")
+        # Try it out: ListModels through the page, answered by the server.
+        await page.evaluate("document.querySelector('.opblock-get .opblock-summary-control').click()")
+        await page.wait_for("!!document.querySelector('.opblock-get .try-out__btn')")
+        await page.evaluate("document.querySelector('.opblock-get .try-out__btn').click()")
+        await page.wait_for("!!document.querySelector('.opblock-get .execute')")
+        await page.evaluate("document.querySelector('.opblock-get .execute').click()")
+        body = await page.wait_for(
+            "document.querySelector('.opblock-get .live-responses-table')?.textContent", within=30
+        )
+        assert "smollm2" in body
+        assert await page.evaluate("window.__csp") == []

@@ -263,3 +263,36 @@ def _is_zombie(pid: str) -> bool:
         return pathlib.Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except OSError:
         return True
+
+
+def test_ctrl_c_lets_an_http_stream_in_flight_finish_before_envoy_stops():
+    """Ctrl-C mid-way through an SSE answer: the server drains it (its grace) while
+    Envoy still carries it to the caller; Envoy stops last, so the answer ends whole."""
+    # A grace long enough for the rest of the answer on a loaded machine.
+    stack = Stack({"AIGC_SHUTDOWN_GRACE_SECONDS": "150"})
+    try:
+        stack.wait_up()
+        body = chat_body("Write a long story about the sea.", max_tokens=120)
+        body["generation_config"]["temperature"] = 0
+        events: list[dict] = []
+        cut = None
+        with httpx.stream("POST", f"{stack.http}{STREAM_CHAT}", json=body, timeout=200) as response:
+            assert response.status_code == 200
+            try:
+                for _, event in sse_events(response):
+                    events.append(event)
+                    if len(events) == 1:
+                        stack.proc.send_signal(signal.SIGINT)
+            except httpx.HTTPError as exc:
+                cut = exc
+        assert cut is None, f"the stream was cut after {len(events)} events: {cut!r}"
+        assert len(events) > 2
+        finish = events[-1].get("finish_reason")
+        assert finish in ("FINISH_REASON_STOP", "FINISH_REASON_MAX_TOKENS"), events[-1].get("error")
+        assert events[-1]["usage"]["completion_tokens"] > 1
+        assert stack.proc.wait(timeout=200) == 0
+        output = stack.output()
+        # The server stopped before Envoy was told to.
+        assert output.index('"message":"stopped"') < output.index("stopping Envoy"), output[-3000:]
+    finally:
+        stack.stop()

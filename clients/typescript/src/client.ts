@@ -15,8 +15,8 @@ import {
   type CompleteResponse,
   type ListModelsRequestSchema,
   type ListModelsResponse,
-} from "../../../gen/ts/aigc/v1/aigc_service_pb.js";
-import type { Model } from "../../../gen/ts/aigc/v1/model_pb.js";
+} from "../gen/aigc/v1/aigc_service_pb.js";
+import type { Model } from "../gen/aigc/v1/model_pb.js";
 import { toAigcError } from "./errors.js";
 import { foldChat } from "./fold.js";
 

@@ -22,7 +22,7 @@ import {
   ErrorInfoSchema,
   RetryInfoSchema,
   type ErrorInfo,
-} from "../../../gen/ts/google/rpc/error_details_pb.js";
+} from "../gen/google/rpc/error_details_pb.js";
 
 /** The `ErrorInfo.domain` of every error this service makes. */
 export const DOMAIN = "aigc-service";

@@ -13,8 +13,8 @@ import {
   CompleteResponseSchema,
   type ChatResponse,
   type CompleteResponse,
-} from "../../../gen/ts/aigc/v1/aigc_service_pb.js";
-import { PartSchema, Role, type Message, type Part } from "../../../gen/ts/aigc/v1/content_pb.js";
+} from "../gen/aigc/v1/aigc_service_pb.js";
+import { PartSchema, Role, type Message, type Part } from "../gen/aigc/v1/content_pb.js";
 
 /** Collects the messages of a StreamChat call; `response()` is the folded answer. */
 export class ChatFolder {

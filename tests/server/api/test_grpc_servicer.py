@@ -4,6 +4,7 @@ model (llama.cpp), called with real gRPC clients and the real grpcurl."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import grpc
 import jsonschema
@@ -14,6 +15,7 @@ from aigc.v1 import aigc_service_pb2 as pb
 from aigc.v1 import content_pb2, generation_pb2, model_pb2
 from tests.support.content import text_of
 from tests.support.grpcurl import grpcurl, json_stream
+from tests.support.processes import ROOT
 from tests.support.status import error_info, status_details
 
 SERVICE = "aigc.v1.AigcService"
@@ -38,6 +40,28 @@ def test_reflection_lists_service_health_and_reflection(server):
     assert SERVICE in services
     assert "grpc.health.v1.Health" in services
     assert "grpc.reflection.v1alpha.ServerReflection" in services
+    assert "grpc.reflection.v1.ServerReflection" in services
+
+
+def buf_curl(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real `buf curl` (npm @bufbuild/buf), a client that speaks reflection v1 only when told so."""
+    command = [str(ROOT / "node_modules" / ".bin" / "buf"), "curl", "--protocol", "grpc", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_a_reflection_v1_only_client_discovers_and_calls_the_api(server):
+    # grpc-v1 only: no fallback to v1alpha after an UNIMPLEMENTED.
+    base = f"http://{server.address}"
+    listed = buf_curl("--reflect-protocol", "grpc-v1", "--list-methods", base)
+    assert listed.returncode == 0, listed.stderr
+    assert f"{SERVICE}/StreamChat" in listed.stdout.split()
+    models = buf_curl("--reflect-protocol", "grpc-v1", f"{base}/{SERVICE}/ListModels")
+    assert models.returncode == 0, models.stderr
+    assert json.loads(models.stdout)["models"], models.stdout
+    # And describes what v1 itself is, as reflection's own service.
+    described = grpcurl(server.address, "describe", "grpc.reflection.v1.ServerReflection")
+    assert described.returncode == 0, described.stderr
+    assert "ServerReflectionInfo" in described.stdout
 
 
 def test_describe_shows_http_options(server):
