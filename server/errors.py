@@ -62,6 +62,8 @@ ERROR_INFO_KEYS: dict[str, tuple[str, ...]] = {
     "QUOTA_STORE_UNAVAILABLE": ("request_id",),
     "OVERLOADED": ("request_id", "limit"),
     "TOO_MANY_HEALTH_WATCHES": ("request_id", "limit"),
+    # server/api/anthropic_door/app.py: an Anthropic route this service does not offer.
+    "NOT_OFFERED": ("request_id",),
     # A vendor's failure (UPSTREAM_TABLE below); `timeout` says which limit fired.
     "UPSTREAM_INVALID_REQUEST": _UPSTREAM_KEYS,
     "CONTEXT_LENGTH_EXCEEDED": _UPSTREAM_KEYS,

@@ -16,6 +16,7 @@ from server import errors
 from server.access.gate import Overloaded
 from server.access.keys import CallerKey, ModelNotAllowed, Unauthenticated
 from server.access.quotas import QuotaExceeded, QuotaLimits, QuotaStoreUnavailable
+from server.api.anthropic_door.app import CountTokensNotOffered
 from server.api.calls import MalformedRequest, RequestTooLarge, ServerShuttingDown
 from server.errors import (
     AigcError,
@@ -66,6 +67,7 @@ SERVER_ERRORS: list[AigcError] = [
     QuotaStoreUnavailable("redis down"),
     Overloaded(64),
     TooManyHealthWatches(100),
+    CountTokensNotOffered(),
     *(error for failure in UpstreamFailure for error in _upstream(failure)),
 ]
 
