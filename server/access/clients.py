@@ -1,6 +1,6 @@
 """Who is calling, by network address: is the caller on this machine?
 
-    clients = ClientAddresses.from_setting("10.0.0.0/8,envoy")   # AIGC_TRUSTED_PROXIES
+    clients = ClientAddresses.from_setting("10.0.0.0/8,envoy")   # AIGC_TRUSTED_PROXIES (names re-resolved)
     clients.is_local(peer, metadata)     # peer: "ipv4:1.2.3.4:5", "ipv6:[::1]:5", "unix:/s" or an IP
 
 With no caller keys configured (AIGC_AUTH=auto), callers on this machine are
@@ -20,11 +20,22 @@ A unix-socket peer is on this machine by definition: local.
 from __future__ import annotations
 
 import ipaddress
+import logging
+import math
+import re
 import socket
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 CLIENT_ADDRESS_HEADER = "x-aigc-client-address"
+
+log = logging.getLogger(__name__)
+
+# RFC 1123 host names (dots between labels of letters, digits and hyphens).
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -63,14 +74,32 @@ def _loopback(address: IPAddress | _Unix | None) -> bool:
 
 
 class ClientAddresses:
-    def __init__(self, trusted_proxies: Sequence[IPNetwork] = ()) -> None:
+    """The trusted proxies (AIGC_TRUSTED_PROXIES): networks, and host names.
+
+    A host name is resolved again every RESOLVE_EVERY_SECONDS, in a thread, never
+    in the caller's event loop: in compose or Kubernetes the proxy's name may not
+    resolve yet when the server starts (Envoy waits for the server to be healthy),
+    and its address changes when its container is replaced. Until a name
+    resolves, its peers are simply not trusted (a caller behind it counts as
+    remote, so it needs a key: the safe side)."""
+
+    RESOLVE_EVERY_SECONDS = 10.0
+
+    def __init__(self, trusted_proxies: Sequence[IPNetwork] = (), host_names: Sequence[str] = ()) -> None:
         self.trusted_proxies = tuple(trusted_proxies)
+        self.host_names = tuple(host_names)
+        self._resolved: tuple[IPNetwork, ...] = ()
+        self._resolved_at = -math.inf
+        self._resolving = threading.Lock()
+        if self.host_names:
+            self._resolve()
 
     @classmethod
     def from_setting(cls, raw: str) -> ClientAddresses:
-        """AIGC_TRUSTED_PROXIES: comma-separated CIDRs, IPs or host names (resolved now,
-        at start). Raises ValueError naming an entry that is none of these."""
+        """AIGC_TRUSTED_PROXIES: comma-separated CIDRs, IPs or host names. Raises
+        ValueError naming an entry that is none of these."""
         networks: list[IPNetwork] = []
+        names: list[str] = []
         for item in (part.strip() for part in raw.split(",")):
             if not item:
                 continue
@@ -79,21 +108,47 @@ class ClientAddresses:
                 continue
             except ValueError:
                 pass
-            try:
-                infos = socket.getaddrinfo(item, None, proto=socket.IPPROTO_TCP)
-            except OSError:
-                raise ValueError(
-                    f"{item!r} is not a CIDR, an IP address or a host name that resolves"
-                ) from None
-            networks += [ipaddress.ip_network(info[4][0].partition("%")[0]) for info in infos]
-        return cls(networks)
+            if not _HOST_NAME.fullmatch(item):
+                raise ValueError(f"{item!r} is not a CIDR, an IP address or a host name")
+            names.append(item)
+        return cls(networks, names)
+
+    def _resolve(self) -> None:
+        """Resolve the host names now (blocking); keeps the last good answer of a name that fails."""
+        if not self._resolving.acquire(blocking=False):
+            return  # another thread is at it
+        try:
+            found: list[IPNetwork] = []
+            for name in self.host_names:
+                try:
+                    infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
+                except OSError:
+                    log.info("trusted proxy %r does not resolve (yet)", name)
+                    continue
+                found += [ipaddress.ip_network(info[4][0].partition("%")[0]) for info in infos]
+            if found or not self._resolved:
+                self._resolved = tuple(found)
+            self._resolved_at = time.monotonic()
+        finally:
+            self._resolving.release()
+
+    def _names_stale(self) -> bool:
+        return bool(self.host_names) and time.monotonic() - self._resolved_at > self.RESOLVE_EVERY_SECONDS
 
     def trusted(self, address: IPAddress | _Unix | None) -> bool:
         if _loopback(address):
             return True
         if address is None or isinstance(address, _Unix):
             return False
-        return any(address in network for network in self.trusted_proxies)
+        if any(address in network for network in self.trusted_proxies):
+            return True
+        if any(address in network for network in self._resolved):
+            return True
+        if self._names_stale():
+            # Not in the last answer, and that answer is old: ask again, off this thread.
+            self._resolved_at = time.monotonic()
+            threading.Thread(target=self._resolve, name="trusted-proxy-dns", daemon=True).start()
+        return False
 
     def client(self, peer: str | None, metadata: Iterable[tuple[str, Any]]) -> IPAddress | _Unix | None:
         """The caller's address: the trusted proxy's header if the peer is one, else the peer."""

@@ -4,6 +4,8 @@ grpc and aiohttp give, and when a proxy's x-aigc-client-address is believed."""
 from __future__ import annotations
 
 import ipaddress
+import socket
+import time
 
 import pytest
 
@@ -51,4 +53,36 @@ def test_trusted_proxies_take_cidrs_addresses_and_host_names():
     assert clients.trusted(parse_peer("192.0.2.7"))
     assert not clients.trusted(parse_peer("192.0.2.8"))
     with pytest.raises(ConfigError, match="AIGC_TRUSTED_PROXIES"):
-        Settings.from_env({"AIGC_TRUSTED_PROXIES": "no-such-host.invalid"})
+        Settings.from_env({"AIGC_TRUSTED_PROXIES": "not a host!"})
+
+
+def test_a_proxy_name_that_does_not_resolve_yet_is_trusted_once_it_does(monkeypatch):
+    # In compose the server starts before Envoy exists: its name resolves only later.
+    answers: list[str] = []
+
+    def getaddrinfo(name, *args, **kwargs):
+        if not answers:
+            raise socket.gaierror("no such host (yet)")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[-1], 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    clients = ClientAddresses.from_setting("envoy")  # no error at start
+    envoy = parse_peer("ipv4:172.18.0.5:4000")
+    assert not clients.trusted(envoy)  # not resolved: not trusted (the caller needs a key)
+    answers.append("172.18.0.5")
+    clients._resolved_at -= ClientAddresses.RESOLVE_EVERY_SECONDS + 1
+    assert not clients.trusted(envoy)  # this miss asks again, in a thread
+    _wait_for(lambda: clients.trusted(envoy))
+    answers.append("172.18.0.9")  # Envoy's container replaced: a new address
+    clients._resolved_at -= ClientAddresses.RESOLVE_EVERY_SECONDS + 1
+    moved = parse_peer("ipv4:172.18.0.9:4000")
+    clients.trusted(moved)
+    _wait_for(lambda: clients.trusted(moved))
+    assert not clients.trusted(envoy)  # the old address is no longer trusted
+
+
+def _wait_for(condition, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the name was not resolved again"
+        time.sleep(0.01)
