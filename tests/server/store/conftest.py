@@ -1,0 +1,30 @@
+"""Every store test runs twice: on SQLite in a temp data dir, and on a real PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from server.store import StoreSettings
+from tests.support.postgres import PostgresServer, running_postgres
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_env(request, tmp_path) -> dict[str, str]:
+    """The environment of a server (or Store) on a fresh, empty database of each kind."""
+    env = {"AIGC_DATA_DIR": str(tmp_path / "data")}
+    if request.param == "postgresql":
+        env["AIGC_DATABASE_URL"] = request.getfixturevalue("postgres").create_database()
+    return env
+
+
+@pytest.fixture
+def store_settings(store_env) -> StoreSettings:
+    return StoreSettings.from_env(store_env)
