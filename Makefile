@@ -12,7 +12,7 @@ HTTP_PORT ?= 8000
 ADMIN_PORT ?= 9901
 export PYTHONPATH := $(CURDIR):$(CURDIR)/gen/python
 
-GOOGLEAPIS_PROTOS := api/annotations api/http api/field_behavior rpc/status rpc/error_details rpc/code
+GOOGLEAPIS_PROTOS := api/annotations api/http api/field_behavior rpc/status rpc/error_details rpc/code type/money
 
 .PHONY: help
 help: ## Show this help

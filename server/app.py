@@ -102,7 +102,7 @@ async def serve(settings: Settings, observability_settings: ObservabilitySetting
     for provider in router.providers():
         await provider.start()
     gate = await _gate(settings.access)
-    servicer = AigcServicer(Engine(router, gate=gate), observability)
+    servicer = AigcServicer(Engine(router, gate=gate, prices=settings.prices), observability)
     private = f"{settings.worker_host}:{settings.worker_ports[worker]}" if worker is not None else ""
     server, port, health_servicer = create_server(
         router,

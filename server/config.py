@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from server.access.keys import KeyRing, load_keys
 from server.catalog import Catalog, load_catalog, read_config_file
 from server.envvars import ConfigError, parse_bool, setting, split_host_port
+from server.pricing import PriceBook, load_prices
+from server.store.settings import StoreSettings
 
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -191,6 +193,13 @@ class Settings:
     # Envoy serves under /openai/v1; every worker shares it (SO_REUSEPORT).
     # Off ("") unless set: `make run` sets 127.0.0.1:<gRPC port + 100>.
     openai_address: str = ""
+    # Prices per model (server/pricing/): the cost in every response's usage.
+    prices: PriceBook = dataclasses.field(default_factory=PriceBook.empty)
+    # The store and the record of every call (server/store/); from_env turns
+    # recording on by default, a Settings built in code leaves it off.
+    store: StoreSettings = dataclasses.field(
+        default_factory=lambda: StoreSettings(pathlib.Path(".aigc").absolute(), record_calls=False)
+    )
 
     @property
     def grpc_port(self) -> int:
@@ -218,6 +227,8 @@ class Settings:
         worker_ports = _worker_ports(env, workers, split_host_port(grpc_address)[1])
         path = env.get("AIGC_CONFIG", "").strip()
         keys = load_keys(read_config_file(path) if path else {}, env, path or "(no config file)")
+        local_ids = (local.model_id,) if local.enabled else ()
+        prices = load_prices(read_config_file(path) if path else {}, catalog, path, local_ids)
         _check_key_models(keys, catalog, local)
         access = AccessSettings(
             keys=keys,
@@ -240,6 +251,8 @@ class Settings:
             local=local,
             catalog=catalog,
             proxy=ProxySettings.from_env(env),
+            prices=prices,
+            store=StoreSettings.from_env(env),
         )
 
 
