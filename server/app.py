@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 import grpc
 import prometheus_client
@@ -30,6 +31,11 @@ from server.envvars import split_host_port
 from server.errors import AigcError
 from server.observability import MetricsServer, Observability, ObservabilitySettings, tracing_for
 from server.routing import Router, build_router
+from server.store.settings import StoreSettings
+
+if TYPE_CHECKING:
+    from server.store import Store
+    from server.store.recorder import CallRecorder
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +105,8 @@ async def serve(settings: Settings, observability_settings: ObservabilitySetting
     metrics_address = None if worker is not None else obs_settings.metrics_address
     metrics_server = _start_metrics(observability, metrics_address)
     router = build_router(settings)
+    # Before the providers: a store that cannot be opened stops the start-up.
+    store, recorder = await _open_store(settings.store, observability)
     for provider in router.providers():
         await provider.start()
     gate = await _gate(settings.access)
@@ -174,11 +182,37 @@ async def serve(settings: Settings, observability_settings: ObservabilitySetting
             await compat.close()
         for provider in router.providers():
             await provider.close()
+        if recorder is not None:
+            # Every call has finished by now: write their records before leaving.
+            await recorder.close(grace_seconds=settings.shutdown_grace_seconds + 5)
+        if store is not None:
+            await store.close()
         if metrics_server is not None:
             metrics_server.close()
         # Flushes the spans still batched, so the last RPCs' traces are not lost.
         await asyncio.to_thread(observability.tracing.shutdown)
     log.info("stopped")
+
+
+async def _open_store(
+    settings: StoreSettings, observability: Observability
+) -> tuple[Store | None, CallRecorder | None]:
+    """The store (migrated) and the recorder of every call, unless AIGC_RECORD_CALLS is off.
+
+    A database that is configured but cannot be reached stops the start-up:
+    serving on without recording would lose every call's record unseen.
+    """
+    if not settings.record_calls:
+        log.info("call records off (AIGC_RECORD_CALLS=false)")
+        return None, None
+    from server.store import Store
+    from server.store.recorder import CallRecorder
+
+    store = await Store.open(settings)
+    recorder = CallRecorder(store, settings, observability.metrics.registry)
+    recorder.start()
+    observability.recorder = recorder
+    return store, recorder
 
 
 async def _gate(access: AccessSettings) -> Gate:
