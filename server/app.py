@@ -23,6 +23,9 @@ from grpc_reflection.v1alpha import reflection
 from aigc.v1 import aigc_service_pb2
 from server.access.gate import Gate
 from server.access.keys import KeyRing
+from server.admin.servicer import SERVICE_NAME as ADMIN_SERVICE_NAME
+from server.admin.servicer import AdminServicer
+from server.admin.servicer import register as register_admin
 from server.api.grpc_servicer import AigcServicer, register, status_to_grpc
 from server.config import AccessSettings, Settings
 from server.core.engine import Engine
@@ -67,6 +70,7 @@ def create_server(
     observability: Observability | None = None,
     *,
     servicer: AigcServicer | None = None,
+    admin: AdminServicer | None = None,
     private_address: str = "",
     shared_port: bool = False,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
@@ -85,9 +89,13 @@ def create_server(
     interceptors = [ReflectionGuard(keys)] if keys.enabled else []
     server = grpc.aio.server(options=options, interceptors=interceptors)
     register(servicer, server)
+    services = [SERVICE_NAME]
+    if admin is not None:
+        register_admin(admin, server)
+        services.append(ADMIN_SERVICE_NAME)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection((*services, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind the gRPC server to {address}")
@@ -111,11 +119,13 @@ async def serve(settings: Settings, observability_settings: ObservabilitySetting
         await provider.start()
     gate = await _gate(settings.access)
     servicer = AigcServicer(Engine(router, gate=gate, prices=settings.prices), observability)
+    admin = AdminServicer(settings.admin_keys, gate.keys, store)
     private = f"{settings.worker_host}:{settings.worker_ports[worker]}" if worker is not None else ""
     server, port, health_servicer = create_server(
         router,
         settings.grpc_address,
         servicer=servicer,
+        admin=admin,
         private_address=private,
         shared_port=worker is not None,
     )

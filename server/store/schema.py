@@ -49,3 +49,20 @@ calls = sa.Table(
     sa.Index("ix_calls_key_name_time", "key_name", "time"),
     sa.Index("ix_calls_model_time", "model", "time"),
 )
+
+# One row per admin API call (server/admin/): who did what, and how it ended.
+admin_actions = sa.Table(
+    "admin_actions",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("time", sa.DateTime(), nullable=False),
+    # The admin key's name; NULL when the call was refused before one was known.
+    sa.Column("admin", sa.String(128)),
+    # The AdminService method, e.g. "ListCalls".
+    sa.Column("method", sa.String(64), nullable=False),
+    sa.Column("request_id", sa.String(128), nullable=False),
+    # The google.rpc.Code name and ErrorInfo reason it ended with.
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("reason", sa.String(64)),
+    sa.Index("ix_admin_actions_time", "time"),
+)

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from server.envvars import ConfigError
 from server.store import Store, StoreSettings
 from server.store.database import HEAD
-from server.store.schema import calls
+from server.store.schema import metadata
 from tests.support.processes import ROOT, python_env
 
 # Every character SQL or a shell treats specially, in every string column.
@@ -126,13 +126,14 @@ async def test_retention_deletes_only_older_calls(store_settings):
 
 
 async def test_the_schema_matches_the_tables_the_code_uses(store_settings):
-    """The migration and schema.py describe the same columns."""
+    """The migrations and schema.py describe the same tables and columns."""
     store = await Store.open(store_settings)
     try:
-        async with store.connect() as conn:
-            found = await conn.run_sync(lambda c: sa.inspect(c).get_columns("calls"))
-        columns = {column["name"] for column in found}
-        assert columns == {column.name for column in calls.columns}
+        for table in metadata.tables.values():
+            async with store.connect() as conn:
+                found = await conn.run_sync(lambda c, name=table.name: sa.inspect(c).get_columns(name))
+            expected = {column.name for column in table.columns}
+            assert {column["name"] for column in found} == expected, table.name
     finally:
         await store.close()
 
