@@ -401,6 +401,11 @@ class RpcRecord:
             m.tokens.labels(*gen_ai, "output").observe(self.usage.completion_tokens)
         if isinstance(self.error, UpstreamError):
             m.upstream_errors.labels(self.provider, self.model_label, self.error.reason).inc()
+        if self.usage is not None and self.usage.HasField("cost"):
+            cost = self.usage.cost
+            m.spend.labels(self.key_name or "", self.model_label, cost.currency_code).inc(
+                cost.units + cost.nanos / 1e9
+            )
         if self.key_name is not None:
             m.caller_requests.labels(self.key_name, code_pb2.Code.Name(self.code)).inc()
             if self.usage is not None:

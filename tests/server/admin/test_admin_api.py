@@ -324,3 +324,16 @@ def test_sql_metacharacters_in_every_string_are_just_text(env):
     usage = admin_pb.QueryUsageRequest(start_time=stamp(0), key_name=NASTY, model=NASTY, group_by=[1])
     assert not env.admin.QueryUsage(usage, metadata=ADMIN, timeout=10).groups
     assert env.admin.ListCalls(admin_pb.ListCallsRequest(), metadata=ADMIN, timeout=10).calls
+
+
+def test_prometheus_counts_spend_by_key_and_model(env):
+    metrics = httpx.get(f"http://127.0.0.1:{env.stack.metrics_port}/metrics", timeout=10).text
+    line = next(
+        line
+        for line in metrics.splitlines()
+        if line.startswith("aigc_spend_total{") and 'key="team-a"' in line and 'model="smollm2"' in line
+    )
+    assert 'currency="USD"' in line
+    spent = sum(a.usage.cost.units + a.usage.cost.nanos / 1e9 for a in env.answers)
+    assert float(line.rsplit(" ", 1)[1]) == pytest.approx(spent, rel=1e-9)
+    assert CALLER_KEY not in metrics and ADMIN_KEY not in metrics
