@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from aigc.v1 import aigc_service_pb2
 from server.access.gate import Gate
 from server.access.keys import KeyRing
+from server.admin.keys import CallerKeys
 from server.admin.servicer import SERVICE_NAME as ADMIN_SERVICE_NAME
 from server.admin.servicer import AdminServicer
 from server.admin.servicer import register as register_admin
@@ -117,9 +118,15 @@ async def serve(settings: Settings, observability_settings: ObservabilitySetting
     store, recorder = await _open_store(settings.store, observability)
     for provider in router.providers():
         await provider.start()
-    gate = await _gate(settings.access)
+    # Caller keys: the config's, plus those created through the admin API
+    # (reloaded from the store on every replica) when there is a store.
+    keys: KeyRing | CallerKeys = settings.access.keys
+    if store is not None:
+        keys = CallerKeys(settings.access.keys, store, refresh_seconds=settings.store.keys_refresh_seconds)
+        await keys.start()
+    gate = await _gate(settings.access, keys)
     servicer = AigcServicer(Engine(router, gate=gate, prices=settings.prices), observability)
-    admin = AdminServicer(settings.admin_keys, gate.keys, store)
+    admin = AdminServicer(settings.admin_keys, keys, store, router)
     private = f"{settings.worker_host}:{settings.worker_ports[worker]}" if worker is not None else ""
     server, port, health_servicer = create_server(
         router,
@@ -192,6 +199,8 @@ async def serve(settings: Settings, observability_settings: ObservabilitySetting
             await compat.close()
         for provider in router.providers():
             await provider.close()
+        if isinstance(keys, CallerKeys):
+            await keys.close()
         if recorder is not None:
             # Every call has finished by now: write their records before leaving.
             await recorder.close(grace_seconds=settings.shutdown_grace_seconds + 5)
@@ -225,9 +234,8 @@ async def _open_store(
     return store, recorder
 
 
-async def _gate(access: AccessSettings) -> Gate:
+async def _gate(access: AccessSettings, keys: KeyRing | CallerKeys) -> Gate:
     """The gate with its quota store: Redis when configured, else this process's memory."""
-    keys = access.keys
     quotas = None
     if keys.enabled and any(not key.limits.unlimited for key in keys.keys):
         if access.redis_url:

@@ -14,24 +14,30 @@ import datetime
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
-from google.protobuf import duration_pb2, timestamp_pb2
+import sqlalchemy as sa
+from google.protobuf import duration_pb2, empty_pb2, timestamp_pb2
 from google.rpc import code_pb2
 from google.type import money_pb2
 
 from aigc.v1 import admin_service_pb2 as pb
 from aigc.v1 import admin_service_pb2_grpc, generation_pb2
-from server.access.keys import KeyRing
+from server.access.keys import CallerKey, KeyRing, digest_of, new_key
 from server.admin.access import AdminKeys
+from server.admin.keys import CallerKeys, RuntimeKey, delete_key, insert_key, select_key, update_key
 from server.admin.queries import DIMENSIONS, CallFilter, page_of_calls, usage_totals
 from server.api.calls import request_id
 from server.api.grpc_servicer import status_to_grpc
 from server.errors import AigcError, InternalError, InvalidRequest
 from server.store import Store
 from server.store.schema import admin_actions
+
+if TYPE_CHECKING:
+    from server.routing import Router
 
 log = logging.getLogger("aigc.admin")
 
@@ -63,11 +69,196 @@ class StoreDisabled(AigcError):
         super().__init__("calls are not recorded here (AIGC_RECORD_CALLS=false): there is nothing to query")
 
 
+class KeyNotFound(AigcError):
+    code = code_pb2.NOT_FOUND
+    reason = "KEY_NOT_FOUND"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no key {name!r}; ListKeys shows the keys", metadata={"name": name})
+
+
+class KeyExists(AigcError):
+    code = code_pb2.ALREADY_EXISTS
+    reason = "KEY_EXISTS"
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"a key named {key_id!r} exists already", metadata={"key_id": key_id})
+
+
+class KeyReadOnly(AigcError):
+    code = code_pb2.FAILED_PRECONDITION
+    reason = "KEY_READ_ONLY"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"{name!r} comes from the server's configuration: change it there", metadata={"name": name}
+        )
+
+
+class AuthenticationOff(AigcError):
+    code = code_pb2.FAILED_PRECONDITION
+    reason = "AUTHENTICATION_OFF"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "authentication is off here (no caller keys configured, or AIGC_AUTH=off): a created key "
+            "would not be asked for; configure a key or set AIGC_AUTH=on"
+        )
+
+
 class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
-    def __init__(self, admins: AdminKeys, callers: KeyRing, store: Store | None) -> None:
+    def __init__(
+        self,
+        admins: AdminKeys,
+        callers: KeyRing | CallerKeys,
+        store: Store | None,
+        router: Router | None = None,
+    ) -> None:
         self._admins = admins
         self._callers = callers
         self._store = store
+        self._router = router
+
+    # --- keys -------------------------------------------------------------------------------------
+
+    async def CreateKey(self, request: pb.CreateKeyRequest, context: grpc.aio.ServicerContext) -> pb.Key:  # noqa: N802
+        async def run(store: Store) -> pb.Key:
+            callers = self._runtime_keys()
+            violations: dict[str, str] = {}
+            if not _KEY_ID.match(request.key_id):
+                violations["key_id"] = (
+                    "letters, digits, '_', '.', '-'; at most 64; starting with a letter or digit"
+                )
+            if not request.HasField("key"):
+                violations["key"] = "required: the key's settings ({} for none)"
+            models = self._models(list(request.key.models), "key.models", violations)
+            expire = _time(request.key, "expire_time", violations, prefix="key.")
+            if violations:
+                raise InvalidRequest(violations)
+            if not callers.enabled:
+                raise AuthenticationOff()
+            if any(key.name == request.key_id for key in callers.config.keys):
+                raise KeyExists(request.key_id)
+            secret = new_key()
+            try:
+                created = await insert_key(
+                    store, request.key_id, digest_of(secret), models, request.key.disabled, expire
+                )
+            except sa.exc.IntegrityError:
+                raise KeyExists(request.key_id) from None
+            await callers.refresh()
+            answer = _key(created)
+            answer.secret = secret
+            return answer
+
+        return await self._serve("CreateKey", context, run)
+
+    async def GetKey(self, request: pb.GetKeyRequest, context: grpc.aio.ServicerContext) -> pb.Key:  # noqa: N802
+        async def run(store: Store) -> pb.Key:
+            key_id = _key_id(request.name, "name")
+            callers = self._runtime_keys()
+            config = next((key for key in callers.config.keys if key.name == key_id), None)
+            if config is not None:
+                return _config_key(config)
+            found = await select_key(store, key_id)
+            if found is None:
+                raise KeyNotFound(request.name)
+            return _key(found)
+
+        return await self._serve("GetKey", context, run)
+
+    async def ListKeys(  # noqa: N802
+        self, request: pb.ListKeysRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListKeysResponse:
+        async def run(store: Store) -> pb.ListKeysResponse:
+            violations: dict[str, str] = {}
+            if not 0 <= request.page_size <= _MAX_PAGE_SIZE:
+                violations["page_size"] = f"from 0 (meaning {_DEFAULT_KEYS_PAGE}) to {_MAX_PAGE_SIZE}"
+            after = _read_keys_token(request.page_token, violations) if request.page_token else ""
+            if violations:
+                raise InvalidRequest(violations)
+            size = request.page_size or _DEFAULT_KEYS_PAGE
+            callers = self._runtime_keys()
+            await callers.refresh()
+            every = sorted(
+                [*(_config_key(key) for key in callers.config.keys), *(_key(key) for key in callers.runtime)],
+                key=lambda key: key.name,
+            )
+            rest = [key for key in every if key.name > after]
+            response = pb.ListKeysResponse(keys=rest[:size])
+            if len(rest) > size:
+                response.next_page_token = _keys_token(rest[size - 1].name)
+            return response
+
+        return await self._serve("ListKeys", context, run)
+
+    async def UpdateKey(self, request: pb.UpdateKeyRequest, context: grpc.aio.ServicerContext) -> pb.Key:  # noqa: N802
+        async def run(store: Store) -> pb.Key:
+            key_id = _key_id(request.key.name, "key.name")
+            violations: dict[str, str] = {}
+            paths = list(request.update_mask.paths)
+            if not paths:
+                violations["update_mask"] = f"required: the fields to change, of {', '.join(_UPDATABLE)}"
+            for path in paths:
+                if path not in _UPDATABLE:
+                    violations["update_mask"] = f"{path!r} cannot be changed; only {', '.join(_UPDATABLE)}"
+            changes: dict[str, Any] = {}
+            if "models" in paths:
+                changes["models"] = self._models(list(request.key.models), "key.models", violations)
+            if "disabled" in paths:
+                changes["disabled"] = request.key.disabled
+            if "expire_time" in paths:
+                changes["expire_time"] = _time(request.key, "expire_time", violations, prefix="key.")
+            if violations:
+                raise InvalidRequest(violations)
+            callers = self._runtime_keys()
+            if any(key.name == key_id for key in callers.config.keys):
+                raise KeyReadOnly(request.key.name)
+            updated = await update_key(store, key_id, changes)
+            if updated is None:
+                raise KeyNotFound(request.key.name)
+            await callers.refresh()
+            return _key(updated)
+
+        return await self._serve("UpdateKey", context, run)
+
+    async def DeleteKey(  # noqa: N802
+        self, request: pb.DeleteKeyRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        async def run(store: Store) -> empty_pb2.Empty:
+            key_id = _key_id(request.name, "name")
+            callers = self._runtime_keys()
+            if any(key.name == key_id for key in callers.config.keys):
+                raise KeyReadOnly(request.name)
+            if not await delete_key(store, key_id):
+                raise KeyNotFound(request.name)
+            await callers.refresh()
+            return empty_pb2.Empty()
+
+        return await self._serve("DeleteKey", context, run)
+
+    def _runtime_keys(self) -> CallerKeys:
+        if not isinstance(self._callers, CallerKeys):
+            raise StoreDisabled()
+        return self._callers
+
+    def _models(self, names: list[str], field: str, violations: dict[str, str]) -> list[str] | None:
+        """The key's models, each one this server serves; None for every model."""
+        if len(names) > _MAX_MODELS:
+            violations[field] = f"at most {_MAX_MODELS} models"
+            return None
+        for index, name in enumerate(names):
+            if not name or len(name) > _MAX_TEXT:
+                violations[f"{field}[{index}]"] = f"a model id of 1 to {_MAX_TEXT} characters"
+                continue
+            if self._router is not None:
+                try:
+                    self._router.resolve(name)
+                except AigcError:
+                    violations[f"{field}[{index}]"] = "not a model this server serves (see ListModels)"
+        return sorted(set(names)) or None
+
+    # --- calls and usage --------------------------------------------------------------------------
 
     async def ListCalls(  # noqa: N802 - gRPC method names
         self, request: pb.ListCallsRequest, context: grpc.aio.ServicerContext
@@ -207,12 +398,12 @@ def _text(value: str, field: str, violations: dict[str, str]) -> None:
         violations[field] = f"at most {_MAX_TEXT} characters"
 
 
-def _time(request: Any, field: str, violations: dict[str, str]) -> datetime.datetime | None:
+def _time(request: Any, field: str, violations: dict[str, str], prefix: str = "") -> datetime.datetime | None:
     if not request.HasField(field):
         return None
     stamp: timestamp_pb2.Timestamp = getattr(request, field)
     if not (_MIN_SECONDS <= stamp.seconds <= _MAX_SECONDS and 0 <= stamp.nanos < 1_000_000_000):
-        violations[field] = "a time between years 1 and 9999 (RFC 3339, e.g. 2026-12-01T00:00:00Z)"
+        violations[prefix + field] = "a time between years 1 and 9999 (RFC 3339, e.g. 2026-12-01T00:00:00Z)"
         return None
     return stamp.ToDatetime()  # naive UTC, as the store keeps times
 
@@ -317,6 +508,52 @@ def _duration_ms(ms: float) -> duration_pb2.Duration:
 def _money(nanos: int, currency: str) -> money_pb2.Money:
     units, rest = divmod(nanos, 1_000_000_000)
     return money_pb2.Money(currency_code=currency, units=units, nanos=rest)
+
+
+_KEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_UPDATABLE = ("models", "disabled", "expire_time")
+_DEFAULT_KEYS_PAGE = 100
+_MAX_MODELS = 100
+
+
+def _key_id(name: str, field: str) -> str:
+    prefix, _, key_id = name.partition("/")
+    if prefix != "keys" or not _KEY_ID.match(key_id):
+        raise InvalidRequest({field: "a key's resource name: keys/{key_id}"})
+    return key_id
+
+
+def _keys_token(last: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": last}).encode()).decode().rstrip("=")
+
+
+def _read_keys_token(token: str, violations: dict[str, str]) -> str:
+    try:
+        after = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))["after"]
+    except (binascii.Error, ValueError, TypeError, KeyError):
+        after = None
+    if not isinstance(after, str) or not after.startswith("keys/"):
+        violations["page_token"] = "not a next_page_token of ListKeys"
+        return ""
+    return after
+
+
+def _key(key: RuntimeKey) -> pb.Key:
+    answer = pb.Key(
+        name=f"keys/{key.id}",
+        models=sorted(key.models or ()),
+        disabled=key.disabled,
+        create_time=_timestamp(key.create_time),
+        update_time=_timestamp(key.update_time),
+        source=pb.KEY_SOURCE_RUNTIME,
+    )
+    if key.expire_time is not None:
+        answer.expire_time.CopyFrom(_timestamp(key.expire_time))
+    return answer
+
+
+def _config_key(key: CallerKey) -> pb.Key:
+    return pb.Key(name=f"keys/{key.name}", models=sorted(key.models or ()), source=pb.KEY_SOURCE_CONFIG)
 
 
 def register(servicer: AdminServicer, server: grpc.aio.Server) -> None:

@@ -66,3 +66,19 @@ admin_actions = sa.Table(
     sa.Column("reason", sa.String(64)),
     sa.Index("ix_admin_actions_time", "time"),
 )
+
+# Caller keys created through the admin API (server/admin/keys.py); config-file keys are not here.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    # The key id (`keys/{id}`): the name in logs, metrics and call records.
+    sa.Column("id", sa.String(64), primary_key=True),
+    # SHA-256 of the secret, hex; the secret itself is never stored.
+    sa.Column("sha256", sa.String(64), nullable=False, unique=True),
+    # JSON list of model ids; NULL: every model.
+    sa.Column("models", sa.Text()),
+    sa.Column("disabled", sa.Boolean(), nullable=False),
+    sa.Column("expire_time", sa.DateTime()),
+    sa.Column("create_time", sa.DateTime(), nullable=False),
+    sa.Column("update_time", sa.DateTime(), nullable=False),
+)

@@ -11,6 +11,8 @@ AIGC_RECORD_FLUSH_SECONDS  the longest a finished call waits to be written (defa
 AIGC_RECORD_MAX_PENDING    rows kept in memory while the database is slow or down
                            (default 10000); beyond it new rows are dropped and counted
 AIGC_CALL_RETENTION_DAYS   delete recorded calls older than this (default 90; 0 keeps all)
+AIGC_KEYS_REFRESH_SECONDS  how often each replica reloads the keys created through the
+                           admin API (default 2)
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class StoreSettings:
     flush_seconds: float = 1.0
     max_pending: int = 10_000
     retention_days: float = 90.0
+    keys_refresh_seconds: float = 2.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StoreSettings:
@@ -52,6 +55,7 @@ class StoreSettings:
             flush_seconds=setting(env, "AIGC_RECORD_FLUSH_SECONDS", 1.0, _positive_float),
             max_pending=setting(env, "AIGC_RECORD_MAX_PENDING", 10_000, _positive_int),
             retention_days=setting(env, "AIGC_CALL_RETENTION_DAYS", 90.0, _non_negative_float),
+            keys_refresh_seconds=setting(env, "AIGC_KEYS_REFRESH_SECONDS", 2.0, _positive_float),
         )
 
     @property

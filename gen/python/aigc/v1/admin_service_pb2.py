@@ -26,11 +26,13 @@ from aigc.v1 import generation_pb2 as aigc_dot_v1_dot_generation__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.type import money_pb2 as google_dot_type_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61igc/v1/admin_service.proto\x12\x07\x61igc.v1\x1a\x18\x61igc/v1/generation.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"\x80\x05\n\x04\x43\x61ll\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x04name\x12#\n\nrequest_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\trequestId\x12\x41\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ncreateTime\x12\x1f\n\x08key_name\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03R\x07keyName\x12\x1a\n\x05model\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03R\x05model\x12 \n\x08provider\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03R\x08provider\x12\x1e\n\x07surface\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03R\x07surface\x12\x1c\n\x06method\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03R\x06method\x12\x1c\n\x06status\x18\t \x01(\tB\x04\xe2\x41\x01\x03R\x06status\x12\x1c\n\x06reason\x18\n \x01(\tB\x04\xe2\x41\x01\x03R\x06reason\x12*\n\x05usage\x18\x0b \x01(\x0b\x32\x0e.aigc.v1.UsageB\x04\xe2\x41\x01\x03R\x05usage\x12\x39\n\x07latency\x18\x0c \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03R\x07latency\x12N\n\x13time_to_first_token\x18\r \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03R\x10timeToFirstToken\x12\x1e\n\x07retries\x18\x0e \x01(\x05\x42\x04\xe2\x41\x01\x03R\x07retries\x12\"\n\tfallbacks\x18\x0f \x03(\tB\x04\xe2\x41\x01\x03R\tfallbacks\x12\"\n\tcancelled\x18\x10 \x01(\x08\x42\x04\xe2\x41\x01\x03R\tcancelled\"\xb3\x02\n\x10ListCallsRequest\x12!\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01R\x08pageSize\x12#\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01R\tpageToken\x12\x1f\n\x08key_name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01R\x07keyName\x12\x1a\n\x05model\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01R\x05model\x12\x1c\n\x06status\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01R\x06status\x12?\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01R\tstartTime\x12;\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01R\x07\x65ndTime\"`\n\x11ListCallsResponse\x12#\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\r.aigc.v1.CallR\x05\x63\x61lls\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x88\x02\n\x11QueryUsageRequest\x12?\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02R\tstartTime\x12;\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01R\x07\x65ndTime\x12\x38\n\x08group_by\x18\x03 \x03(\x0e\x32\x17.aigc.v1.UsageDimensionB\x04\xe2\x41\x01\x01R\x07groupBy\x12\x1f\n\x08key_name\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01R\x07keyName\x12\x1a\n\x05model\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01R\x05model\"\x90\x05\n\nUsageGroup\x12\x1f\n\x08key_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x07keyName\x12\x1a\n\x05model\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\x05model\x12 \n\x08provider\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03R\x08provider\x12\x1e\n\x07surface\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03R\x07surface\x12\x16\n\x03\x64\x61y\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03R\x03\x64\x61y\x12\x1a\n\x05\x63\x61lls\x18\x06 \x01(\x03\x42\x04\xe2\x41\x01\x03R\x05\x63\x61lls\x12\x1c\n\x06\x65rrors\x18\x07 \x01(\x03\x42\x04\xe2\x41\x01\x03R\x06\x65rrors\x12\x34\n\x13\x63\x61lls_without_usage\x18\x08 \x01(\x03\x42\x04\xe2\x41\x01\x03R\x11\x63\x61llsWithoutUsage\x12)\n\rprompt_tokens\x18\t \x01(\x03\x42\x04\xe2\x41\x01\x03R\x0cpromptTokens\x12\x31\n\x11\x63ompletion_tokens\x18\n \x01(\x03\x42\x04\xe2\x41\x01\x03R\x10\x63ompletionTokens\x12/\n\x10reasoning_tokens\x18\x0b \x01(\x03\x42\x04\xe2\x41\x01\x03R\x0freasoningTokens\x12\x36\n\x14\x63\x61\x63hed_prompt_tokens\x18\x0c \x01(\x03\x42\x04\xe2\x41\x01\x03R\x12\x63\x61\x63hedPromptTokens\x12.\n\x05\x63osts\x18\r \x03(\x0b\x32\x12.google.type.MoneyB\x04\xe2\x41\x01\x03R\x05\x63osts\x12\x42\n\x0cmean_latency\x18\x0e \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03R\x0bmeanLatency\x12@\n\x0bmax_latency\x18\x0f \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03R\nmaxLatency\"A\n\x12QueryUsageResponse\x12+\n\x06groups\x18\x01 \x03(\x0b\x32\x13.aigc.v1.UsageGroupR\x06groups*\xb9\x01\n\x0eUsageDimension\x12\x1f\n\x1bUSAGE_DIMENSION_UNSPECIFIED\x10\x00\x12\x17\n\x13USAGE_DIMENSION_KEY\x10\x01\x12\x19\n\x15USAGE_DIMENSION_MODEL\x10\x02\x12\x1c\n\x18USAGE_DIMENSION_PROVIDER\x10\x03\x12\x1b\n\x17USAGE_DIMENSION_SURFACE\x10\x04\x12\x17\n\x13USAGE_DIMENSION_DAY\x10\x05\x32\xc8\x01\n\x0c\x41\x64minService\x12U\n\tListCalls\x12\x19.aigc.v1.ListCallsRequest\x1a\x1a.aigc.v1.ListCallsResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/calls\x12\x61\n\nQueryUsage\x12\x1a.aigc.v1.QueryUsageRequest\x1a\x1b.aigc.v1.QueryUsageResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/usage:query:\x01*B2\n\x0b\x63om.aigc.v1B\x11\x41\x64minServiceProtoP\x01Z\x0e\x61igc/v1;aigcv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61igc/v1/admin_service.proto\x12\x07\x61igc.v1\x1a\x18\x61igc/v1/generation.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"\x80\x05\n\x04\x43\x61ll\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x04name\x12#\n\nrequest_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\trequestId\x12\x41\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ncreateTime\x12\x1f\n\x08key_name\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03R\x07keyName\x12\x1a\n\x05model\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03R\x05model\x12 \n\x08provider\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03R\x08provider\x12\x1e\n\x07surface\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03R\x07surface\x12\x1c\n\x06method\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03R\x06method\x12\x1c\n\x06status\x18\t \x01(\tB\x04\xe2\x41\x01\x03R\x06status\x12\x1c\n\x06reason\x18\n \x01(\tB\x04\xe2\x41\x01\x03R\x06reason\x12*\n\x05usage\x18\x0b \x01(\x0b\x32\x0e.aigc.v1.UsageB\x04\xe2\x41\x01\x03R\x05usage\x12\x39\n\x07latency\x18\x0c \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03R\x07latency\x12N\n\x13time_to_first_token\x18\r \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03R\x10timeToFirstToken\x12\x1e\n\x07retries\x18\x0e \x01(\x05\x42\x04\xe2\x41\x01\x03R\x07retries\x12\"\n\tfallbacks\x18\x0f \x03(\tB\x04\xe2\x41\x01\x03R\tfallbacks\x12\"\n\tcancelled\x18\x10 \x01(\x08\x42\x04\xe2\x41\x01\x03R\tcancelled\"\xb3\x02\n\x10ListCallsRequest\x12!\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01R\x08pageSize\x12#\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01R\tpageToken\x12\x1f\n\x08key_name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01R\x07keyName\x12\x1a\n\x05model\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01R\x05model\x12\x1c\n\x06status\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01R\x06status\x12?\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01R\tstartTime\x12;\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01R\x07\x65ndTime\"`\n\x11ListCallsResponse\x12#\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\r.aigc.v1.CallR\x05\x63\x61lls\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x88\x02\n\x11QueryUsageRequest\x12?\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02R\tstartTime\x12;\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01R\x07\x65ndTime\x12\x38\n\x08group_by\x18\x03 \x03(\x0e\x32\x17.aigc.v1.UsageDimensionB\x04\xe2\x41\x01\x01R\x07groupBy\x12\x1f\n\x08key_name\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01R\x07keyName\x12\x1a\n\x05model\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01R\x05model\"\x90\x05\n\nUsageGroup\x12\x1f\n\x08key_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x07keyName\x12\x1a\n\x05model\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\x05model\x12 \n\x08provider\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03R\x08provider\x12\x1e\n\x07surface\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03R\x07surface\x12\x16\n\x03\x64\x61y\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03R\x03\x64\x61y\x12\x1a\n\x05\x63\x61lls\x18\x06 \x01(\x03\x42\x04\xe2\x41\x01\x03R\x05\x63\x61lls\x12\x1c\n\x06\x65rrors\x18\x07 \x01(\x03\x42\x04\xe2\x41\x01\x03R\x06\x65rrors\x12\x34\n\x13\x63\x61lls_without_usage\x18\x08 \x01(\x03\x42\x04\xe2\x41\x01\x03R\x11\x63\x61llsWithoutUsage\x12)\n\rprompt_tokens\x18\t \x01(\x03\x42\x04\xe2\x41\x01\x03R\x0cpromptTokens\x12\x31\n\x11\x63ompletion_tokens\x18\n \x01(\x03\x42\x04\xe2\x41\x01\x03R\x10\x63ompletionTokens\x12/\n\x10reasoning_tokens\x18\x0b \x01(\x03\x42\x04\xe2\x41\x01\x03R\x0freasoningTokens\x12\x36\n\x14\x63\x61\x63hed_prompt_tokens\x18\x0c \x01(\x03\x42\x04\xe2\x41\x01\x03R\x12\x63\x61\x63hedPromptTokens\x12.\n\x05\x63osts\x18\r \x03(\x0b\x32\x12.google.type.MoneyB\x04\xe2\x41\x01\x03R\x05\x63osts\x12\x42\n\x0cmean_latency\x18\x0e \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03R\x0bmeanLatency\x12@\n\x0bmax_latency\x18\x0f \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03R\nmaxLatency\"A\n\x12QueryUsageResponse\x12+\n\x06groups\x18\x01 \x03(\x0b\x32\x13.aigc.v1.UsageGroupR\x06groups\"\xf8\x02\n\x03Key\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08R\x04name\x12\x1c\n\x06secret\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\x06secret\x12\x1c\n\x06models\x18\x03 \x03(\tB\x04\xe2\x41\x01\x01R\x06models\x12 \n\x08\x64isabled\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01R\x08\x64isabled\x12\x41\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01R\nexpireTime\x12\x41\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ncreateTime\x12\x41\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\nupdateTime\x12\x30\n\x06source\x18\x08 \x01(\x0e\x32\x12.aigc.v1.KeySourceB\x04\xe2\x41\x01\x03R\x06source\"U\n\x10\x43reateKeyRequest\x12\x1b\n\x06key_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x05keyId\x12$\n\x03key\x18\x02 \x01(\x0b\x32\x0c.aigc.v1.KeyB\x04\xe2\x41\x01\x02R\x03key\")\n\rGetKeyRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name\"Y\n\x0fListKeysRequest\x12!\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01R\x08pageSize\x12#\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01R\tpageToken\"\\\n\x10ListKeysResponse\x12 \n\x04keys\x18\x01 \x03(\x0b\x32\x0c.aigc.v1.KeyR\x04keys\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"{\n\x10UpdateKeyRequest\x12$\n\x03key\x18\x01 \x01(\x0b\x32\x0c.aigc.v1.KeyB\x04\xe2\x41\x01\x02R\x03key\x12\x41\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02R\nupdateMask\",\n\x10\x44\x65leteKeyRequest\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x04name*\xb9\x01\n\x0eUsageDimension\x12\x1f\n\x1bUSAGE_DIMENSION_UNSPECIFIED\x10\x00\x12\x17\n\x13USAGE_DIMENSION_KEY\x10\x01\x12\x19\n\x15USAGE_DIMENSION_MODEL\x10\x02\x12\x1c\n\x18USAGE_DIMENSION_PROVIDER\x10\x03\x12\x1b\n\x17USAGE_DIMENSION_SURFACE\x10\x04\x12\x17\n\x13USAGE_DIMENSION_DAY\x10\x05*V\n\tKeySource\x12\x1a\n\x16KEY_SOURCE_UNSPECIFIED\x10\x00\x12\x15\n\x11KEY_SOURCE_CONFIG\x10\x01\x12\x16\n\x12KEY_SOURCE_RUNTIME\x10\x02\x32\xe8\x04\n\x0c\x41\x64minService\x12K\n\tCreateKey\x12\x19.aigc.v1.CreateKeyRequest\x1a\x0c.aigc.v1.Key\"\x15\x82\xd3\xe4\x93\x02\x0f\"\x08/v1/keys:\x03key\x12I\n\x06GetKey\x12\x16.aigc.v1.GetKeyRequest\x1a\x0c.aigc.v1.Key\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/{name=keys/*}\x12Q\n\x08ListKeys\x12\x18.aigc.v1.ListKeysRequest\x1a\x19.aigc.v1.ListKeysResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/keys\x12X\n\tUpdateKey\x12\x19.aigc.v1.UpdateKeyRequest\x1a\x0c.aigc.v1.Key\"\"\x82\xd3\xe4\x93\x02\x1c\x32\x15/v1/{key.name=keys/*}:\x03key\x12Y\n\tDeleteKey\x12\x19.aigc.v1.DeleteKeyRequest\x1a\x16.google.protobuf.Empty\"\x19\x82\xd3\xe4\x93\x02\x13*\x11/v1/{name=keys/*}\x12U\n\tListCalls\x12\x19.aigc.v1.ListCallsRequest\x1a\x1a.aigc.v1.ListCallsResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/calls\x12\x61\n\nQueryUsage\x12\x1a.aigc.v1.QueryUsageRequest\x1a\x1b.aigc.v1.QueryUsageResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/usage:query:\x01*B2\n\x0b\x63om.aigc.v1B\x11\x41\x64minServiceProtoP\x01Z\x0e\x61igc/v1;aigcv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -124,24 +126,82 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USAGEGROUP'].fields_by_name['mean_latency']._serialized_options = b'\342A\001\003'
   _globals['_USAGEGROUP'].fields_by_name['max_latency']._loaded_options = None
   _globals['_USAGEGROUP'].fields_by_name['max_latency']._serialized_options = b'\342A\001\003'
+  _globals['_KEY'].fields_by_name['name']._loaded_options = None
+  _globals['_KEY'].fields_by_name['name']._serialized_options = b'\342A\001\010'
+  _globals['_KEY'].fields_by_name['secret']._loaded_options = None
+  _globals['_KEY'].fields_by_name['secret']._serialized_options = b'\342A\001\003'
+  _globals['_KEY'].fields_by_name['models']._loaded_options = None
+  _globals['_KEY'].fields_by_name['models']._serialized_options = b'\342A\001\001'
+  _globals['_KEY'].fields_by_name['disabled']._loaded_options = None
+  _globals['_KEY'].fields_by_name['disabled']._serialized_options = b'\342A\001\001'
+  _globals['_KEY'].fields_by_name['expire_time']._loaded_options = None
+  _globals['_KEY'].fields_by_name['expire_time']._serialized_options = b'\342A\001\001'
+  _globals['_KEY'].fields_by_name['create_time']._loaded_options = None
+  _globals['_KEY'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_KEY'].fields_by_name['update_time']._loaded_options = None
+  _globals['_KEY'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
+  _globals['_KEY'].fields_by_name['source']._loaded_options = None
+  _globals['_KEY'].fields_by_name['source']._serialized_options = b'\342A\001\003'
+  _globals['_CREATEKEYREQUEST'].fields_by_name['key_id']._loaded_options = None
+  _globals['_CREATEKEYREQUEST'].fields_by_name['key_id']._serialized_options = b'\342A\001\002'
+  _globals['_CREATEKEYREQUEST'].fields_by_name['key']._loaded_options = None
+  _globals['_CREATEKEYREQUEST'].fields_by_name['key']._serialized_options = b'\342A\001\002'
+  _globals['_GETKEYREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_GETKEYREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_LISTKEYSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTKEYSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
+  _globals['_LISTKEYSREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTKEYSREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
+  _globals['_UPDATEKEYREQUEST'].fields_by_name['key']._loaded_options = None
+  _globals['_UPDATEKEYREQUEST'].fields_by_name['key']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEKEYREQUEST'].fields_by_name['update_mask']._loaded_options = None
+  _globals['_UPDATEKEYREQUEST'].fields_by_name['update_mask']._serialized_options = b'\342A\001\002'
+  _globals['_DELETEKEYREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_DELETEKEYREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_ADMINSERVICE'].methods_by_name['CreateKey']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['CreateKey']._serialized_options = b'\202\323\344\223\002\017\"\010/v1/keys:\003key'
+  _globals['_ADMINSERVICE'].methods_by_name['GetKey']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['GetKey']._serialized_options = b'\202\323\344\223\002\023\022\021/v1/{name=keys/*}'
+  _globals['_ADMINSERVICE'].methods_by_name['ListKeys']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['ListKeys']._serialized_options = b'\202\323\344\223\002\n\022\010/v1/keys'
+  _globals['_ADMINSERVICE'].methods_by_name['UpdateKey']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['UpdateKey']._serialized_options = b'\202\323\344\223\002\0342\025/v1/{key.name=keys/*}:\003key'
+  _globals['_ADMINSERVICE'].methods_by_name['DeleteKey']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['DeleteKey']._serialized_options = b'\202\323\344\223\002\023*\021/v1/{name=keys/*}'
   _globals['_ADMINSERVICE'].methods_by_name['ListCalls']._loaded_options = None
   _globals['_ADMINSERVICE'].methods_by_name['ListCalls']._serialized_options = b'\202\323\344\223\002\013\022\t/v1/calls'
   _globals['_ADMINSERVICE'].methods_by_name['QueryUsage']._loaded_options = None
   _globals['_ADMINSERVICE'].methods_by_name['QueryUsage']._serialized_options = b'\202\323\344\223\002\024\"\017/v1/usage:query:\001*'
-  _globals['_USAGEDIMENSION']._serialized_start=2264
-  _globals['_USAGEDIMENSION']._serialized_end=2449
-  _globals['_CALL']._serialized_start=220
-  _globals['_CALL']._serialized_end=860
-  _globals['_LISTCALLSREQUEST']._serialized_start=863
-  _globals['_LISTCALLSREQUEST']._serialized_end=1170
-  _globals['_LISTCALLSRESPONSE']._serialized_start=1172
-  _globals['_LISTCALLSRESPONSE']._serialized_end=1268
-  _globals['_QUERYUSAGEREQUEST']._serialized_start=1271
-  _globals['_QUERYUSAGEREQUEST']._serialized_end=1535
-  _globals['_USAGEGROUP']._serialized_start=1538
-  _globals['_USAGEGROUP']._serialized_end=2194
-  _globals['_QUERYUSAGERESPONSE']._serialized_start=2196
-  _globals['_QUERYUSAGERESPONSE']._serialized_end=2261
-  _globals['_ADMINSERVICE']._serialized_start=2452
-  _globals['_ADMINSERVICE']._serialized_end=2652
+  _globals['_USAGEDIMENSION']._serialized_start=3192
+  _globals['_USAGEDIMENSION']._serialized_end=3377
+  _globals['_KEYSOURCE']._serialized_start=3379
+  _globals['_KEYSOURCE']._serialized_end=3465
+  _globals['_CALL']._serialized_start=283
+  _globals['_CALL']._serialized_end=923
+  _globals['_LISTCALLSREQUEST']._serialized_start=926
+  _globals['_LISTCALLSREQUEST']._serialized_end=1233
+  _globals['_LISTCALLSRESPONSE']._serialized_start=1235
+  _globals['_LISTCALLSRESPONSE']._serialized_end=1331
+  _globals['_QUERYUSAGEREQUEST']._serialized_start=1334
+  _globals['_QUERYUSAGEREQUEST']._serialized_end=1598
+  _globals['_USAGEGROUP']._serialized_start=1601
+  _globals['_USAGEGROUP']._serialized_end=2257
+  _globals['_QUERYUSAGERESPONSE']._serialized_start=2259
+  _globals['_QUERYUSAGERESPONSE']._serialized_end=2324
+  _globals['_KEY']._serialized_start=2327
+  _globals['_KEY']._serialized_end=2703
+  _globals['_CREATEKEYREQUEST']._serialized_start=2705
+  _globals['_CREATEKEYREQUEST']._serialized_end=2790
+  _globals['_GETKEYREQUEST']._serialized_start=2792
+  _globals['_GETKEYREQUEST']._serialized_end=2833
+  _globals['_LISTKEYSREQUEST']._serialized_start=2835
+  _globals['_LISTKEYSREQUEST']._serialized_end=2924
+  _globals['_LISTKEYSRESPONSE']._serialized_start=2926
+  _globals['_LISTKEYSRESPONSE']._serialized_end=3018
+  _globals['_UPDATEKEYREQUEST']._serialized_start=3020
+  _globals['_UPDATEKEYREQUEST']._serialized_end=3143
+  _globals['_DELETEKEYREQUEST']._serialized_start=3145
+  _globals['_DELETEKEYREQUEST']._serialized_end=3189
+  _globals['_ADMINSERVICE']._serialized_start=3468
+  _globals['_ADMINSERVICE']._serialized_end=4084
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,8 @@ from aigc.v1 import generation_pb2 as _generation_pb2
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import empty_pb2 as _empty_pb2
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.type import money_pb2 as _money_pb2
 from google.protobuf.internal import containers as _containers
@@ -23,12 +25,21 @@ class UsageDimension(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     USAGE_DIMENSION_PROVIDER: _ClassVar[UsageDimension]
     USAGE_DIMENSION_SURFACE: _ClassVar[UsageDimension]
     USAGE_DIMENSION_DAY: _ClassVar[UsageDimension]
+
+class KeySource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    KEY_SOURCE_UNSPECIFIED: _ClassVar[KeySource]
+    KEY_SOURCE_CONFIG: _ClassVar[KeySource]
+    KEY_SOURCE_RUNTIME: _ClassVar[KeySource]
 USAGE_DIMENSION_UNSPECIFIED: UsageDimension
 USAGE_DIMENSION_KEY: UsageDimension
 USAGE_DIMENSION_MODEL: UsageDimension
 USAGE_DIMENSION_PROVIDER: UsageDimension
 USAGE_DIMENSION_SURFACE: UsageDimension
 USAGE_DIMENSION_DAY: UsageDimension
+KEY_SOURCE_UNSPECIFIED: KeySource
+KEY_SOURCE_CONFIG: KeySource
+KEY_SOURCE_RUNTIME: KeySource
 
 class Call(_message.Message):
     __slots__ = ("name", "request_id", "create_time", "key_name", "model", "provider", "surface", "method", "status", "reason", "usage", "latency", "time_to_first_token", "retries", "fallbacks", "cancelled")
@@ -145,3 +156,67 @@ class QueryUsageResponse(_message.Message):
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     groups: _containers.RepeatedCompositeFieldContainer[UsageGroup]
     def __init__(self, groups: _Optional[_Iterable[_Union[UsageGroup, _Mapping]]] = ...) -> None: ...
+
+class Key(_message.Message):
+    __slots__ = ("name", "secret", "models", "disabled", "expire_time", "create_time", "update_time", "source")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    DISABLED_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    secret: str
+    models: _containers.RepeatedScalarFieldContainer[str]
+    disabled: bool
+    expire_time: _timestamp_pb2.Timestamp
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    source: KeySource
+    def __init__(self, name: _Optional[str] = ..., secret: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., disabled: _Optional[bool] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[_Union[KeySource, str]] = ...) -> None: ...
+
+class CreateKeyRequest(_message.Message):
+    __slots__ = ("key_id", "key")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    key: Key
+    def __init__(self, key_id: _Optional[str] = ..., key: _Optional[_Union[Key, _Mapping]] = ...) -> None: ...
+
+class GetKeyRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListKeysRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListKeysResponse(_message.Message):
+    __slots__ = ("keys", "next_page_token")
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[Key]
+    next_page_token: str
+    def __init__(self, keys: _Optional[_Iterable[_Union[Key, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateKeyRequest(_message.Message):
+    __slots__ = ("key", "update_mask")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    key: Key
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, key: _Optional[_Union[Key, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class DeleteKeyRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...

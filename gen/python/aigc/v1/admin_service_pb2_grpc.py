@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from aigc.v1 import admin_service_pb2 as aigc_dot_v1_dot_admin__service__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -26,7 +27,8 @@ if _version_not_supported:
 
 
 class AdminServiceStub:
-    """The operator's API: the record of every call and what the calls used.
+    """The operator's API: caller keys, the record of every call and what the
+    calls used.
 
     Only admin keys may call it (`authorization: Bearer <admin key>`; the
     server's AIGC_ADMIN_KEYS). A caller key is refused with PERMISSION_DENIED
@@ -42,6 +44,31 @@ class AdminServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.CreateKey = channel.unary_unary(
+                '/aigc.v1.AdminService/CreateKey',
+                request_serializer=aigc_dot_v1_dot_admin__service__pb2.CreateKeyRequest.SerializeToString,
+                response_deserializer=aigc_dot_v1_dot_admin__service__pb2.Key.FromString,
+                _registered_method=True)
+        self.GetKey = channel.unary_unary(
+                '/aigc.v1.AdminService/GetKey',
+                request_serializer=aigc_dot_v1_dot_admin__service__pb2.GetKeyRequest.SerializeToString,
+                response_deserializer=aigc_dot_v1_dot_admin__service__pb2.Key.FromString,
+                _registered_method=True)
+        self.ListKeys = channel.unary_unary(
+                '/aigc.v1.AdminService/ListKeys',
+                request_serializer=aigc_dot_v1_dot_admin__service__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=aigc_dot_v1_dot_admin__service__pb2.ListKeysResponse.FromString,
+                _registered_method=True)
+        self.UpdateKey = channel.unary_unary(
+                '/aigc.v1.AdminService/UpdateKey',
+                request_serializer=aigc_dot_v1_dot_admin__service__pb2.UpdateKeyRequest.SerializeToString,
+                response_deserializer=aigc_dot_v1_dot_admin__service__pb2.Key.FromString,
+                _registered_method=True)
+        self.DeleteKey = channel.unary_unary(
+                '/aigc.v1.AdminService/DeleteKey',
+                request_serializer=aigc_dot_v1_dot_admin__service__pb2.DeleteKeyRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
         self.ListCalls = channel.unary_unary(
                 '/aigc.v1.AdminService/ListCalls',
                 request_serializer=aigc_dot_v1_dot_admin__service__pb2.ListCallsRequest.SerializeToString,
@@ -55,7 +82,8 @@ class AdminServiceStub:
 
 
 class AdminServiceServicer:
-    """The operator's API: the record of every call and what the calls used.
+    """The operator's API: caller keys, the record of every call and what the
+    calls used.
 
     Only admin keys may call it (`authorization: Bearer <admin key>`; the
     server's AIGC_ADMIN_KEYS). A caller key is refused with PERMISSION_DENIED
@@ -64,6 +92,46 @@ class AdminServiceServicer:
     (`ADMIN_API_DISABLED`). Every admin call is recorded with the admin key's
     name.
     """
+
+    def CreateKey(self, request, context):
+        """Creates a caller key. The response holds its secret - the only time it
+        is shown: only its SHA-256 is stored. Every replica accepts it within
+        seconds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetKey(self, request, context):
+        """Gets a caller key (never its secret).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeys(self, request, context):
+        """Lists the caller keys - those of the config file (read-only) and those
+        created here - by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateKey(self, request, context):
+        """Changes a created key's models, disabled flag or expiry; every replica
+        applies it within seconds. Keys from the config file are read-only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteKey(self, request, context):
+        """Revokes (deletes) a created key; every replica refuses it within
+        seconds. Keys from the config file are read-only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def ListCalls(self, request, context):
         """Lists recorded calls, newest first, a page at a time.
@@ -83,6 +151,31 @@ class AdminServiceServicer:
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'CreateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateKey,
+                    request_deserializer=aigc_dot_v1_dot_admin__service__pb2.CreateKeyRequest.FromString,
+                    response_serializer=aigc_dot_v1_dot_admin__service__pb2.Key.SerializeToString,
+            ),
+            'GetKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetKey,
+                    request_deserializer=aigc_dot_v1_dot_admin__service__pb2.GetKeyRequest.FromString,
+                    response_serializer=aigc_dot_v1_dot_admin__service__pb2.Key.SerializeToString,
+            ),
+            'ListKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeys,
+                    request_deserializer=aigc_dot_v1_dot_admin__service__pb2.ListKeysRequest.FromString,
+                    response_serializer=aigc_dot_v1_dot_admin__service__pb2.ListKeysResponse.SerializeToString,
+            ),
+            'UpdateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateKey,
+                    request_deserializer=aigc_dot_v1_dot_admin__service__pb2.UpdateKeyRequest.FromString,
+                    response_serializer=aigc_dot_v1_dot_admin__service__pb2.Key.SerializeToString,
+            ),
+            'DeleteKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteKey,
+                    request_deserializer=aigc_dot_v1_dot_admin__service__pb2.DeleteKeyRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
             'ListCalls': grpc.unary_unary_rpc_method_handler(
                     servicer.ListCalls,
                     request_deserializer=aigc_dot_v1_dot_admin__service__pb2.ListCallsRequest.FromString,
@@ -102,7 +195,8 @@ def add_AdminServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AdminService:
-    """The operator's API: the record of every call and what the calls used.
+    """The operator's API: caller keys, the record of every call and what the
+    calls used.
 
     Only admin keys may call it (`authorization: Bearer <admin key>`; the
     server's AIGC_ADMIN_KEYS). A caller key is refused with PERMISSION_DENIED
@@ -111,6 +205,141 @@ class AdminService:
     (`ADMIN_API_DISABLED`). Every admin call is recorded with the admin key's
     name.
     """
+
+    @staticmethod
+    def CreateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aigc.v1.AdminService/CreateKey',
+            aigc_dot_v1_dot_admin__service__pb2.CreateKeyRequest.SerializeToString,
+            aigc_dot_v1_dot_admin__service__pb2.Key.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aigc.v1.AdminService/GetKey',
+            aigc_dot_v1_dot_admin__service__pb2.GetKeyRequest.SerializeToString,
+            aigc_dot_v1_dot_admin__service__pb2.Key.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aigc.v1.AdminService/ListKeys',
+            aigc_dot_v1_dot_admin__service__pb2.ListKeysRequest.SerializeToString,
+            aigc_dot_v1_dot_admin__service__pb2.ListKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aigc.v1.AdminService/UpdateKey',
+            aigc_dot_v1_dot_admin__service__pb2.UpdateKeyRequest.SerializeToString,
+            aigc_dot_v1_dot_admin__service__pb2.Key.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aigc.v1.AdminService/DeleteKey',
+            aigc_dot_v1_dot_admin__service__pb2.DeleteKeyRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def ListCalls(request,

@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
-import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, EmptySchema, FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Usage } from "./generation_pb.js";
 import type { Money } from "../../google/type/money_pb.js";
 
@@ -421,6 +421,225 @@ export declare type QueryUsageResponse = Message<"aigc.v1.QueryUsageResponse"> &
 export declare const QueryUsageResponseSchema: GenMessage<QueryUsageResponse>;
 
 /**
+ * A caller key: the credential a caller sends as `authorization: Bearer`.
+ *
+ * @generated from message aigc.v1.Key
+ */
+export declare type Key = Message<"aigc.v1.Key"> & {
+  /**
+   * The resource name: `keys/{key_id}`. The key id is the name shown in
+   * logs, metrics and call records.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The key itself: set only in CreateKey's response, never again.
+   *
+   * @generated from field: string secret = 2;
+   */
+  secret: string;
+
+  /**
+   * The model ids (or aliases) the key may use; empty means every model.
+   *
+   * @generated from field: repeated string models = 3;
+   */
+  models: string[];
+
+  /**
+   * A disabled key is refused (UNAUTHENTICATED) until enabled again.
+   *
+   * @generated from field: bool disabled = 4;
+   */
+  disabled: boolean;
+
+  /**
+   * After this time the key is refused; unset means never.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 5;
+   */
+  expireTime?: Timestamp | undefined;
+
+  /**
+   * When the key was created; unset for config keys.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 6;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * When the key was last changed; unset for config keys.
+   *
+   * @generated from field: google.protobuf.Timestamp update_time = 7;
+   */
+  updateTime?: Timestamp | undefined;
+
+  /**
+   * Where the key comes from; config keys are read-only.
+   *
+   * @generated from field: aigc.v1.KeySource source = 8;
+   */
+  source: KeySource;
+};
+
+/**
+ * Describes the message aigc.v1.Key.
+ * Use `create(KeySchema)` to create a new message.
+ */
+export declare const KeySchema: GenMessage<Key>;
+
+/**
+ * Creates a caller key.
+ *
+ * @generated from message aigc.v1.CreateKeyRequest
+ */
+export declare type CreateKeyRequest = Message<"aigc.v1.CreateKeyRequest"> & {
+  /**
+   * Required. The key id: letters, digits, `_`, `.`, `-`, at most 64,
+   * starting with a letter or digit; not used by another key.
+   *
+   * @generated from field: string key_id = 1;
+   */
+  keyId: string;
+
+  /**
+   * Required. The key's settings; `name` and output fields are ignored.
+   *
+   * @generated from field: aigc.v1.Key key = 2;
+   */
+  key?: Key | undefined;
+};
+
+/**
+ * Describes the message aigc.v1.CreateKeyRequest.
+ * Use `create(CreateKeyRequestSchema)` to create a new message.
+ */
+export declare const CreateKeyRequestSchema: GenMessage<CreateKeyRequest>;
+
+/**
+ * Gets a caller key.
+ *
+ * @generated from message aigc.v1.GetKeyRequest
+ */
+export declare type GetKeyRequest = Message<"aigc.v1.GetKeyRequest"> & {
+  /**
+   * Required. `keys/{key_id}`.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message aigc.v1.GetKeyRequest.
+ * Use `create(GetKeyRequestSchema)` to create a new message.
+ */
+export declare const GetKeyRequestSchema: GenMessage<GetKeyRequest>;
+
+/**
+ * Lists caller keys.
+ *
+ * @generated from message aigc.v1.ListKeysRequest
+ */
+export declare type ListKeysRequest = Message<"aigc.v1.ListKeysRequest"> & {
+  /**
+   * The most keys to return: 1 to 1000; 0 means 100.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * The `next_page_token` of the previous page.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message aigc.v1.ListKeysRequest.
+ * Use `create(ListKeysRequestSchema)` to create a new message.
+ */
+export declare const ListKeysRequestSchema: GenMessage<ListKeysRequest>;
+
+/**
+ * A page of caller keys.
+ *
+ * @generated from message aigc.v1.ListKeysResponse
+ */
+export declare type ListKeysResponse = Message<"aigc.v1.ListKeysResponse"> & {
+  /**
+   * The keys, by name.
+   *
+   * @generated from field: repeated aigc.v1.Key keys = 1;
+   */
+  keys: Key[];
+
+  /**
+   * Pass as `page_token` for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message aigc.v1.ListKeysResponse.
+ * Use `create(ListKeysResponseSchema)` to create a new message.
+ */
+export declare const ListKeysResponseSchema: GenMessage<ListKeysResponse>;
+
+/**
+ * Changes a created key.
+ *
+ * @generated from message aigc.v1.UpdateKeyRequest
+ */
+export declare type UpdateKeyRequest = Message<"aigc.v1.UpdateKeyRequest"> & {
+  /**
+   * Required. The key, with `name` set and the fields to change.
+   *
+   * @generated from field: aigc.v1.Key key = 1;
+   */
+  key?: Key | undefined;
+
+  /**
+   * Required. The fields to change: `models`, `disabled`, `expire_time`.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 2;
+   */
+  updateMask?: FieldMask | undefined;
+};
+
+/**
+ * Describes the message aigc.v1.UpdateKeyRequest.
+ * Use `create(UpdateKeyRequestSchema)` to create a new message.
+ */
+export declare const UpdateKeyRequestSchema: GenMessage<UpdateKeyRequest>;
+
+/**
+ * Revokes a created key.
+ *
+ * @generated from message aigc.v1.DeleteKeyRequest
+ */
+export declare type DeleteKeyRequest = Message<"aigc.v1.DeleteKeyRequest"> & {
+  /**
+   * Required. `keys/{key_id}`.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message aigc.v1.DeleteKeyRequest.
+ * Use `create(DeleteKeyRequestSchema)` to create a new message.
+ */
+export declare const DeleteKeyRequestSchema: GenMessage<DeleteKeyRequest>;
+
+/**
  * A dimension to group usage by.
  *
  * @generated from enum aigc.v1.UsageDimension
@@ -475,7 +694,41 @@ export enum UsageDimension {
 export declare const UsageDimensionSchema: GenEnum<UsageDimension>;
 
 /**
- * The operator's API: the record of every call and what the calls used.
+ * Where a key comes from.
+ *
+ * @generated from enum aigc.v1.KeySource
+ */
+export enum KeySource {
+  /**
+   * Not used.
+   *
+   * @generated from enum value: KEY_SOURCE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The server's config file or AIGC_API_KEYS: read-only here.
+   *
+   * @generated from enum value: KEY_SOURCE_CONFIG = 1;
+   */
+  CONFIG = 1,
+
+  /**
+   * Created through CreateKey.
+   *
+   * @generated from enum value: KEY_SOURCE_RUNTIME = 2;
+   */
+  RUNTIME = 2,
+}
+
+/**
+ * Describes the enum aigc.v1.KeySource.
+ */
+export declare const KeySourceSchema: GenEnum<KeySource>;
+
+/**
+ * The operator's API: caller keys, the record of every call and what the
+ * calls used.
  *
  * Only admin keys may call it (`authorization: Bearer <admin key>`; the
  * server's AIGC_ADMIN_KEYS). A caller key is refused with PERMISSION_DENIED
@@ -487,6 +740,61 @@ export declare const UsageDimensionSchema: GenEnum<UsageDimension>;
  * @generated from service aigc.v1.AdminService
  */
 export declare const AdminService: GenService<{
+  /**
+   * Creates a caller key. The response holds its secret - the only time it
+   * is shown: only its SHA-256 is stored. Every replica accepts it within
+   * seconds.
+   *
+   * @generated from rpc aigc.v1.AdminService.CreateKey
+   */
+  createKey: {
+    methodKind: "unary";
+    input: typeof CreateKeyRequestSchema;
+    output: typeof KeySchema;
+  },
+  /**
+   * Gets a caller key (never its secret).
+   *
+   * @generated from rpc aigc.v1.AdminService.GetKey
+   */
+  getKey: {
+    methodKind: "unary";
+    input: typeof GetKeyRequestSchema;
+    output: typeof KeySchema;
+  },
+  /**
+   * Lists the caller keys - those of the config file (read-only) and those
+   * created here - by name.
+   *
+   * @generated from rpc aigc.v1.AdminService.ListKeys
+   */
+  listKeys: {
+    methodKind: "unary";
+    input: typeof ListKeysRequestSchema;
+    output: typeof ListKeysResponseSchema;
+  },
+  /**
+   * Changes a created key's models, disabled flag or expiry; every replica
+   * applies it within seconds. Keys from the config file are read-only.
+   *
+   * @generated from rpc aigc.v1.AdminService.UpdateKey
+   */
+  updateKey: {
+    methodKind: "unary";
+    input: typeof UpdateKeyRequestSchema;
+    output: typeof KeySchema;
+  },
+  /**
+   * Revokes (deletes) a created key; every replica refuses it within
+   * seconds. Keys from the config file are read-only.
+   *
+   * @generated from rpc aigc.v1.AdminService.DeleteKey
+   */
+  deleteKey: {
+    methodKind: "unary";
+    input: typeof DeleteKeyRequestSchema;
+    output: typeof EmptySchema;
+  },
   /**
    * Lists recorded calls, newest first, a page at a time.
    *
