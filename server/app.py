@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from aigc.v1 import aigc_service_pb2
 from server.access.gate import Gate
 from server.access.keys import KeyRing
+from server.admin.access import AdminKeys
 from server.admin.keys import CallerKeys
 from server.admin.servicer import SERVICE_NAME as ADMIN_SERVICE_NAME
 from server.admin.servicer import AdminServicer
@@ -87,7 +88,9 @@ def create_server(
     servicer = servicer or AigcServicer(Engine(router), observability)
     keys = servicer.engine.gate.keys
     # With keys required, reflection too needs one: only health answers without.
-    interceptors = [ReflectionGuard(keys)] if keys.enabled else []
+    interceptors = (
+        [ReflectionGuard(keys, admin.admins if admin is not None else None)] if keys.enabled else []
+    )
     server = grpc.aio.server(options=options, interceptors=interceptors)
     register(servicer, server)
     services = [SERVICE_NAME]
@@ -261,19 +264,24 @@ async def _gate(access: AccessSettings, keys: KeyRing | CallerKeys) -> Gate:
 class ReflectionGuard(grpc.aio.ServerInterceptor):
     """With keys required, server reflection needs a key too - except for the health
     service's own descriptor, so `grpcurl ... grpc.health.v1.Health/Check` (which
-    asks reflection for it first) works without a key, like health itself."""
+    asks reflection for it first) works without a key, like health itself. An admin
+    key does too: grpcurl asks reflection before every admin call."""
 
-    def __init__(self, keys: KeyRing) -> None:
+    def __init__(self, keys: KeyRing | CallerKeys, admins: AdminKeys | None = None) -> None:
         self._keys = keys
+        self._admins = admins
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
         if handler is None or not details.method.startswith("/grpc.reflection."):
             return handler
+        metadata = details.invocation_metadata or ()
         try:
-            self._keys.authenticate(details.invocation_metadata or ())
+            self._keys.authenticate(metadata)
         except AigcError as error:
             refusal = status_to_grpc(error.to_status())
+            if self._admins is not None and self._admins.is_admin(metadata):
+                return handler
         else:
             return handler
         reflect = handler.stream_stream

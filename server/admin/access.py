@@ -87,6 +87,18 @@ class AdminKeys:
                         f"admin key {admin.name!r} is also caller key {caller.name!r}: use different keys"
                     )
 
+    def is_admin(self, metadata: Iterable[tuple[str, Any]]) -> bool:
+        """Whether the call presents an admin key (every hash compared, in constant time)."""
+        token = bearer_token(metadata)
+        if token is None:
+            return False
+        presented = digest_of(token)
+        found = False
+        for key in self.keys:
+            if hmac.compare_digest(key.digest, presented):
+                found = True
+        return found
+
     def authenticate(self, metadata: Iterable[tuple[str, Any]], callers: KeyRing) -> str:
         """The admin key's name; raises the errors in the module docstring."""
         if not self.keys:

@@ -114,7 +114,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         store: Store | None,
         router: Router | None = None,
     ) -> None:
-        self._admins = admins
+        self.admins = admins
         self._callers = callers
         self._store = store
         self._router = router
@@ -294,7 +294,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         admin: str | None = None
         error: AigcError | None = None
         try:
-            admin = self._admins.authenticate(metadata, self._callers)
+            admin = self.admins.authenticate(metadata, self._callers)
             if self._store is None:
                 raise StoreDisabled()
             return await run(self._store)

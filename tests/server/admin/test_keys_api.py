@@ -4,6 +4,7 @@ database, SQLite and PostgreSQL - and every bad input answered clearly."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -16,6 +17,7 @@ from aigc.v1 import admin_service_pb2_grpc, aigc_service_pb2_grpc
 from aigc.v1 import aigc_service_pb2 as pb
 from server.access.keys import digest_of
 from tests.server.admin.test_admin_api import ADMIN, ADMIN_KEY, CALLER, CONFIG, NASTY, REQUEST, fails
+from tests.support.grpcurl import grpcurl
 from tests.support.processes import ServerProcess, running_server
 
 
@@ -281,3 +283,13 @@ def test_with_authentication_off_no_key_is_created(tmp_path):
         create = admin_service_pb2_grpc.AdminServiceStub(channel).CreateKey
         code, reason, _ = fails(create, admin_pb.CreateKeyRequest(key_id="x", key=admin_pb.Key()))
     assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "AUTHENTICATION_OFF")
+
+
+def test_grpcurl_with_an_admin_key_can_use_reflection(replicas):
+    """With caller keys on, reflection needs a key: an admin key must do, or
+    grpcurl could not call the admin API at all."""
+    address = replicas.servers[0].address
+    admin = f"authorization: Bearer {ADMIN_KEY}"
+    done = grpcurl("-H", admin, address, "aigc.v1.AdminService/ListKeys", data={})
+    assert done.returncode == 0, done.stderr
+    assert any(key["name"] == "keys/team-a" for key in json.loads(done.stdout)["keys"])
