@@ -184,11 +184,16 @@ def test_query_usage_totals_by_key_and_model(env):
 
 
 def test_rest_through_envoy(env):
-    reply = env.http.get(
-        "/v1/calls", params={"page_size": 2}, headers={"authorization": f"Bearer {ADMIN_KEY}"}
-    )
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    reply = env.http.get("/v1/calls", params={"page_size": 2}, headers=admin)
     assert reply.status_code == 200, reply.text
     assert len(reply.json()["calls"]) == 2
+    since = {"start_time": "2000-01-01T00:00:00Z", "status": "NOT_FOUND", "key_name": "team-a"}
+    reply = env.http.get("/v1/calls", params=since, headers=admin)
+    assert reply.status_code == 200, reply.text
+    assert [c["model"] for c in reply.json()["calls"]] == ["nope"]
+    reply = env.http.get("/v1/calls", params={"start_time": "yesterday"}, headers=admin)
+    assert reply.status_code == 400, reply.text
     reply = env.http.post(
         "/v1/usage:query",
         json={"start_time": "2000-01-01T00:00:00Z", "group_by": ["USAGE_DIMENSION_MODEL"]},
