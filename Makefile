@@ -12,7 +12,7 @@ HTTP_PORT ?= 8000
 ADMIN_PORT ?= 9901
 export PYTHONPATH := $(CURDIR):$(CURDIR)/gen/python
 
-GOOGLEAPIS_PROTOS := api/annotations api/http api/field_behavior rpc/status rpc/error_details rpc/code
+GOOGLEAPIS_PROTOS := api/annotations api/http api/field_behavior rpc/status rpc/error_details rpc/code type/money
 
 .PHONY: help
 help: ## Show this help
@@ -166,8 +166,18 @@ redis:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
+# The store tests (tests/server/store) run against a real PostgreSQL too:
+# Debian's package, installed once like redis above. The tests initdb a
+# throwaway cluster in a temp dir (as `nobody` under root).
+.PHONY: postgres
+postgres:
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
+	  echo "installing Debian postgresql for the store tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; }
+
 .PHONY: pytest
-pytest: deps browser redis ## Run the test suite only
+pytest: deps browser redis postgres ## Run the test suite only
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 import grpc
 import prometheus_client
@@ -21,9 +22,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from aigc.v1 import aigc_service_pb2
 from server.access.gate import Gate
 from server.access.keys import KeyRing
+from server.admin.access import AdminKeys
+from server.admin.keys import CallerKeys
+from server.admin.servicer import SERVICE_NAME as ADMIN_SERVICE_NAME
+from server.admin.servicer import AdminServicer
+from server.admin.servicer import register as register_admin
 from server.api.calls import request_id
 from server.api.grpc_servicer import AigcServicer, register, status_to_grpc
-from server.config import Settings
+from server.config import AccessSettings, Settings
 from server.core.engine import Engine
 from server.core.limits import MAX_REQUEST_BYTES
 from server.envvars import split_host_port
@@ -32,6 +38,11 @@ from server.health import CappedHealthServicer
 from server.observability import MetricsServer, Observability, ObservabilitySettings, tracing_for
 from server.reflection import enable_reflection
 from server.routing import Router, build_router
+from server.store.settings import StoreSettings
+
+if TYPE_CHECKING:
+    from server.store import Store
+    from server.store.recorder import CallRecorder
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +74,7 @@ def create_server(
     observability: Observability | None = None,
     *,
     servicer: AigcServicer | None = None,
+    admin: AdminServicer | None = None,
     private_address: str = "",
     shared_port: bool = False,
     max_health_watches: int = Settings.max_health_watches,
@@ -80,13 +92,19 @@ def create_server(
     servicer = servicer or AigcServicer(Engine(router), observability)
     gate = servicer.engine.gate
     # With keys required, reflection too needs one: only health answers without.
-    interceptors = [ReflectionGuard(gate)] if gate.keys.enabled else []
+    interceptors = (
+        [ReflectionGuard(gate, admin.admins if admin is not None else None)] if gate.keys.enabled else []
+    )
     server = grpc.aio.server(options=options, interceptors=interceptors)
     register(servicer, server)
+    services = [SERVICE_NAME]
+    if admin is not None:
+        register_admin(admin, server)
+        services.append(ADMIN_SERVICE_NAME)
     health_servicer = CappedHealthServicer(max_health_watches)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     # Reflection v1 and v1alpha (server/reflection.py): v1-only tools find the API too.
-    enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
+    enable_reflection((*services, health.SERVICE_NAME), server)
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind the gRPC server to {address}")
@@ -104,15 +122,26 @@ async def serve(settings: Settings, observability_settings: ObservabilitySetting
     metrics_address = None if worker is not None else obs_settings.metrics_address
     metrics_server = _start_metrics(observability, metrics_address)
     router = build_router(settings)
+    # Before the providers: a store that cannot be opened stops the start-up.
+    store, recorder = await _open_store(settings.store, observability)
     for provider in router.providers():
         await provider.start()
-    gate = await _gate(settings)
-    servicer = AigcServicer(Engine(router, gate=gate), observability)
+    # Caller keys: the config's (or, with none configured, the generated one
+    # for remote callers), plus those created through the admin API (reloaded
+    # from the store on every replica) when there is a store.
+    keys: KeyRing | CallerKeys = _caller_keys(settings)
+    if store is not None:
+        keys = CallerKeys(keys, store, refresh_seconds=settings.store.keys_refresh_seconds)
+        await keys.start()
+    gate = await _gate(settings.access, keys)
+    servicer = AigcServicer(Engine(router, gate=gate, prices=settings.prices), observability)
+    admin = AdminServicer(settings.admin_keys, keys, store, router)
     private = f"{settings.worker_host}:{settings.worker_ports[worker]}" if worker is not None else ""
     server, port, health_servicer = create_server(
         router,
         settings.grpc_address,
         servicer=servicer,
+        admin=admin,
         private_address=private,
         shared_port=worker is not None,
         max_health_watches=settings.max_health_watches,
@@ -182,6 +211,13 @@ async def serve(settings: Settings, observability_settings: ObservabilitySetting
             await provider.close()
         if gate.quotas is not None:  # stops renewing its leases; the drained calls released theirs
             await gate.quotas.close()
+        if isinstance(keys, CallerKeys):
+            await keys.close()
+        if recorder is not None:
+            # Every call has finished by now: write their records before leaving.
+            await recorder.close(grace_seconds=settings.shutdown_grace_seconds + 5)
+        if store is not None:
+            await store.close()
         if metrics_server is not None:
             metrics_server.close()
         # Flushes the spans still batched, so the last RPCs' traces are not lost.
@@ -189,14 +225,39 @@ async def serve(settings: Settings, observability_settings: ObservabilitySetting
     log.info("stopped")
 
 
-async def _gate(settings: Settings) -> Gate:
-    """The gate with its quota store: Redis when configured, else this process's memory."""
-    access = settings.access
-    keys = access.keys
+async def _open_store(
+    settings: StoreSettings, observability: Observability
+) -> tuple[Store | None, CallRecorder | None]:
+    """The store (migrated) and the recorder of every call, unless AIGC_RECORD_CALLS is off.
+
+    A database that is configured but cannot be reached stops the start-up:
+    serving on without recording would lose every call's record unseen.
+    """
+    if not settings.record_calls:
+        log.info("call records off (AIGC_RECORD_CALLS=false)")
+        return None, None
+    from server.store import Store
+    from server.store.recorder import CallRecorder
+
+    store = await Store.open(settings)
+    recorder = CallRecorder(store, settings, observability.metrics.registry)
+    recorder.start()
+    observability.recorder = recorder
+    return store, recorder
+
+
+def _caller_keys(settings: Settings) -> KeyRing:
+    """The configured key ring; AIGC_AUTH=auto with no keys: the generated key for remote callers."""
+    keys = settings.access.keys
     if keys.local_without_key:
-        keys = _with_generated_key(keys, access.data_dir)
-    elif not keys.enabled:
+        return _with_generated_key(keys, settings.access.data_dir)
+    if not keys.enabled:
         _warn_open_relay(settings)
+    return keys
+
+
+async def _gate(access: AccessSettings, keys: KeyRing | CallerKeys) -> Gate:
+    """The gate with its quota store: Redis when configured, else this process's memory."""
     quotas = None
     if keys.enabled and any(not key.limits.unlimited for key in keys.keys):
         if access.redis_url:
@@ -269,16 +330,20 @@ class ReflectionGuard(grpc.aio.ServerInterceptor):
     asks reflection for it first) works without a key, like health itself. The
     caller's address decides as it does for every RPC (a local caller needs no
     key when none are configured), so the check runs in the handler, where the
-    peer is known."""
+    peer is known. An admin key passes too: grpcurl asks reflection before
+    every admin call."""
 
-    def __init__(self, gate: Gate) -> None:
+    def __init__(self, gate: Gate, admins: AdminKeys | None = None) -> None:
         self._gate = gate
+        self._admins = admins
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
         if handler is None or not details.method.startswith("/grpc.reflection."):
             return handler
         metadata = tuple(details.invocation_metadata or ())
+        if self._admins is not None and self._admins.is_admin(metadata):
+            return handler
         reflect = handler.stream_stream
         gate = self._gate
 

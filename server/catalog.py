@@ -419,8 +419,8 @@ PRESETS_BY_NAME = {p.name: p for p in PRESETS}
 
 # --- the file ---------------------------------------------------------------------------------
 
-# `keys` is read by server/access/keys.py.
-_TOP_KEYS = {"default_model", "presets", "allow_passthrough", "upstreams", "models", "keys"}
+# `keys` is read by server/access/keys.py, `prices` by server/pricing/book.py.
+_TOP_KEYS = {"default_model", "presets", "allow_passthrough", "upstreams", "models", "keys", "prices"}
 _UPSTREAM_KEYS = {
     "kind",
     "base_url",

@@ -18,8 +18,11 @@ from collections.abc import Mapping
 
 from server.access.clients import ClientAddresses
 from server.access.keys import KeyRing, load_keys
+from server.admin.access import AdminKeys
 from server.catalog import Catalog, load_catalog, read_config_file
 from server.envvars import ConfigError, parse_bool, setting, split_host_port
+from server.pricing import PriceBook, load_prices
+from server.store.settings import StoreSettings
 
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -228,6 +231,15 @@ class Settings:
     # grpc.health.v1 Watch streams one process holds at once (health needs no
     # key, and a Watch never ends by itself); beyond it, RESOURCE_EXHAUSTED.
     max_health_watches: int = 100
+    # Prices per model (server/pricing/): the cost in every response's usage.
+    prices: PriceBook = dataclasses.field(default_factory=PriceBook.empty)
+    # Who may call the admin API (server/admin/): AIGC_ADMIN_KEYS.
+    admin_keys: AdminKeys = dataclasses.field(default_factory=lambda: AdminKeys(()))
+    # The store and the record of every call (server/store/); from_env turns
+    # recording on by default, a Settings built in code leaves it off.
+    store: StoreSettings = dataclasses.field(
+        default_factory=lambda: StoreSettings(pathlib.Path(".aigc").absolute(), record_calls=False)
+    )
 
     @property
     def grpc_port(self) -> int:
@@ -273,6 +285,10 @@ class Settings:
         worker_ports = _worker_ports(env, workers, split_host_port(grpc_address)[1])
         path = env.get("AIGC_CONFIG", "").strip()
         keys = load_keys(read_config_file(path) if path else {}, env, path or "(no config file)")
+        admin_keys = AdminKeys.from_env(env)
+        admin_keys.check_separate(keys)
+        local_ids = (local.model_id,) if local.enabled else ()
+        prices = load_prices(read_config_file(path) if path else {}, catalog, path, local_ids)
         _check_key_models(keys, catalog, local, local_embedding)
         access = AccessSettings(
             keys=keys,
@@ -299,6 +315,9 @@ class Settings:
             local_embedding=local_embedding,
             catalog=catalog,
             proxy=ProxySettings.from_env(env),
+            prices=prices,
+            store=StoreSettings.from_env(env),
+            admin_keys=admin_keys,
         )
 
 

@@ -8,6 +8,7 @@ import grpc
 import pytest
 
 from aigc.v1 import aigc_service_pb2_grpc
+from tests.support.postgres import PostgresServer, running_postgres
 from tests.support.processes import ServerProcess, running_server
 
 
@@ -22,3 +23,10 @@ def server() -> Iterator[ServerProcess]:
 def stub(server: ServerProcess) -> Iterator[aigc_service_pb2_grpc.AigcServiceStub]:
     with grpc.insecure_channel(server.address) as channel:
         yield aigc_service_pb2_grpc.AigcServiceStub(channel)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL for the session (`make postgres`); tests take a fresh database each."""
+    with running_postgres() as server:
+        yield server

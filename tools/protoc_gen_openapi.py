@@ -353,6 +353,9 @@ class Generator:
         versions = {f.package.rsplit(".", 1)[-1] for f, _, _ in services}
         if len(versions) != 1:
             raise ValueError(f"protoc_gen_openapi: services span versions {sorted(versions)}")
+        # The package's own service (aigc.v1 -> AigcService) leads the spec's
+        # description and tags; the others (AdminService) follow in file order.
+        services.sort(key=lambda fs: fs[2].name != f"{fs[0].package.split('.')[0].capitalize()}Service")
 
         paths: dict[str, dict] = {}
         tags, service_docs = [], []

@@ -49,6 +49,7 @@ from server.errors import (
     UpstreamError,
     UpstreamFailure,
 )
+from server.pricing import Price, PriceBook
 from server.providers.base import Chunk, ProviderRequest
 
 if TYPE_CHECKING:
@@ -99,9 +100,13 @@ class _Prepared:
 class AnswerStream:
     """The deltas of a streamed answer; `finish`, `usage` once it ended."""
 
-    def __init__(self, prepared: _Prepared, chunks: AsyncIterator[Chunk], call: Call) -> None:
+    def __init__(
+        self, prepared: _Prepared, chunks: AsyncIterator[Chunk], call: Call, price: Price | None = None
+    ) -> None:
         self.model = prepared.route.id
         self.provider = prepared.route.provider.name
+        # The price of the model that answers (a fallback's, if one took over).
+        self._price = price
         self._chunks = chunks
         self._call = call
         self._record = call.record
@@ -140,6 +145,9 @@ class AnswerStream:
             except BaseException as exc:  # cancelled, or closed by the caller
                 record.upstream_ended(exc, time.perf_counter() - began)
                 raise
+            if chunk.usage is not None and self._price is not None:
+                # Before the record sees it: the call record and metrics carry the cost too.
+                chunk.usage.cost.CopyFrom(self._price.cost(chunk.usage))
             record.chunk(chunk, time.perf_counter() - began)
             if chunk.response_id and not self.response_id:
                 self.response_id = chunk.response_id
@@ -153,8 +161,15 @@ class AnswerStream:
 
 
 class Engine:
-    def __init__(self, router: Router, limits: Limits | None = None, gate: Gate | None = None) -> None:
+    def __init__(
+        self,
+        router: Router,
+        limits: Limits | None = None,
+        gate: Gate | None = None,
+        prices: PriceBook | None = None,
+    ) -> None:
         self.router = router
+        self.prices = prices or PriceBook.empty()
         self.limits = limits or Limits()
         self.gate = gate or Gate(KeyRing((), enabled=False), None, max_in_flight=1_000_000)
 
@@ -187,7 +202,9 @@ class Engine:
         used = 0  # nothing used if opening fails
         try:
             opened, chunks, prepared = await self._open(request, prepared, params, call)
-            answer = AnswerStream(prepared, chunks, call)
+            route = prepared.route
+            price = self.prices.lookup(route.id, route.provider.name, route.upstream_model)
+            answer = AnswerStream(prepared, chunks, call, price)
             try:
                 yield answer
             except BaseException as exc:

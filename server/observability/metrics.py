@@ -15,6 +15,8 @@ semconv attribute names as labels; the rest are `aigc_*`:
     aigc_fallbacks_total{from_model,to_model,reason}       counter, switches to a fallback model
     aigc_caller_requests_total{key,code}                   counter per caller key name (auth on)
     aigc_caller_tokens_total{key}                          counter of tokens charged per caller key name
+    aigc_spend_total{key,model,currency}                   counter of what calls cost (server/pricing/),
+                                                           in units of the currency; key "" with auth off
 
     GEN_AI = gen_ai_operation_name (chat|text_completion), gen_ai_provider_name, gen_ai_request_model
 
@@ -113,6 +115,13 @@ class Metrics:
             "Tokens charged per caller key name: prompt + completion as reported, or the "
             "estimate for a call without reported usage (a cancelled stream).",
             ("key",),
+            registry=r,
+        )
+        self.spend = Counter(
+            "aigc_spend",
+            "What calls cost, from reported usage and the model's price, in units of `currency`, "
+            "by caller key name (empty with authentication off) and model.",
+            ("key", "model", "currency"),
             registry=r,
         )
         self.overhead = Histogram(

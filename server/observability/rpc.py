@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from google.protobuf import json_format
 from google.rpc import code_pb2
@@ -62,8 +62,18 @@ _FINISH_NAMES = {
 UNKNOWN_MODEL = "unknown"
 # How a call reached the server: gRPC directly (or through Envoy as gRPC),
 # REST (JSON over HTTP that Envoy's transcoder made gRPC), or the
-# OpenAI-compatible door.
-Surface = Literal["grpc", "rest", "openai"]
+# OpenAI-compatible door (its Responses door too), or the Anthropic Messages door.
+Surface = Literal["grpc", "rest", "openai", "anthropic"]
+# The doors: aiohttp, not gRPC, so their spans are HTTP spans.
+HTTP_SURFACES = frozenset({"openai", "anthropic"})
+
+
+class CallSink(Protocol):
+    """Takes one row per finished call (server/store/recorder.py CallRecorder)."""
+
+    def add(self, row: dict[str, Any]) -> None: ...
+
+
 _MAX_LOGGED_MODEL_CHARS = 128
 
 
@@ -79,6 +89,8 @@ class Observability:
         self.settings = settings or ObservabilitySettings()
         self.metrics = metrics or Metrics()
         self.tracing = tracing or NoTracing()
+        # Where each finished generation call's record goes (server/store/recorder.py), if anywhere.
+        self.recorder: CallSink | None = None
 
     def rpc(
         self,
@@ -164,8 +176,8 @@ class RpcRecord:
         self._client_span: Span | None = None
         self._done = False
         self._token: Any = None
-        if surface == "openai":
-            # An HTTP server span (OpenTelemetry HTTP conventions): the door is not gRPC.
+        if surface in HTTP_SURFACES:
+            # An HTTP server span (OpenTelemetry HTTP conventions): the doors are not gRPC.
             http_method, http_route = http
             name, attributes = (
                 f"{http_method} {http_route}".strip() or method,
@@ -372,6 +384,49 @@ class RpcRecord:
         self._record_metrics(elapsed)
         self._end_span()
         self._write_access_line(elapsed, unhandled)
+        if self._owner.recorder is not None and self.operation:
+            self._owner.recorder.add(self._call_row(elapsed, unhandled))
+
+    def _call_row(self, elapsed: float, unhandled: BaseException | None) -> dict[str, Any]:
+        """The call's row for the store (server/store/schema.py `calls`): never prompt or answer text.
+        Strings are cut to their columns' sizes, so one odd value cannot make a batch fail."""
+        usage = self.usage
+        details = usage is not None
+        cost = usage.cost if details and usage.HasField("cost") else None
+        reason = self.error.reason if self.error is not None else None
+        if reason is None and unhandled is not None:
+            reason = "UNHANDLED_EXCEPTION"
+        return {
+            "request_id": self.request_id[:128],
+            "time": time.time() - elapsed,  # epoch seconds; the recorder converts it off the hot path
+            "key_name": self.key_name[:128] if self.key_name is not None else None,
+            "model": self.model[:256],
+            "provider": self.provider[:128],
+            "surface": self.surface[:16],
+            "method": self.method[:32],
+            "status": code_pb2.Code.Name(self.code),
+            "reason": reason[:64] if reason else None,
+            "prompt_tokens": usage.prompt_tokens if details else None,
+            "completion_tokens": usage.completion_tokens if details else None,
+            "reasoning_tokens": usage.reasoning_tokens
+            if details and usage.HasField("reasoning_tokens")
+            else None,
+            "cached_prompt_tokens": (
+                usage.cached_prompt_tokens if details and usage.HasField("cached_prompt_tokens") else None
+            ),
+            "cache_write_prompt_tokens": (
+                usage.cache_write_prompt_tokens
+                if details and usage.HasField("cache_write_prompt_tokens")
+                else None
+            ),
+            "cost_nanos": cost.units * 1_000_000_000 + cost.nanos if cost is not None else None,
+            "currency": cost.currency_code[:3] if cost is not None else None,
+            "latency_ms": round(elapsed * 1000, 3),
+            "ttft_ms": round(self.ttft * 1000, 3) if self.ttft is not None else None,
+            "retries": self.retries,
+            "fallbacks": ",".join(self.fallbacks)[:1024],
+            "cancelled": self.cancelled,
+        }
 
     def _record_metrics(self, elapsed: float) -> None:
         m = self._owner.metrics
@@ -391,6 +446,11 @@ class RpcRecord:
             m.tokens.labels(*gen_ai, "output").observe(self.usage.completion_tokens)
         if isinstance(self.error, UpstreamError):
             m.upstream_errors.labels(self.provider, self.model_label, self.error.reason).inc()
+        if self.usage is not None and self.usage.HasField("cost"):
+            cost = self.usage.cost
+            m.spend.labels(self.key_name or "", self.model_label, cost.currency_code).inc(
+                cost.units + cost.nanos / 1e9
+            )
         if self.key_name is not None:
             m.caller_requests.labels(self.key_name, code_pb2.Code.Name(self.code)).inc()
             if self.charged_tokens is not None:
@@ -402,7 +462,7 @@ class RpcRecord:
         self.span.set_attributes(
             {
                 # The door's span is HTTP: its outcome is the gRPC code's name, no rpc.* attribute.
-                "rpc.grpc.status_code": self.code if self.surface != "openai" else None,
+                "rpc.grpc.status_code": self.code if self.surface not in HTTP_SURFACES else None,
                 "aigc.code": code_pb2.Code.Name(self.code),
                 "gen_ai.operation.name": self.operation or None,
                 "gen_ai.request.model": self.model_label if self.operation else None,

@@ -21,6 +21,8 @@ from google.protobuf import json_format
 
 from aigc.v1 import aigc_service_pb2 as pb
 from aigc.v1 import generation_pb2
+from server.catalog import load_catalog
+from server.pricing import load_prices
 from tests.conformance.requests import WEATHER, chat, user
 from tests.conformance.vendor import CallSpec, UsageSpec
 from tests.e2e.conftest import E2E, TIMEOUT, Fake, sse_events
@@ -178,4 +180,9 @@ def test_reasoning_comes_apart_from_the_answer(e2e: E2E, kind: Kind, transport: 
     assert [p.WhichOneof("data") for p in got.parts] == ["reasoning", "text"]
     assert got.parts[0].reasoning.text == "Paris is in France."
     assert got.parts[1].text == "Paris."
-    assert got.usage == usage.proto()
+    # The thinkers are preset models: their answers carry what they cost at the preset price.
+    expected = usage.proto()
+    price = load_prices({}, load_catalog({}), "").lookup(kind.thinker, "", "")
+    assert price is not None
+    expected.cost.CopyFrom(price.cost(expected))
+    assert got.usage == expected

@@ -4,6 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
+import type { Money } from "../../google/type/money_pb.js";
 
 /**
  * Describes the file aigc/v1/generation.proto.
@@ -298,6 +299,18 @@ export declare type Usage = Message<"aigc.v1.Usage"> & {
    * @generated from field: optional int32 cache_write_prompt_tokens = 6;
    */
   cacheWritePromptTokens?: number | undefined;
+
+  /**
+   * What the call cost: the token counts above at the model's price (the
+   * service's price table, which the operator can override per model),
+   * input, cached input, cache writes, output and reasoning tokens each at
+   * its own rate. In the price's currency, to the nano-unit. Absent - never
+   * zero-filled - when the model has no price or the provider reported no
+   * usage.
+   *
+   * @generated from field: google.type.Money cost = 7;
+   */
+  cost?: Money | undefined;
 };
 
 /**
