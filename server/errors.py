@@ -64,6 +64,14 @@ ERROR_INFO_KEYS: dict[str, tuple[str, ...]] = {
     "TOO_MANY_HEALTH_WATCHES": ("request_id", "limit"),
     # server/api/anthropic_door/app.py: an Anthropic route this service does not offer.
     "NOT_OFFERED": ("request_id",),
+    # The admin API (server/admin/).
+    "ADMIN_API_DISABLED": ("request_id",),
+    "ADMIN_KEY_REQUIRED": ("request_id",),
+    "STORE_DISABLED": ("request_id",),
+    "KEY_NOT_FOUND": ("request_id", "name"),
+    "KEY_EXISTS": ("request_id", "key_id"),
+    "KEY_READ_ONLY": ("request_id", "name"),
+    "AUTHENTICATION_OFF": ("request_id",),
     # A vendor's failure (UPSTREAM_TABLE below); `timeout` says which limit fired.
     "UPSTREAM_INVALID_REQUEST": _UPSTREAM_KEYS,
     "CONTEXT_LENGTH_EXCEEDED": _UPSTREAM_KEYS,

@@ -16,6 +16,8 @@ from server import errors
 from server.access.gate import Overloaded
 from server.access.keys import CallerKey, ModelNotAllowed, Unauthenticated
 from server.access.quotas import QuotaExceeded, QuotaLimits, QuotaStoreUnavailable
+from server.admin.access import AdminApiDisabled, AdminKeyRequired
+from server.admin.servicer import AuthenticationOff, KeyExists, KeyNotFound, KeyReadOnly, StoreDisabled
 from server.api.anthropic_door.app import CountTokensNotOffered
 from server.api.calls import MalformedRequest, RequestTooLarge, ServerShuttingDown
 from server.errors import (
@@ -68,6 +70,13 @@ SERVER_ERRORS: list[AigcError] = [
     Overloaded(64),
     TooManyHealthWatches(100),
     CountTokensNotOffered(),
+    AdminApiDisabled(),
+    AdminKeyRequired(),
+    StoreDisabled(),
+    KeyNotFound("keys/k1"),
+    KeyExists("k1"),
+    KeyReadOnly("keys/k1"),
+    AuthenticationOff(),
     *(error for failure in UpstreamFailure for error in _upstream(failure)),
 ]
 
