@@ -15,7 +15,7 @@ from typing import Any
 
 from google.rpc import code_pb2
 
-from server.core.limits import MAX_REQUEST_BYTES
+from server.core.limits import MAX_REQUEST_BYTES, MAX_REQUEST_HEADER_KB, MAX_REQUEST_HEADERS
 from server.errors import AigcError, retry_info
 
 # Accept a caller's request id only if it is safe to echo into headers and logs.
@@ -59,6 +59,32 @@ class RequestTooLarge(AigcError):
             f"the request is {shown}; at most {MAX_REQUEST_BYTES} are accepted",
             metadata={"limit_bytes": str(MAX_REQUEST_BYTES)},
         )
+
+
+class UnknownRoute(AigcError):
+    """An HTTP path or method no route serves (Envoy answers the same for the typed API)."""
+
+    code = code_pb2.NOT_FOUND
+    reason = "UNKNOWN_ROUTE"
+
+    def __init__(self, method: str, path: str) -> None:
+        super().__init__(f"no route for {method} {path}", metadata={"method": method})
+
+
+class MalformedHttpRequest(AigcError):
+    """An HTTP request the parser refused; `why` must not quote the request (it may hold a key)."""
+
+    code = code_pb2.INVALID_ARGUMENT
+    reason = "MALFORMED_HTTP_REQUEST"
+
+
+class RequestHeadersTooLarge(AigcError):
+    code = code_pb2.INVALID_ARGUMENT
+    reason = "REQUEST_HEADERS_TOO_LARGE"
+
+    def __init__(self) -> None:
+        kib, count = MAX_REQUEST_HEADER_KB, MAX_REQUEST_HEADERS
+        super().__init__(f"Request headers larger than {kib} KiB or more than {count} of them")
 
 
 def request_id(metadata: Iterable[tuple[str, Any]]) -> str:
@@ -155,9 +181,12 @@ def shutdown_error(call: Any, error: BaseException) -> AigcError:
 __all__ = [
     "TIMEOUT_HEADER",
     "InFlight",
+    "MalformedHttpRequest",
     "MalformedRequest",
+    "RequestHeadersTooLarge",
     "RequestTooLarge",
     "ServerShuttingDown",
+    "UnknownRoute",
     "provider_deadline",
     "remaining_seconds",
     "request_id",

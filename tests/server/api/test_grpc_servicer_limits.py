@@ -362,3 +362,14 @@ def test_nul_is_refused_in_every_string_field(stub):
     ):
         assert violations.get(field) == nul, (field, violations)
     assert "NUL" in violations["vendor_params"]
+
+
+def test_every_http_surface_shares_one_header_limit():
+    """The door's listener took 8 KiB headers (aiohttp's default), Envoy 60 KiB."""
+    from gateway import render
+    from server.core.limits import MAX_REQUEST_HEADER_KB, MAX_REQUEST_HEADERS
+
+    assert (render.MAX_REQUEST_HEADER_KB, render.MAX_REQUEST_HEADERS) == (
+        MAX_REQUEST_HEADER_KB,
+        MAX_REQUEST_HEADERS,
+    )
