@@ -399,22 +399,37 @@ def _json_response(payload: dict, rid: str) -> web.Response:
     )
 
 
+@contextlib.contextmanager
+def _hung_up_is_cancelled():
+    """A write after the caller hung up raises ConnectionError ("Cannot write to
+    closing transport") when it comes before aiohttp's cancel of this handler:
+    the same event as that cancel, so it ends the same way, CANCELLED (it was
+    logged as an UNKNOWN error)."""
+    try:
+        yield
+    except ConnectionError:
+        raise asyncio.CancelledError from None
+
+
 async def _open_sse(request: web.Request, rid: str) -> web.StreamResponse:
     response = web.StreamResponse(headers={**_SSE_HEADERS, "x-request-id": rid})
-    await response.prepare(request)
+    with _hung_up_is_cancelled():
+        await response.prepare(request)
     return response
 
 
 async def _end_sse(response: web.StreamResponse | None) -> None:
     assert response is not None
-    await response.write(b"data: [DONE]\n\n")
-    await response.write_eof()
+    with _hung_up_is_cancelled():
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
 
 
 async def _send(response: web.StreamResponse | None, chunks: list[dict]) -> None:
     assert response is not None
     if chunks:
-        await response.write(b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks))
+        with _hung_up_is_cancelled():
+            await response.write(b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks))
 
 
 __all__ = ["PREFIX", "OpenAICompat"]
