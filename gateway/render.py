@@ -34,6 +34,11 @@ TEMPLATE = REPO / "gateway" / "envoy.yaml"
 #: (INVALID_ARGUMENT REQUEST_TOO_LARGE). tests/gateway/test_edge_limits.py holds
 #: the two equal.
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
+#: The largest unary answer the server delivers (server/core/limits.py MAX_ANSWER_BYTES,
+#: held equal by a test); the transcoder buffers a unary answer whole, so its limit is
+#: that plus room for the response's other fields.
+MAX_ANSWER_BYTES = 32 * 1024 * 1024
+MAX_RESPONSE_BODY_BYTES = MAX_ANSWER_BYTES + 1024 * 1024
 #: Request headers: KiB in all and how many (server/core/limits.py has the same
 #: numbers for the OpenAI door's own listener; a test holds them equal).
 MAX_REQUEST_HEADER_KB = 60
@@ -194,6 +199,7 @@ def render(args: argparse.Namespace) -> str:
         "MAX_CONNECTIONS": str(args.max_connections),
         "MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
         "MAX_REQUEST_BYTES_PLUS_ONE": str(MAX_REQUEST_BYTES + 1),
+        "MAX_RESPONSE_BODY_BYTES": str(MAX_RESPONSE_BODY_BYTES),
         "MAX_REQUEST_HEADER_KB": str(MAX_REQUEST_HEADER_KB),
         "MAX_REQUEST_HEADERS": str(MAX_REQUEST_HEADERS),
     }

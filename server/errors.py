@@ -5,6 +5,7 @@
     ├── CapabilityNotSupported     INVALID_ARGUMENT  CAPABILITY_NOT_SUPPORTED (+ BadRequest)
     ├── ModelNotFound              NOT_FOUND         MODEL_NOT_FOUND
     ├── ProviderNotConfigured      FAILED_PRECONDITION PROVIDER_NOT_CONFIGURED (e.g. API key unset)
+    ├── AnswerTooLarge             OUT_OF_RANGE      ANSWER_TOO_LARGE (a unary answer past the limit)
     ├── InternalError              INTERNAL          INTERNAL
     └── UpstreamError              the vendor failed; `UPSTREAM_TABLE` gives code and reason
                                    per `UpstreamFailure`, with RetryInfo when the vendor
@@ -127,6 +128,20 @@ class ProviderNotConfigured(AigcError):
         super().__init__(
             f"model {model!r} needs provider {provider!r}, which is not configured: {hint}",
             metadata={"model": model, "provider": provider},
+        )
+
+
+class AnswerTooLarge(AigcError):
+    """A unary answer grew past the limit every surface can deliver whole (server/core/limits.py)."""
+
+    code = code_pb2.OUT_OF_RANGE
+    reason = "ANSWER_TOO_LARGE"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"the answer grew past {limit} bytes, the most a unary call delivers; "
+            "the streaming methods (StreamChat, stream: true) have no such limit",
+            metadata={"limit_bytes": str(limit)},
         )
 
 

@@ -367,9 +367,11 @@ def test_nul_is_refused_in_every_string_field(stub):
 def test_every_http_surface_shares_one_header_limit():
     """The door's listener took 8 KiB headers (aiohttp's default), Envoy 60 KiB."""
     from gateway import render
-    from server.core.limits import MAX_REQUEST_HEADER_KB, MAX_REQUEST_HEADERS
+    from server.core.limits import MAX_ANSWER_BYTES, MAX_REQUEST_HEADER_KB, MAX_REQUEST_HEADERS
 
     assert (render.MAX_REQUEST_HEADER_KB, render.MAX_REQUEST_HEADERS) == (
         MAX_REQUEST_HEADER_KB,
         MAX_REQUEST_HEADERS,
     )
+    # The transcoder buffers every unary answer the server delivers (issue 13 point 10).
+    assert render.MAX_ANSWER_BYTES == MAX_ANSWER_BYTES < render.MAX_RESPONSE_BODY_BYTES
