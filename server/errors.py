@@ -282,6 +282,30 @@ def retry_info(seconds: float) -> any_pb2.Any:
     return packed
 
 
+# What a caller's own retry can fix: a vendor or replica that is down or busy,
+# a rate limit. Not a bad request, a caller's deadline (the next try has the
+# same one), UPSTREAM_AUTH_FAILED or our own bug - and the core has already
+# retried what it could (server/core/retry.py).
+_CALLER_RETRYABLE = frozenset({code_pb2.UNAVAILABLE, code_pb2.RESOURCE_EXHAUSTED, code_pb2.ABORTED})
+# The longest RetryInfo wait still worth a retry: the OpenAI SDKs wait out a
+# Retry-After only up to 60 s, and retry sooner otherwise.
+_MAX_RETRY_WAIT_SECONDS = 60.0
+
+
+def caller_should_retry(status: status_pb2.Status) -> bool:
+    """Whether a caller's retry of the same call can pass: sent as `x-should-retry`
+    (the OpenAI SDKs obey it before their own rule, which retries every 5xx)."""
+    if status.code not in _CALLER_RETRYABLE:
+        return False
+    for detail in status.details:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            wait = info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+            return wait <= _MAX_RETRY_WAIT_SECONDS
+    return True
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
     for secret in secrets:
         if secret and len(secret) >= 4:

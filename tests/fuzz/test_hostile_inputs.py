@@ -321,6 +321,16 @@ def test_headers_envoy_accepts_reach_the_server(http: httpx.Client) -> None:
     assert resp.status_code == 200, f"{resp.status_code}: {resp.text[:200]}"
 
 
+def test_the_typed_rest_api_says_a_retry_cannot_fix_a_bad_request(http: httpx.Client) -> None:
+    """x-should-retry, as on the door, on the server's own errors (a trailers-only
+    gRPC answer, whose metadata Envoy turns into headers)."""
+    resp = http.post("/v1/chat:generate", json=_chat(user_id="u\0"))
+    assert resp.status_code == 400, resp.text[:300]
+    assert resp.headers["x-should-retry"] == "false"
+    missing = http.post("/v1/chat:generate", json=_chat(model="no-such-model"))
+    assert missing.status_code == 404 and missing.headers["x-should-retry"] == "false"
+
+
 # --- the OpenAI-compatible door, through Envoy ------------------------------------
 
 DOOR = "/openai/v1/chat/completions"

@@ -31,7 +31,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from aigc.v1 import aigc_service_pb2, content_pb2, generation_pb2, tool_pb2
 from server.core.validation import json_depth_problem
-from server.errors import InvalidRequest
+from server.errors import InvalidRequest, caller_should_retry
 
 Json = dict[str, Any]
 
@@ -673,14 +673,6 @@ _HTTP = {
     code_pb2.UNAVAILABLE: (503, "api_error"),
     code_pb2.DEADLINE_EXCEEDED: (504, "timeout_error"),
 }
-# `x-should-retry`, which the OpenAI SDKs obey before their own rule (retry every
-# 408, 409, 429 and 5xx): true only where another try can pass - a vendor or
-# replica that is down or busy, a rate limit. The core already retried what it
-# could (server/core/retry.py); a caller's deadline, a bad key at the vendor
-# (UPSTREAM_AUTH_FAILED) or our own bug fail again the same way.
-_RETRYABLE = frozenset({code_pb2.UNAVAILABLE, code_pb2.RESOURCE_EXHAUSTED, code_pb2.ABORTED})
-# The SDKs wait out a retry-after only up to 60 s; a longer wait is not worth a retry.
-_SDK_MAX_RETRY_AFTER = 60
 
 
 def error(status: status_pb2.Status) -> tuple[int, Json, dict[str, str]]:
@@ -712,8 +704,8 @@ def error(status: status_pb2.Status) -> tuple[int, Json, dict[str, str]]:
         }
     }
     headers = {"x-request-id": request_id} if request_id else {}
-    retryable = status.code in _RETRYABLE and (retry is None or retry <= _SDK_MAX_RETRY_AFTER)
-    headers["x-should-retry"] = "true" if retryable else "false"
+    # Whether the SDKs should retry: they obey this before their own rule (every 5xx).
+    headers["x-should-retry"] = "true" if caller_should_retry(status) else "false"
     if retry is not None:
         headers["retry-after"] = str(max(1, math.ceil(retry)))
         headers["retry-after-ms"] = str(round(retry * 1000))
