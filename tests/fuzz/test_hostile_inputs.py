@@ -443,6 +443,13 @@ def test_a_key_in_the_query_never_reaches_the_access_log(http: httpx.Client, sta
     assert all(json.loads(line)["path"].endswith("/models") for line in logged), logged
 
 
+def test_headers_envoy_accepts_reach_the_door(http: httpx.Client) -> None:
+    """The door's listener refused a header over 8 KiB (aiohttp's default) with a text/plain
+    400 quoting it - an `authorization` key, logged at ERROR - though Envoy takes 60 KiB."""
+    resp = http.get("/openai/v1/models", headers={"x-trace-context": "a" * 20 * 1024})
+    assert resp.status_code == 200, f"{resp.status_code}: {resp.text[:200]}"
+
+
 # --- gRPC through Envoy's port (passed through unread) ------------------------------
 
 
