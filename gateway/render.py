@@ -34,6 +34,15 @@ TEMPLATE = REPO / "gateway" / "envoy.yaml"
 #: (INVALID_ARGUMENT REQUEST_TOO_LARGE). tests/gateway/test_edge_limits.py holds
 #: the two equal.
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
+#: The largest unary answer the server delivers (server/core/limits.py MAX_ANSWER_BYTES,
+#: held equal by a test); the transcoder buffers a unary answer whole, so its limit is
+#: that plus room for the response's other fields.
+MAX_ANSWER_BYTES = 32 * 1024 * 1024
+MAX_RESPONSE_BODY_BYTES = MAX_ANSWER_BYTES + 1024 * 1024
+#: Request headers: KiB in all and how many (server/core/limits.py has the same
+#: numbers for the OpenAI door's own listener; a test holds them equal).
+MAX_REQUEST_HEADER_KB = 60
+MAX_REQUEST_HEADERS = 100
 #: Default cap on open downstream connections (Envoy's overload manager); each
 #: is a file descriptor, so `ulimit -n` must stay above it.
 MAX_CONNECTIONS = 10_000
@@ -192,6 +201,9 @@ def render(args: argparse.Namespace) -> str:
         "MAX_CONNECTIONS": str(args.max_connections),
         "MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
         "MAX_REQUEST_BYTES_PLUS_ONE": str(MAX_REQUEST_BYTES + 1),
+        "MAX_RESPONSE_BODY_BYTES": str(MAX_RESPONSE_BODY_BYTES),
+        "MAX_REQUEST_HEADER_KB": str(MAX_REQUEST_HEADER_KB),
+        "MAX_REQUEST_HEADERS": str(MAX_REQUEST_HEADERS),
     }
     # substitute (not safe_substitute): a placeholder left unfilled is a bug.
     return string.Template(TEMPLATE.read_text()).substitute(values)

@@ -5,6 +5,7 @@
     ├── CapabilityNotSupported     INVALID_ARGUMENT  CAPABILITY_NOT_SUPPORTED (+ BadRequest)
     ├── ModelNotFound              NOT_FOUND         MODEL_NOT_FOUND
     ├── ProviderNotConfigured      FAILED_PRECONDITION PROVIDER_NOT_CONFIGURED (e.g. API key unset)
+    ├── AnswerTooLarge             OUT_OF_RANGE      ANSWER_TOO_LARGE (a unary answer past the limit)
     ├── InternalError              INTERNAL          INTERNAL
     └── UpstreamError              the vendor failed; `UPSTREAM_TABLE` gives code and reason
                                    per `UpstreamFailure`, with RetryInfo when the vendor
@@ -62,6 +63,7 @@ ERROR_INFO_KEYS: dict[str, tuple[str, ...]] = {
     "QUOTA_STORE_UNAVAILABLE": ("request_id",),
     "OVERLOADED": ("request_id", "limit"),
     "TOO_MANY_HEALTH_WATCHES": ("request_id", "limit"),
+    "ANSWER_TOO_LARGE": ("request_id", "limit_bytes"),
     # server/api/anthropic_door/app.py: an Anthropic route this service does not offer.
     "NOT_OFFERED": ("request_id",),
     # The admin API (server/admin/).
@@ -202,6 +204,20 @@ class ProviderNotConfigured(AigcError):
         )
 
 
+class AnswerTooLarge(AigcError):
+    """A unary answer grew past the limit every surface can deliver whole (server/core/limits.py)."""
+
+    code = code_pb2.OUT_OF_RANGE
+    reason = "ANSWER_TOO_LARGE"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"the answer grew past {limit} bytes, the most a unary call delivers; "
+            "the streaming methods (StreamChat, stream: true) have no such limit",
+            metadata={"limit_bytes": str(limit)},
+        )
+
+
 class InternalError(AigcError):
     """A bug or misconfiguration on our side; details are in the server log."""
 
@@ -337,6 +353,30 @@ def retry_info(seconds: float) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
     return packed
+
+
+# What a caller's own retry can fix: a vendor or replica that is down or busy,
+# a rate limit. Not a bad request, a caller's deadline (the next try has the
+# same one), UPSTREAM_AUTH_FAILED or our own bug - and the core has already
+# retried what it could (server/core/retry.py).
+_CALLER_RETRYABLE = frozenset({code_pb2.UNAVAILABLE, code_pb2.RESOURCE_EXHAUSTED, code_pb2.ABORTED})
+# The longest RetryInfo wait still worth a retry: the OpenAI SDKs wait out a
+# Retry-After only up to 60 s, and retry sooner otherwise.
+_MAX_RETRY_WAIT_SECONDS = 60.0
+
+
+def caller_should_retry(status: status_pb2.Status) -> bool:
+    """Whether a caller's retry of the same call can pass: sent as `x-should-retry`
+    (the OpenAI SDKs obey it before their own rule, which retries every 5xx)."""
+    if status.code not in _CALLER_RETRYABLE:
+        return False
+    for detail in status.details:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            wait = info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+            return wait <= _MAX_RETRY_WAIT_SECONDS
+    return True
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from google.rpc import code_pb2
 
-from server.core.limits import MAX_REQUEST_BYTES
+from server.core.limits import MAX_REQUEST_BYTES, MAX_REQUEST_HEADER_KB, MAX_REQUEST_HEADERS
 from server.errors import AigcError, retry_info
 
 # Accept a caller's request id only if it is safe to echo into headers and logs.
@@ -73,6 +73,32 @@ def grpc_surface(metadata: Iterable[tuple[str, Any]], from_trusted_proxy: bool) 
     if from_trusted_proxy and any(key == TRANSCODED_PATH_HEADER for key, _ in metadata):
         return "rest"
     return "grpc"
+
+
+class UnknownRoute(AigcError):
+    """An HTTP path or method no route serves (Envoy answers the same for the typed API)."""
+
+    code = code_pb2.NOT_FOUND
+    reason = "UNKNOWN_ROUTE"
+
+    def __init__(self, method: str, path: str) -> None:
+        super().__init__(f"no route for {method} {path}")
+
+
+class MalformedHttpRequest(AigcError):
+    """An HTTP request the parser refused; `why` must not quote the request (it may hold a key)."""
+
+    code = code_pb2.INVALID_ARGUMENT
+    reason = "MALFORMED_HTTP_REQUEST"
+
+
+class RequestHeadersTooLarge(AigcError):
+    code = code_pb2.INVALID_ARGUMENT
+    reason = "REQUEST_HEADERS_TOO_LARGE"
+
+    def __init__(self) -> None:
+        kib, count = MAX_REQUEST_HEADER_KB, MAX_REQUEST_HEADERS
+        super().__init__(f"Request headers larger than {kib} KiB or more than {count} of them")
 
 
 def request_id(metadata: Iterable[tuple[str, Any]]) -> str:
@@ -170,9 +196,12 @@ __all__ = [
     "TIMEOUT_HEADER",
     "TRANSCODED_PATH_HEADER",
     "InFlight",
+    "MalformedHttpRequest",
     "MalformedRequest",
+    "RequestHeadersTooLarge",
     "RequestTooLarge",
     "ServerShuttingDown",
+    "UnknownRoute",
     "grpc_surface",
     "provider_deadline",
     "remaining_seconds",

@@ -47,7 +47,7 @@ from server.api.calls import (
 )
 from server.core.engine import Call, Engine, new_response_id
 from server.core.limits import MAX_REQUEST_BYTES
-from server.errors import AigcError, InvalidRequest
+from server.errors import AigcError, InvalidRequest, caller_should_retry
 from server.observability import Observability
 
 _DEFAULT_PAGE_SIZE = 50
@@ -113,12 +113,16 @@ class _Rpc:
 
         The request id rides in the trailers too: when no message was sent,
         the error is a trailers-only response, which Envoy turns into the HTTP
-        status and headers.
+        status and headers (x-request-id, x-should-retry).
         """
         self.record.failed(error)
-        code, message, trailers = status_to_grpc(error.to_status(self.request_id))
+        status = error.to_status(self.request_id)
+        code, message, trailers = status_to_grpc(status)
         if not self._headers_sent:
-            trailers = (*trailers, ("x-request-id", self.request_id))
+            # Also `x-should-retry`, as on the OpenAI door: HTTP clients built on
+            # Stainless-style SDKs obey it over their own rule (retry every 5xx).
+            retry = "true" if caller_should_retry(status) else "false"
+            trailers = (*trailers, ("x-request-id", self.request_id), ("x-should-retry", retry))
         await self.context.abort(code, message, trailers)
 
     async def send_headers(self) -> None:

@@ -39,9 +39,10 @@ from server.access.gate import Gate
 from server.access.keys import CallerKey, KeyRing
 from server.core import embedding, retry, validation
 from server.core.fold import Folder
-from server.core.limits import Limits
+from server.core.limits import MAX_ANSWER_BYTES, Limits
 from server.errors import (
     AigcError,
+    AnswerTooLarge,
     InternalError,
     InvalidRequest,
     ModelNotFound,
@@ -176,9 +177,16 @@ class Engine:
     async def generate(self, request: Request, call: Call) -> Answer:
         """The whole answer: the provider's stream folded (see providers/base.py for why)."""
         folder = Folder()
+        size = 0
         async with self.stream(request, call) as stream:
             async for parts in stream:
                 for part in parts:
+                    # One rule for every surface: past the limit the answer could not be
+                    # delivered whole everywhere (Envoy's transcoder buffers it), so it is
+                    # refused here, and leaving the stream closes the vendor's at once.
+                    size += part.ByteSize()
+                    if size > MAX_ANSWER_BYTES:
+                        raise AnswerTooLarge(MAX_ANSWER_BYTES)
                     folder._add_part(part)
         with _unexpected_errors(call):
             return Answer(

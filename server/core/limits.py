@@ -16,6 +16,20 @@ import dataclasses
 # same requests - with INVALID_ARGUMENT (REQUEST_TOO_LARGE), which clients do
 # not retry, not a RESOURCE_EXHAUSTED that they would.
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
+# The largest unary answer, in bytes of its parts: delivered whole on every
+# surface (gRPC, REST through Envoy's transcoder, the OpenAI door), refused on
+# every surface past it (OUT_OF_RANGE, ANSWER_TOO_LARGE) as soon as the vendor's
+# stream passes it, which is then closed. Envoy's transcoder buffers a unary
+# answer whole: gateway/render.py sizes its limit from this. Streams have no
+# such limit (each message is small).
+MAX_ANSWER_BYTES = 32 * 1024 * 1024
+# Request headers, on every HTTP surface: Envoy's `max_request_headers_kb` and
+# `max_headers_count` (gateway/render.py holds the same numbers), and the
+# OpenAI door's own listener (each header up to the whole budget; Envoy in
+# front bounds the sum). The gRPC server takes 64 KiB of metadata: the 60 KiB
+# plus what Envoy adds (x-forwarded-*, x-request-id, ...).
+MAX_REQUEST_HEADER_KB = 60
+MAX_REQUEST_HEADERS = 100
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -35,4 +49,4 @@ class Limits:
     max_schema_bytes: int = 64 * 1024
 
 
-__all__ = ["MAX_REQUEST_BYTES", "Limits"]
+__all__ = ["MAX_ANSWER_BYTES", "MAX_REQUEST_BYTES", "MAX_REQUEST_HEADERS", "MAX_REQUEST_HEADER_KB", "Limits"]

@@ -5,6 +5,11 @@
                                   tools and schemas, generation config, limits
     check_vendor_params           vendor_params against the chosen provider's
                                   reserved keys
+    struct_problem                a google.protobuf.Struct that JSON, the
+                                  vendors and our own checks cannot take:
+                                  NaN/Infinity, NUL, nesting past 32 levels
+    pattern_problem               a JSON Schema `pattern` we cannot check
+                                  safely (RE2 syntax, bounded repetitions)
     check_capabilities            what the chosen model can do
 
 Violations are collected into one `Violations` (the engine adds the
@@ -22,10 +27,12 @@ import functools
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2
+import re2
+from google.protobuf import descriptor, json_format, struct_pb2
+from google.protobuf.message import Message as ProtoMessage
 
 from aigc.v1 import aigc_service_pb2, content_pb2, generation_pb2, model_pb2, tool_pb2
 from server.core.limits import Limits
@@ -87,12 +94,22 @@ class Violations(dict[str, str]):
 
 
 # NUL is valid in a protobuf string and in JSON (\u0000), but C-string code at
-# vendors and in llama.cpp truncates text at it: refused, not silently cut.
+# vendors and in llama.cpp truncates text at it: refused, not silently cut -
+# in every string of the request (one rule: _strings), Struct keys and values
+# included.
 _NUL = "must not contain NUL (U+0000) characters"
+# Containers (objects, arrays) nested in a Struct: about what protobuf's own
+# parser lets through a gRPC message (100 message levels, 3 per JSON object),
+# so every surface - gRPC, REST, the OpenAI door - has one bound.
+MAX_STRUCT_DEPTH = 32
+# Repetition counts in a schema `pattern`: RE2's own bound, which also bounds
+# nested counts ((a{1000}){1000} is refused).
+MAX_PATTERN_REPEAT = 1000
 
 
 def check_chat(request: aigc_service_pb2.ChatRequest, limits: Limits, v: Violations) -> dict[str, Any]:
     """Adds every bad field to `v`; returns the vendor_params as a dict."""
+    _strings(request, "", v)
     _messages(request.messages, limits, v)
     tool_names = _tools(request.tools, limits, v)
     if request.HasField("tool_choice"):
@@ -115,8 +132,7 @@ def check_complete(
         v.add("prompt", "must not be empty")
     elif len(request.prompt) > limits.max_text_chars:
         v.add("prompt", f"at most {limits.max_text_chars} characters")
-    elif "\0" in request.prompt:
-        v.add("prompt", _NUL)
+    _strings(request, "", v)
     _generation_config(request.generation_config, v)
     _user_id(request.user_id, v)
     return _vendor_params(request, v)
@@ -174,8 +190,6 @@ def _messages(messages: Sequence[content_pb2.Message], limits: Limits, v: Violat
                     v.add(at if message.content else f"{at}.text", "must not be empty")
                 elif len(part.text) > limits.max_text_chars:
                     v.add(at, f"at most {limits.max_text_chars} characters")
-                elif "\0" in part.text:
-                    v.add(at, _NUL)
             elif kind == "image":
                 images += 1
                 _image(part.image, f"{at}.image", limits, v)
@@ -237,8 +251,6 @@ def _tool_result(
         )
     else:
         del open_calls[result.tool_call_id]
-    if "\0" in result.content:
-        v.add(f"{at}.content", _NUL)
     if result.content and result.parts:
         v.add(at, "set content or parts, not both")
     images = 0
@@ -251,8 +263,6 @@ def _tool_result(
         elif kind == "text":
             if len(part.text) > limits.max_text_chars:
                 v.add(f"{where}.text", f"at most {limits.max_text_chars} characters")
-            elif "\0" in part.text:
-                v.add(f"{where}.text", _NUL)
         else:
             v.add(where, "set text or image")
     return images
@@ -341,7 +351,7 @@ def _tools(tools: Sequence[tool_pb2.Tool], limits: Limits, v: Violations) -> set
             names.add(function.name)
         if len(function.description) > limits.max_text_chars:
             v.add(f"{at}.function.description", f"at most {limits.max_text_chars} characters")
-        if function.HasField("parameters"):
+        if function.HasField("parameters") and f"{at}.function.parameters" not in v:
             why = schema_problem(function.parameters, limits, want_object=True)
             if why:
                 v.add(f"{at}.function.parameters", why)
@@ -368,7 +378,7 @@ def _response_format(fmt: generation_pb2.ResponseFormat, limits: Limits, v: Viol
     if fmt.type == generation_pb2.ResponseFormat.TYPE_JSON_SCHEMA:
         if not fmt.HasField("schema"):
             v.add("response_format.schema", "is required for TYPE_JSON_SCHEMA")
-        else:
+        elif "response_format.schema" not in v:
             why = schema_problem(fmt.schema, limits, want_object=False)
             if why:
                 v.add("response_format.schema", why)
@@ -380,6 +390,9 @@ def _response_format(fmt: generation_pb2.ResponseFormat, limits: Limits, v: Viol
 
 def schema_problem(schema: struct_pb2.Struct, limits: Limits, *, want_object: bool) -> str:
     """Why `schema` is not a usable JSON Schema ("" when it is)."""
+    why = struct_problem(schema)
+    if why:
+        return why
     text = json_format.MessageToJson(schema, indent=None, sort_keys=True)
     if len(text) > limits.max_schema_bytes:
         return f"at most {limits.max_schema_bytes // 1024} KiB as JSON"
@@ -394,6 +407,12 @@ def _schema_problem(text: str, want_object: bool) -> str:
     schema = integral_numbers(json.loads(text))
     if want_object and schema.get("type", "object") != "object":
         return 'must be an object schema ({"type": "object", ...})'
+    # Before the meta-schema check: its "regex" format check runs re.compile,
+    # which raises OverflowError (a 500) on `a{99999999999}`.
+    for where, pattern in _patterns(schema):
+        why = pattern_problem(pattern)
+        if why:
+            return f"{why} (at {where})" if where else why
     try:
         jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(
             schema
@@ -452,9 +471,140 @@ def _user_id(user_id: str, v: Violations) -> None:
 def _vendor_params(
     request: aigc_service_pb2.ChatRequest | aigc_service_pb2.CompleteRequest, v: Violations
 ) -> dict[str, Any]:
-    if not request.HasField("vendor_params"):
+    if not request.HasField("vendor_params") or "vendor_params" in v:
         return {}
     return integral_numbers(json_format.MessageToDict(request.vendor_params))
+
+
+# --- strings, Structs and patterns ---------------------------------------------------------
+
+
+def _strings(msg: ProtoMessage, prefix: str, v: Violations) -> None:
+    """NUL in any string field of `msg` (walked field by field, so a field added
+    to the proto later is covered too); Structs go to struct_problem."""
+    for field, value in msg.ListFields():
+        at = f"{prefix}{field.name}"
+        if field.message_type is not None and field.message_type.full_name == "google.protobuf.Struct":
+            why = struct_problem(value)
+            if why:
+                v.add(at, why)
+        elif field.type == descriptor.FieldDescriptor.TYPE_MESSAGE:
+            if _is_repeated(field):
+                for i, item in enumerate(value):
+                    _strings(item, f"{at}[{i}].", v)
+            else:
+                _strings(value, f"{at}.", v)
+        elif field.type == descriptor.FieldDescriptor.TYPE_STRING:
+            if not _is_repeated(field):
+                if "\0" in value:
+                    v.add(at, _NUL)
+            else:
+                for i, item in enumerate(value):
+                    if "\0" in item:
+                        v.add(f"{at}[{i}]", _NUL)
+
+
+def _is_repeated(field: descriptor.FieldDescriptor) -> bool:
+    return field.is_repeated
+
+
+def struct_problem(struct: struct_pb2.Struct) -> str:
+    """Why `struct` cannot be taken ("" when it can): a number JSON cannot
+    write (NaN, Infinity: only gRPC can send them, and json_format refuses
+    them later), NUL in a key or string, or containers nested deeper than
+    MAX_STRUCT_DEPTH. Names the first offending place; iterative, so depth
+    costs no recursion."""
+    stack: list[tuple[Any, str, int]] = [(struct, "", 1)]
+    while stack:
+        node, where, depth = stack.pop()
+        if depth > MAX_STRUCT_DEPTH:
+            return f"nested deeper than {MAX_STRUCT_DEPTH} levels (at {where})"
+        if isinstance(node, struct_pb2.Struct):
+            for key, value in node.fields.items():
+                inner = f"{where}.{key}" if where else key
+                if "\0" in key:
+                    return f"keys {_NUL} (at {inner!r})"
+                stack.append((value, inner, depth))
+        elif isinstance(node, struct_pb2.ListValue):
+            stack.extend((value, f"{where}[{i}]", depth) for i, value in enumerate(node.values))
+        else:
+            kind = node.WhichOneof("kind")
+            if kind == "number_value" and not math.isfinite(node.number_value):
+                return f"must not hold NaN or Infinity, which JSON cannot carry (at {where})"
+            if kind == "string_value" and "\0" in node.string_value:
+                return f"strings {_NUL} (at {where})"
+            if kind == "struct_value":
+                stack.append((node.struct_value, where, depth + 1))
+            elif kind == "list_value":
+                stack.append((node.list_value, where, depth + 1))
+    return ""
+
+
+def json_depth_problem(value: Any) -> str:
+    """struct_problem's nesting rule for plain JSON (the OpenAI door checks its
+    bodies before building a Struct, which would fail deeper than protobuf allows)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > MAX_STRUCT_DEPTH:
+                return f"nested deeper than {MAX_STRUCT_DEPTH} levels"
+            items = node.values() if isinstance(node, dict) else node
+            stack.extend((item, depth + 1) for item in items)
+    return ""
+
+
+def _patterns(schema: Any) -> Iterator[tuple[str, str]]:
+    """(where, regex) of every `pattern` and `patternProperties` key in a schema."""
+    stack: list[tuple[Any, str]] = [(schema, "")]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                inner = f"{where}/{key}" if where else key
+                if key == "pattern" and isinstance(value, str):
+                    yield inner, value
+                elif key == "patternProperties" and isinstance(value, dict):
+                    yield from ((f"{inner}/{regex}", regex) for regex in value)
+                stack.append((value, inner))
+        elif isinstance(node, list):
+            stack.extend((item, f"{where}/{i}") for i, item in enumerate(node))
+
+
+_REPEAT = re.compile(r"(?<!\\)\{(\d+)(?:,(\d*))?\}")
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the refusal says why; no absl line on stderr per request
+_RE2_OPTIONS.max_mem = 1 << 20  # a compiled pattern's memory: refused past 1 MiB
+
+
+@functools.lru_cache(maxsize=1024)
+def pattern_problem(pattern: str) -> str:
+    """Why a schema `pattern` is refused ("" when it is fine).
+
+    Patterns run where we cannot see them (vendors' constrained decoding,
+    llama.cpp's grammar, the caller's own validator), so we take only what
+    every engine can run in linear time: what RE2 compiles (no backreferences
+    or lookaround, repetition counts at most 1000, nested ones too), and what
+    Python's `re` compiles (jsonschema's check; RE2 reads an over-long count
+    such as {99999999999} as literal text, where other engines overflow)."""
+    why = (
+        "pattern must be a regular expression in RE2 syntax (no lookaround or backreferences, "
+        f"repetition counts at most {MAX_PATTERN_REPEAT})"
+    )
+    # RE2 also reads a count past 2**31 as literal text; Python's re and JavaScript
+    # take {4294967294} as a count: refused whatever an engine makes of it.
+    for low, high in _REPEAT.findall(pattern):
+        if int(low) > MAX_PATTERN_REPEAT or (high and int(high) > MAX_PATTERN_REPEAT):
+            return why
+    try:
+        re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error:
+        return why
+    try:
+        re.compile(pattern)
+    except (re.error, OverflowError, RecursionError, ValueError):
+        return why
+    return ""
 
 
 # --- stage 2: against the chosen model ---------------------------------------------------------
@@ -525,6 +675,9 @@ __all__ = [
     "check_complete",
     "check_vendor_params",
     "decode_data_url",
+    "json_depth_problem",
     "needed_capabilities",
+    "pattern_problem",
     "schema_problem",
+    "struct_problem",
 ]

@@ -15,6 +15,7 @@ import contextvars
 import datetime
 import json
 import logging
+import re
 import sys
 from typing import Any, TextIO
 
@@ -70,11 +71,14 @@ class JsonFormatter(logging.Formatter):
 
 
 class ConsoleFormatter(logging.Formatter):
-    """For people: `time LEVEL logger message key=value ...`."""
+    """For people: `time LEVEL logger message key=value ...`, one line per record
+    (control characters in the message and values escaped; a traceback follows
+    on lines of its own)."""
 
     def format(self, record: logging.LogRecord) -> str:
         out = fields(record)
-        head = f"{out.pop('time')} {out.pop('level'):<7} {out.pop('logger')}: {out.pop('message')}"
+        message = _CONTROL.sub(_escape, out.pop("message"))
+        head = f"{out.pop('time')} {out.pop('level'):<7} {out.pop('logger')}: {message}"
         rest = " ".join(f"{key}={_console_value(value)}" for key, value in out.items() if value is not None)
         line = f"{head}  {rest}" if rest else head
         if record.exc_info:
@@ -103,6 +107,20 @@ def _timestamp(created: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+# What must not reach a terminal raw: C0 controls (newline: a forged line; ESC: a
+# terminal escape), DEL, C1 controls (U+0085 is a newline to some readers) and
+# the Unicode line/paragraph separators. Callers control model names and more.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char) or f"\\u{ord(char):04x}"
+
+
 def _console_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
-    return json.dumps(text, ensure_ascii=False) if (" " in text or not text) else text
+    if " " in text or not text or _CONTROL.search(text):
+        # Quoted as JSON, then what JSON leaves raw (DEL, C1, U+2028/9) escaped too.
+        return _CONTROL.sub(_escape, json.dumps(text, ensure_ascii=False))
+    return text

@@ -11,6 +11,7 @@ removes the mark. The generated counterpart is `make fuzz` (run_fuzz.py).
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import grpc
@@ -38,6 +39,10 @@ def _raw(text: str) -> bytes:
     return (
         b'{"messages":[{"role":"ROLE_USER","content":"hi"}],' + text.encode("utf-8", "surrogatepass") + b"}"
     )
+
+
+def _tool(prop: dict[str, Any]) -> dict[str, Any]:
+    return {"function": {"name": "f", "parameters": {"type": "object", "properties": {"p": prop}}}}
 
 
 def _deep(depth: int, open_: bytes, close: bytes, leaf: bytes = b"1") -> bytes:
@@ -92,7 +97,69 @@ CASES: dict[str, tuple[str, bytes, int]] = {
     "invalid UTF-8 in a key": ("/v1/chat:generate", b'{"messages":[{"role":"ROLE_USER","\xff":"hi"}]}', 400),
     "lone surrogate escape": ("/v1/chat:generate", _raw('"user_id":"\\ud800"'), 400),
     "byte order mark": ("/v1/chat:generate", b"\xef\xbb\xbf" + json.dumps(_chat()).encode(), 400),
-    "NUL in the model name": ("/v1/chat:generate", json.dumps(_chat(model="smol\0lm2")).encode(), 404),
+    # NUL: one rule for every string field (it was refused in text, prompt and tool results only)
+    "NUL in the model name": ("/v1/chat:generate", json.dumps(_chat(model="smol\0lm2")).encode(), 400),
+    "NUL in a stop sequence": (
+        "/v1/chat:generate",
+        json.dumps(_chat(generation_config={"max_output_tokens": 4, "stop_sequences": ["a\0"]})).encode(),
+        400,
+    ),
+    "NUL in user_id": ("/v1/chat:generate", json.dumps(_chat(user_id="u\0")).encode(), 400),
+    "NUL in a tool description": (
+        "/v1/chat:generate",
+        json.dumps(_chat(tools=[{"function": {"name": "f", "description": "d\0"}}])).encode(),
+        400,
+    ),
+    "NUL in vendor_params": (
+        "/v1/chat:generate",
+        json.dumps(_chat(vendor_params={"k": "v\0"})).encode(),
+        400,
+    ),
+    "NUL in a vendor_params key": (
+        "/v1/chat:generate",
+        json.dumps(_chat(vendor_params={"k\0": 1})).encode(),
+        400,
+    ),
+    "NUL in the completion's user_id": (
+        "/v1/completion:generate",
+        json.dumps({"prompt": "x", "user_id": "\0"}).encode(),
+        400,
+    ),
+    # schema patterns: re.compile's OverflowError was a 500; RE2 syntax, counts <= 1000
+    "pattern with a count past int64": (
+        "/v1/chat:generate",
+        json.dumps(_chat(tools=[_tool({"type": "string", "pattern": "^a{99999999999}$"})])).encode(),
+        400,
+    ),
+    "pattern with nested counts": (
+        "/v1/chat:generate",
+        json.dumps(_chat(tools=[_tool({"type": "string", "pattern": "(a{1000}){1000}"})])).encode(),
+        400,
+    ),
+    "pattern with a backreference": (
+        "/v1/chat:generate",
+        json.dumps(_chat(tools=[_tool({"type": "string", "pattern": "(a+)\\1"})])).encode(),
+        400,
+    ),
+    "pattern in a response schema": (
+        "/v1/chat:generate",
+        json.dumps(
+            _chat(
+                response_format={
+                    "type": "TYPE_JSON_SCHEMA",
+                    "schema": {"type": "string", "pattern": "^a{4294967294}$"},
+                }
+            )
+        ).encode(),
+        400,
+    ),
+    "patternProperties key": (
+        "/v1/chat:generate",
+        json.dumps(
+            _chat(tools=[{"function": {"name": "f", "parameters": {"patternProperties": {"a{99999}": {}}}}}])
+        ).encode(),
+        400,
+    ),
     # numbers
     "1e400 for a double": ("/v1/chat:generate", _raw('"generation_config":{"temperature":1e400}'), 400),
     "2**70 for an int32": (
@@ -252,6 +319,135 @@ def test_headers_envoy_accepts_reach_the_server(http: httpx.Client) -> None:
     """20 KiB of headers: within Envoy's 60 KiB, and over grpc-core's default 8 KiB
     (16 KiB hard) metadata limit, which answered RESOURCE_EXHAUSTED = HTTP 429."""
     resp = http.post("/v1/chat:generate", json=_chat(), headers={"x-trace-context": "a" * 20 * 1024})
+    assert resp.status_code == 200, f"{resp.status_code}: {resp.text[:200]}"
+
+
+def test_the_typed_rest_api_says_a_retry_cannot_fix_a_bad_request(http: httpx.Client) -> None:
+    """x-should-retry, as on the door, on the server's own errors (a trailers-only
+    gRPC answer, whose metadata Envoy turns into headers)."""
+    resp = http.post("/v1/chat:generate", json=_chat(user_id="u\0"))
+    assert resp.status_code == 400, resp.text[:300]
+    assert resp.headers["x-should-retry"] == "false"
+    missing = http.post("/v1/chat:generate", json=_chat(model="no-such-model"))
+    assert missing.status_code == 404 and missing.headers["x-should-retry"] == "false"
+
+
+# --- the OpenAI-compatible door, through Envoy ------------------------------------
+
+DOOR = "/openai/v1/chat/completions"
+DOOR_HI = [{"role": "user", "content": "hi"}]
+
+
+def _door(**fields: Any) -> bytes:
+    return json.dumps({"model": "smollm2", "messages": DOOR_HI, "max_tokens": 4, **fields}).encode()
+
+
+def _deep_schema(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(depth):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
+# name -> (method, path, body, expected HTTP status, expected error code)
+DOOR_CASES: dict[str, tuple[str, str, bytes, int, str]] = {
+    "max_tokens below int32": ("POST", DOOR, _door(max_tokens=-2147483649), 400, "INVALID_REQUEST"),
+    "max_tokens above int64": ("POST", DOOR, _door(max_tokens=2**70), 400, "INVALID_REQUEST"),
+    "max_completion_tokens negative": (
+        "POST",
+        DOOR,
+        _door(max_completion_tokens=-1),
+        400,
+        "INVALID_REQUEST",
+    ),
+    "tool parameters nested 400 deep": (
+        "POST",
+        DOOR,
+        _door(tools=[{"type": "function", "function": {"name": "f", "parameters": _deep_schema(400)}}]),
+        400,
+        "INVALID_REQUEST",
+    ),
+    # orjson's own depth limit (1024): refused before any translation
+    "vendor_params nested 10,000 deep": (
+        "POST",
+        DOOR,
+        b'{"model":"smollm2","messages":[{"role":"user","content":"hi"}],"vendor_params":'
+        + _deep(10_000, b'{"a":', b"}")
+        + b"}",
+        400,
+        "MALFORMED_REQUEST",
+    ),
+    "a pattern past int64": (
+        "POST",
+        DOOR,
+        _door(
+            tools=[
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "f",
+                        "parameters": _tool({"pattern": "^a{99999999999}$"})["function"]["parameters"],
+                    },
+                }
+            ]
+        ),
+        400,
+        "INVALID_REQUEST",
+    ),
+    "NUL in a stop sequence": ("POST", DOOR, _door(stop=["\0"]), 400, "INVALID_REQUEST"),
+    "NUL in safety_identifier": ("POST", DOOR, _door(safety_identifier="\0"), 400, "INVALID_REQUEST"),
+    "NaN temperature": (
+        "POST",
+        DOOR,
+        _door().replace(b'"max_tokens"', b'"temperature":NaN,"max_tokens"'),
+        400,
+        "MALFORMED_REQUEST",
+    ),
+    "not JSON": ("POST", DOOR, b"{", 400, "MALFORMED_REQUEST"),
+    "an unknown path": ("POST", "/openai/v1/embeddings", b"{}", 404, "UNKNOWN_ROUTE"),
+    "an unknown method": ("GET", DOOR, b"", 404, "UNKNOWN_ROUTE"),
+    "an unknown path under models": ("DELETE", "/openai/v1/models", b"", 404, "UNKNOWN_ROUTE"),
+}
+
+
+@pytest.mark.parametrize("name", list(DOOR_CASES))
+def test_hostile_door_request_gets_an_openai_error_with_our_status(http: httpx.Client, name: str) -> None:
+    """Each was a text/plain 500 (token overflow, nesting) or a text/plain 404/405 (the
+    SDKs read code=None); now OpenAI-shaped JSON with our reason and Status inside."""
+    method, path, body, expected, code = DOOR_CASES[name]
+    resp = http.request(method, path, content=body or None, headers=JSON if body else {})
+    assert resp.status_code == expected, resp.text[:500]
+    assert resp.headers["content-type"].startswith("application/json"), resp.headers
+    error = resp.json()["error"]
+    assert error["code"] == code, error
+    assert_status(error["status"], name)
+    assert resp.headers["x-should-retry"] == "false"
+    assert http.get("/openai/v1/models").status_code == 200
+
+
+@pytest.mark.parametrize("name", ["key", "api_key", "access_token"])
+def test_a_key_in_the_query_never_reaches_the_access_log(http: httpx.Client, stack: Stack, name: str) -> None:
+    """`?key=`, `?api_key=`, `?access_token=` were written verbatim in Envoy's access log."""
+    secret = f"sk-query-secret-{name}-0123456789"
+    for path in (f"/v1/models?{name}={secret}", f"/openai/v1/models?{name}={secret}"):
+        http.get(path, headers={"x-request-id": f"query-{name}-{len(path)}"})
+    deadline = time.monotonic() + 20  # Envoy flushes its log every few seconds
+    while time.monotonic() < deadline:
+        logged = [
+            line for line in stack.output().splitlines() if f"query-{name}-" in line and '"protocol"' in line
+        ]
+        if len(logged) == 2:
+            break
+        time.sleep(0.2)
+    assert len(logged) == 2, logged
+    assert secret not in stack.output()
+    assert all(json.loads(line)["path"].endswith("/models") for line in logged), logged
+
+
+def test_headers_envoy_accepts_reach_the_door(http: httpx.Client) -> None:
+    """The door's listener refused a header over 8 KiB (aiohttp's default) with a text/plain
+    400 quoting it - an `authorization` key, logged at ERROR - though Envoy takes 60 KiB."""
+    resp = http.get("/openai/v1/models", headers={"x-trace-context": "a" * 20 * 1024})
     assert resp.status_code == 200, f"{resp.status_code}: {resp.text[:200]}"
 
 

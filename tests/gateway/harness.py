@@ -28,6 +28,8 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.rpc import error_details_pb2, status_pb2
 
+from gateway import render
+
 REPO = Path(__file__).resolve().parents[2]
 RENDER = REPO / "gateway" / "render.py"
 SERVICE = "aigc.v1.AigcService"
@@ -124,7 +126,8 @@ def _not_found_trailers(model: str) -> tuple[tuple[str, bytes], ...]:
 @dataclass
 class FakeAigc:
     """Canned AigcService: model "missing" fails NOT_FOUND,
-    "huge" answers more than MAX_REQUEST_BYTES of text, and a stream for model
+    "huge" answers more text than Envoy's transcoder buffers (a fake: the real server
+    refuses a unary answer that large itself, ANSWER_TOO_LARGE), and a stream for model
     "hold" waits for release_held() (held streams)."""
 
     types: Types
@@ -144,7 +147,7 @@ class FakeAigc:
                 grpc.StatusCode.NOT_FOUND, "unknown model", _not_found_trailers(request.model)
             )
         if request.model == "huge":
-            return self._response(request, "a" * (MAX_REQUEST_BYTES + 1))
+            return self._response(request, "a" * (render.MAX_RESPONSE_BODY_BYTES + 1))
         last = request.messages[-1].content if request.messages else ""
         resp = self._response(request, "echo: " + last[:100])
         resp.finish_reason = 1  # FINISH_REASON_STOP

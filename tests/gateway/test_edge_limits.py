@@ -353,8 +353,9 @@ def test_request_envoy_cannot_parse_is_400_malformed_http_request(
 
 def test_unary_answer_over_the_limit_is_a_status_not_text(http: httpx.Client) -> None:
     """The catch-all mapper: any other error Envoy makes is still a Status - here
-    the transcoder's 500 for a unary answer over max_response_body_size (16 MiB;
-    streams are transcoded message by message and have no such limit)."""
+    the transcoder's 500 for a unary answer over max_response_body_size (which the
+    real server never sends: it refuses a unary answer past MAX_ANSWER_BYTES itself,
+    tests/e2e/test_big_answers_e2e.py; streams are transcoded message by message)."""
     resp = http.post("/v1/chat:generate", json={**CHAT, "model": "huge"})
     info = _assert_status(resp, 500, 2, "GATEWAY_ERROR")
     assert info["metadata"]["details"] == "grpc_json_transcode_failure{response_buffer_size_limit_reached}"

@@ -19,9 +19,16 @@ from server.access.quotas import QuotaExceeded, QuotaLimits, QuotaStoreUnavailab
 from server.admin.access import AdminApiDisabled, AdminKeyRequired
 from server.admin.servicer import AuthenticationOff, KeyExists, KeyNotFound, KeyReadOnly, StoreDisabled
 from server.api.anthropic_door.app import CountTokensNotOffered
-from server.api.calls import MalformedRequest, RequestTooLarge, ServerShuttingDown
+from server.api.calls import (
+    MalformedRequest,
+    RequestHeadersTooLarge,
+    RequestTooLarge,
+    ServerShuttingDown,
+    UnknownRoute,
+)
 from server.errors import (
     AigcError,
+    AnswerTooLarge,
     CapabilityNotSupported,
     InternalError,
     InvalidRequest,
@@ -77,6 +84,9 @@ SERVER_ERRORS: list[AigcError] = [
     KeyExists("k1"),
     KeyReadOnly("keys/k1"),
     AuthenticationOff(),
+    AnswerTooLarge(32 * 1024 * 1024),
+    UnknownRoute("GET", "/openai/v1/nope"),
+    RequestHeadersTooLarge(),
     *(error for failure in UpstreamFailure for error in _upstream(failure)),
 ]
 

@@ -119,3 +119,36 @@ def test_console_format():
         request_id_var.reset(token)
     line = stream.getvalue().strip()
     assert line.endswith('INFO    test.console: two words  request_id=r-9 model=smollm2 note="a b"')
+
+
+HOSTILE = "m\nFORGED 2026-01-01T00:00:00.000Z INFO    aigc.access: ok\t\x1b[31mred\x7f\x85\u2028"
+
+
+def test_console_format_escapes_control_characters_in_messages_and_values():
+    """A model name with a newline, TAB or ESC was written raw: forged lines, terminal escapes."""
+    with capture("console") as stream:
+        logging.getLogger("test.console").info("model %s", HOSTILE, extra={"model": HOSTILE})
+    text = stream.getvalue()
+    assert text.count("\n") == 1 and text.endswith("\n"), text
+    assert not any(c in text[:-1] for c in "\t\x1b\x7f\x85\u2028\r"), repr(text)
+    assert "\\nFORGED" in text and "\\u001b[31m" in text
+
+
+def test_console_lines_of_the_real_server_cannot_be_forged():
+    import grpc as grpc_module
+
+    from aigc.v1 import aigc_service_pb2, aigc_service_pb2_grpc, content_pb2
+    from tests.support.processes import running_server
+
+    # No space in it: values with spaces were quoted (escaped) already, others raw.
+    model = "m\nFORGED\t\x1b[31mred"
+    with running_server({"AIGC_LOG_FORMAT": "console"}) as server:
+        with grpc_module.insecure_channel(server.address) as channel:
+            stub = aigc_service_pb2_grpc.AigcServiceStub(channel)
+            message = content_pb2.Message(role=content_pb2.ROLE_USER, content="hi")
+            with pytest.raises(grpc_module.RpcError):
+                stub.Chat(aigc_service_pb2.ChatRequest(model=model, messages=[message]), timeout=10)
+        output = server.output()
+    assert "FORGED" in output
+    assert not [line for line in output.splitlines() if line.startswith("FORGED")]
+    assert "\x1b[31m" not in output

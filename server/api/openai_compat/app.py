@@ -26,14 +26,17 @@ import logging
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import http_exceptions, web, web_protocol, web_request, web_server
 
 from aigc.v1 import aigc_service_pb2
 from server.api.calls import (
     TIMEOUT_HEADER,
     InFlight,
+    MalformedHttpRequest,
     MalformedRequest,
+    RequestHeadersTooLarge,
     RequestTooLarge,
+    UnknownRoute,
     provider_deadline,
     remaining_seconds,
     request_id,
@@ -41,7 +44,7 @@ from server.api.calls import (
 )
 from server.api.openai_compat import embeddings, wire
 from server.core.engine import Call, Engine
-from server.core.limits import MAX_REQUEST_BYTES
+from server.core.limits import MAX_REQUEST_BYTES, MAX_REQUEST_HEADER_KB, MAX_REQUEST_HEADERS
 from server.errors import AigcError, InvalidRequest, ModelNotFound
 from server.observability import Observability
 
@@ -90,7 +93,7 @@ class OpenAICompat:
         self._engine = engine
         self._observability = observability
         self._calls = InFlight()
-        self.app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+        self.app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[_unknown_routes])
         self.app.add_routes(
             [
                 web.post(f"{PREFIX}/chat/completions", self.chat_completions),
@@ -114,7 +117,17 @@ class OpenAICompat:
     async def start(self, host: str, port: int, *, shared_port: bool) -> None:
         # handler_cancellation: a caller hanging up cancels its handler, so the
         # upstream stream is closed at once (aiohttp's default keeps it running).
-        self._runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None)
+        # The header limits are the gateway's (server/core/limits.py): aiohttp's own
+        # 8 KiB refused what Envoy passes on. Each header may use the whole budget;
+        # Envoy in front bounds the sum (+16 headers for those Envoy adds).
+        self._runner = _DoorRunner(
+            self.app,
+            handler_cancellation=True,
+            access_log=None,
+            max_line_size=MAX_REQUEST_HEADER_KB * 1024,
+            max_field_size=MAX_REQUEST_HEADER_KB * 1024,
+            max_headers=MAX_REQUEST_HEADERS + 16,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_port=shared_port or None, backlog=1024)
         await site.start()
@@ -343,12 +356,78 @@ class OpenAICompat:
 
     def _error(self, call: _Call, error: AigcError) -> web.Response:
         call.record.failed(error)
-        status, body, headers = wire.error(error.to_status(call.request_id))
-        return web.Response(
-            status=status,
-            body=orjson.dumps(body),
-            content_type="application/json",
-            headers={**headers, "x-request-id": call.request_id},
+        return _error_response(error, call.request_id)
+
+
+@web.middleware
+async def _unknown_routes(request: web.Request, handler: Any) -> web.StreamResponse:
+    """aiohttp's 404 and 405 are text/plain (the SDKs read code=None): ours are
+    OpenAI-shaped, UNKNOWN_ROUTE, as Envoy answers an unknown path or method."""
+    try:
+        return await handler(request)
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
+        rid = request_id([(k.lower(), v) for k, v in request.headers.items()])
+        return _error_response(UnknownRoute(request.method, request.path), rid)
+
+
+def _error_response(error: AigcError, rid: str, http_status: int | None = None) -> web.Response:
+    status, body, headers = wire.error(error.to_status(rid))
+    return web.Response(
+        status=http_status or status,
+        body=orjson.dumps(body),
+        content_type="application/json",
+        headers={**headers, "x-request-id": rid},
+    )
+
+
+class _DoorProtocol(web_protocol.RequestHandler):
+    """aiohttp's handler for one connection, with our answer to a request its parser
+    refuses: aiohttp's is text/plain, quotes the offending line (an over-long
+    `authorization` header is a key) and logs it with a traceback at ERROR."""
+
+    def handle_error(
+        self,
+        request: web_request.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500 or request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)  # a bug: logged at ERROR
+        rid = request_id([])
+        if isinstance(exc, http_exceptions.LineTooLong) or "Too many headers" in str(exc):
+            error: AigcError = RequestHeadersTooLarge()
+            http_status = 431
+        else:
+            # The class name only: the parser's text can quote the request.
+            error = MalformedHttpRequest(f"the HTTP request could not be parsed ({type(exc).__name__})")
+            http_status = None
+        log.info(
+            "refused an unparsable HTTP request from %s: %s",
+            request.remote,
+            error.reason,
+            extra={"request_id": rid, "reason": error.reason},
+        )
+        response = _error_response(error, rid, http_status)
+        response.force_close()
+        return response
+
+
+class _DoorServer(web_server.Server):
+    def __call__(self) -> web_protocol.RequestHandler:
+        return _DoorProtocol(self, loop=self._loop, **self._kwargs)
+
+
+class _DoorRunner(web.AppRunner):
+    async def _make_server(self) -> web_server.Server:
+        made = await super()._make_server()
+        # The same server (handler, request factory, options), making _DoorProtocols.
+        return _DoorServer(
+            made.request_handler,
+            request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
+            loop=made._loop,
+            **made._kwargs,
         )
 
 
@@ -370,22 +449,37 @@ def _json_response(payload: dict, rid: str) -> web.Response:
     )
 
 
+@contextlib.contextmanager
+def _hung_up_is_cancelled():
+    """A write after the caller hung up raises ConnectionError ("Cannot write to
+    closing transport") when it comes before aiohttp's cancel of this handler:
+    the same event as that cancel, so it ends the same way, CANCELLED (it was
+    logged as an UNKNOWN error)."""
+    try:
+        yield
+    except ConnectionError:
+        raise asyncio.CancelledError from None
+
+
 async def _open_sse(request: web.Request, rid: str) -> web.StreamResponse:
     response = web.StreamResponse(headers={**_SSE_HEADERS, "x-request-id": rid})
-    await response.prepare(request)
+    with _hung_up_is_cancelled():
+        await response.prepare(request)
     return response
 
 
 async def _end_sse(response: web.StreamResponse | None) -> None:
     assert response is not None
-    await response.write(b"data: [DONE]\n\n")
-    await response.write_eof()
+    with _hung_up_is_cancelled():
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
 
 
 async def _send(response: web.StreamResponse | None, chunks: list[dict]) -> None:
     assert response is not None
     if chunks:
-        await response.write(b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks))
+        with _hung_up_is_cancelled():
+            await response.write(b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks))
 
 
 __all__ = ["PREFIX", "OpenAICompat"]

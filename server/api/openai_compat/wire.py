@@ -35,7 +35,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from aigc.v1 import aigc_service_pb2, content_pb2, generation_pb2, tool_pb2
 from server.api.openai_compat import reasoning as details
 from server.api.structs import parse_struct
-from server.errors import InvalidRequest
+from server.errors import InvalidRequest, caller_should_retry
 
 Json = dict[str, Any]
 
@@ -51,7 +51,12 @@ _EFFORTS = {
     "low": generation_pb2.ReasoningConfig.EFFORT_LOW,
     "medium": generation_pb2.ReasoningConfig.EFFORT_MEDIUM,
     "high": generation_pb2.ReasoningConfig.EFFORT_HIGH,
+    # Above "high": the highest effort the typed API has.
+    "xhigh": generation_pb2.ReasoningConfig.EFFORT_HIGH,
+    "max": generation_pb2.ReasoningConfig.EFFORT_HIGH,
 }
+# "none": no reasoning, the typed API's budget_tokens 0 (refused by models that cannot turn it off).
+_NO_REASONING = "none"
 _FINISH = {
     generation_pb2.FINISH_REASON_STOP: "stop",
     generation_pb2.FINISH_REASON_MAX_TOKENS: "length",
@@ -60,6 +65,9 @@ _FINISH = {
     generation_pb2.FINISH_REASON_OTHER: "stop",
 }
 # Fields we read (chat), and fields that would change the answer we cannot honour.
+# Kept current with the installed `openai` SDK's typed chat parameters:
+# tests/server/api/openai_compat/test_door_hostile.py fails on a parameter that
+# is in neither CHAT_PARAMETERS set (README, "OpenAI-compatible door", lists them).
 _CHAT_FIELDS = {
     "model",
     "messages",
@@ -72,6 +80,8 @@ _CHAT_FIELDS = {
     "presence_penalty",
     "frequency_penalty",
     "user",
+    # OpenAI's replacement for `user`: our user_id, like it.
+    "safety_identifier",
     "tools",
     "tool_choice",
     "parallel_tool_calls",
@@ -85,6 +95,12 @@ _CHAT_FIELDS = {
     "store",
     "metadata",
     "service_tier",
+    # Prompt-cache hints for OpenAI's own cache: the answer is the same without them.
+    "prompt_cache_key",
+    "prompt_cache_retention",
+    "prompt_cache_options",
+    # Only its default, "medium", is accepted (_verbosity): the others would change the answer.
+    "verbosity",
 }
 _COMPLETION_FIELDS = {
     "model",
@@ -115,7 +131,12 @@ _UNSUPPORTED = {
     "functions": "use tools (the deprecated functions field is not offered)",
     "function_call": "use tool_choice (the deprecated function_call field is not offered)",
     "suffix": "suffix (insertion) is not offered",
+    "moderation": "moderated completions are not offered",
 }
+#: Every chat.completions parameter the door has decided on: read, accepted, or refused by name.
+CHAT_PARAMETERS = frozenset(_CHAT_FIELDS | _UNSUPPORTED.keys())
+# The largest token limit an int32 field holds; larger ones are refused by the core's cap.
+_INT32_MAX = 2**31 - 1
 
 
 class _Problems:
@@ -151,16 +172,19 @@ def chat_request(body: Any) -> tuple[aigc_service_pb2.ChatRequest, bool, bool]:
             if converted is not None:
                 request.messages.append(converted)
     _config(body, request.generation_config, problems, chat=True)
-    request.user_id = _string(body, "user", problems)
+    request.user_id = _string(body, "safety_identifier", problems) or _string(body, "user", problems)
     _tools(body, request, problems)
     _response_format(body.get("response_format"), request, problems)
     effort = body.get("reasoning_effort")
-    if effort is not None:
+    if effort == _NO_REASONING:
+        request.reasoning.budget_tokens = 0
+    elif effort is not None:
         if effort not in _EFFORTS:
-            problems.add("reasoning_effort", f"one of {', '.join(_EFFORTS)}")
+            problems.add("reasoning_effort", f"one of {_NO_REASONING}, {', '.join(_EFFORTS)}")
         else:
             request.reasoning.effort = _EFFORTS[effort]
             request.reasoning.include_reasoning = True
+    _ignored_hints(body, problems)
     _vendor_params(body, request.vendor_params, problems)
     stream, usage = _stream_options(body, problems)
     problems.raise_if_any()
@@ -203,6 +227,18 @@ def _known_fields(body: Mapping[str, Any], known: set[str], problems: _Problems)
     n = body.get("n")
     if n not in (None, 1):
         problems.add("n", "only one choice (n = 1) is offered")
+
+
+def _ignored_hints(body: Mapping[str, Any], problems: _Problems) -> None:
+    """Parameters accepted without effect: their type is still checked, and `verbosity`
+    only at its default (another value would change the answer we cannot honour)."""
+    _string(body, "prompt_cache_key", problems)
+    if body.get("prompt_cache_retention") not in (None, "in_memory", "24h"):
+        problems.add("prompt_cache_retention", "in_memory or 24h")
+    if body.get("prompt_cache_options") is not None and not isinstance(body["prompt_cache_options"], dict):
+        problems.add("prompt_cache_options", "must be an object")
+    if body.get("verbosity") not in (None, "medium"):
+        problems.add("verbosity", "only medium (the default) is offered: the answer's length is not steered")
 
 
 def _string(body: Mapping[str, Any], name: str, problems: _Problems) -> str:
@@ -350,13 +386,14 @@ def _config(
     if limit is None:
         limit = body.get("max_tokens")
     if limit is not None:
-        if _whole(limit):
-            config.max_output_tokens = min(limit, 2**31 - 1)
+        name = "max_completion_tokens" if chat and "max_completion_tokens" in body else "max_tokens"
+        if not _whole(limit):
+            problems.add(name, "must be a whole number")
+        elif limit <= 0:
+            problems.add(name, "must be greater than 0")
         else:
-            problems.add(
-                "max_completion_tokens" if chat and "max_completion_tokens" in body else "max_tokens",
-                "must be a whole number",
-            )
+            # Above int32 it could never pass a model's cap anyway: the cap names the limit.
+            config.max_output_tokens = min(limit, _INT32_MAX)
     for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
         value = body.get(name)
         if value is None:
@@ -695,6 +732,8 @@ def error(status: status_pb2.Status) -> tuple[int, Json, dict[str, str]]:
         }
     }
     headers = {"x-request-id": request_id} if request_id else {}
+    # Whether the SDKs should retry: they obey this before their own rule (every 5xx).
+    headers["x-should-retry"] = "true" if caller_should_retry(status) else "false"
     if retry is not None:
         headers["retry-after"] = str(max(1, math.ceil(retry)))
         headers["retry-after-ms"] = str(round(retry * 1000))

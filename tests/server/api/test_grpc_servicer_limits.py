@@ -250,3 +250,128 @@ def test_streams_still_running_when_the_grace_ends_end_with_shutting_down(tmp_pa
     info, retry = error_info(caught.value), status_details(caught.value).retry_seconds
     assert info.reason == "SHUTTING_DOWN" and retry is not None
     assert "Traceback" not in server.output()
+
+
+# --- Structs, patterns and NUL (issue 13, points 7, 8 and 11) -----------------------------
+
+
+def _refused_fields(stub, request: pb.ChatRequest) -> dict[str, str]:
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Chat(request, timeout=10)
+    error = caught.value
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    assert "Traceback" not in error.details()
+    details = status_details(error)
+    assert details.info is not None and details.info.reason == "INVALID_REQUEST"
+    return details.violations
+
+
+def _with_tool(parameters: dict) -> pb.ChatRequest:
+    request = pb.ChatRequest(messages=[user("hi")])
+    tool = request.tools.add()
+    tool.function.name = "f"
+    tool.function.parameters.update(parameters)
+    return request
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("where", ["vendor_params", "tool parameters", "response schema"])
+def test_nan_or_infinity_in_any_struct_is_invalid_argument_naming_the_field(stub, number, where):
+    """Was INTERNAL with a traceback (json_format cannot write NaN as JSON)."""
+    if where == "vendor_params":
+        request = pb.ChatRequest(messages=[user("hi")])
+        request.vendor_params.update({"a": {"b": [1, number]}})
+        field = "vendor_params"
+    elif where == "tool parameters":
+        request = _with_tool({"type": "object", "properties": {"n": {"type": "number", "maximum": number}}})
+        field = "tools[0].function.parameters"
+    else:
+        request = pb.ChatRequest(messages=[user("hi")])
+        request.response_format.type = generation_pb2.ResponseFormat.TYPE_JSON_SCHEMA
+        request.response_format.schema.update({"type": "object", "x": [number]})
+        field = "response_format.schema"
+    violations = _refused_fields(stub, request)
+    assert list(violations) == [field], violations
+    assert "NaN" in violations[field] and "Infinity" in violations[field]
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["^a{99999999999}$", "(a{1000}){1000}", "^(?=x)a$", "(a)\\1"],
+    ids=["huge-count", "nested-counts", "lookahead", "backreference"],
+)
+def test_a_pattern_we_cannot_check_safely_is_invalid_argument(stub, pattern):
+    """`^a{99999999999}$` was a 500 (re.compile's OverflowError in the schema check)."""
+    schema = {"type": "object", "properties": {"s": {"type": "string", "pattern": pattern}}}
+    violations = _refused_fields(stub, _with_tool(schema))
+    assert list(violations) == ["tools[0].function.parameters"]
+    assert "pattern" in violations["tools[0].function.parameters"]
+    keyed = {"type": "object", "patternProperties": {pattern: {"type": "string"}}}
+    assert list(_refused_fields(stub, _with_tool(keyed))) == ["tools[0].function.parameters"]
+
+
+def test_struct_nesting_is_bounded(stub):
+    """One bound on every surface (the door's JSON too); arrays cost protobuf's parser
+    fewer levels than objects, so 40 of them arrive over gRPC."""
+    deep: list = [1]
+    for _ in range(40):
+        deep = [deep]
+    request = pb.ChatRequest(messages=[user("hi")])
+    request.vendor_params.update({"a": deep})
+    violations = _refused_fields(stub, request)
+    assert "nested deeper than 32" in violations["vendor_params"]
+
+
+def test_nul_is_refused_in_every_string_field(stub):
+    """NUL was refused in text, prompt and tool results only; 10 other fields carried it on."""
+    request = pb.ChatRequest(
+        model="smollm2",
+        user_id="u\0",
+        messages=[
+            user("hi"),
+            content_pb2.Message(
+                role=content_pb2.ROLE_ASSISTANT,
+                parts=[
+                    content_pb2.Part(reasoning=content_pb2.Reasoning(text="r\0"), signature="s\0"),
+                    content_pb2.Part(tool_call=content_pb2.ToolCall(id="c\0", name="f", arguments="{}")),
+                ],
+            ),
+            content_pb2.Message(
+                role=content_pb2.ROLE_TOOL,
+                parts=[
+                    content_pb2.Part(tool_result=content_pb2.ToolResult(tool_call_id="c\0", content="ok"))
+                ],
+            ),
+        ],
+        generation_config=generation_pb2.GenerationConfig(stop_sequences=["x", "y\0"]),
+    )
+    tool = request.tools.add()
+    tool.function.name = "f"
+    tool.function.description = "d\0"
+    request.vendor_params.update({"k": "v\0", "k\0": 1})
+    violations = _refused_fields(stub, request)
+    nul = "must not contain NUL (U+0000) characters"
+    for field in (
+        "user_id",
+        "messages[1].parts[0].reasoning.text",
+        "messages[1].parts[0].signature",
+        "messages[1].parts[1].tool_call.id",
+        "messages[2].parts[0].tool_result.tool_call_id",
+        "generation_config.stop_sequences[1]",
+        "tools[0].function.description",
+    ):
+        assert violations.get(field) == nul, (field, violations)
+    assert "NUL" in violations["vendor_params"]
+
+
+def test_every_http_surface_shares_one_header_limit():
+    """The door's listener took 8 KiB headers (aiohttp's default), Envoy 60 KiB."""
+    from gateway import render
+    from server.core.limits import MAX_ANSWER_BYTES, MAX_REQUEST_HEADER_KB, MAX_REQUEST_HEADERS
+
+    assert (render.MAX_REQUEST_HEADER_KB, render.MAX_REQUEST_HEADERS) == (
+        MAX_REQUEST_HEADER_KB,
+        MAX_REQUEST_HEADERS,
+    )
+    # The transcoder buffers every unary answer the server delivers (issue 13 point 10).
+    assert render.MAX_ANSWER_BYTES == MAX_ANSWER_BYTES < render.MAX_RESPONSE_BODY_BYTES

@@ -280,7 +280,7 @@ def test_nul_characters_are_refused_wherever_text_goes_to_a_model():
     assert violations(request) == {
         "messages[0].content": "must not contain NUL (U+0000) characters",
         "messages[2].parts[0].tool_result.content": "must not contain NUL (U+0000) characters",
-        "messages[3].parts[1]": "must not contain NUL (U+0000) characters",
+        "messages[3].parts[1].text": "must not contain NUL (U+0000) characters",
     }
     v = Violations()
     check_complete(aigc_service_pb2.CompleteRequest(prompt="once\0"), Limits(), v)

@@ -115,7 +115,11 @@ def test_a_full_chat_request_translates_field_by_field():
         ({"stream_options": {"include_usage": True}}, "stream_options"),
         ({"tool_choice": "sometimes"}, "tool_choice"),
         ({"response_format": {"type": "yaml"}}, "response_format.type"),
-        ({"reasoning_effort": "max"}, "reasoning_effort"),
+        ({"reasoning_effort": "extreme"}, "reasoning_effort"),
+        ({"verbosity": "high"}, "verbosity"),
+        ({"moderation": {"model": "omni-moderation-latest"}}, "moderation"),
+        ({"prompt_cache_retention": "forever"}, "prompt_cache_retention"),
+        ({"max_tokens": -2147483649}, "max_tokens"),
         ({"max_tokens": "ten"}, "max_tokens"),
         ({"temperature": float("nan")}, "temperature"),
         ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
@@ -240,7 +244,7 @@ def test_errors_become_openai_shapes_with_our_status_inside():
         "MODEL_NOT_FOUND",
     )
     assert body["error"]["status"]["code"] == code_pb2.NOT_FOUND
-    assert headers == {"x-request-id": "rid-1"}
+    assert headers == {"x-request-id": "rid-1", "x-should-retry": "false"}
     status, body, _ = wire.error(InvalidRequest({"messages[0].content": "must not be empty"}).to_status())
     assert (status, body["error"]["param"], body["error"]["code"]) == (
         400,
@@ -255,6 +259,25 @@ def test_errors_become_openai_shapes_with_our_status_inside():
         "3",
         "2500",
     )
+
+
+def test_current_sdk_parameters_map_to_typed_fields_or_are_accepted_without_effect():
+    base = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    request, _, _ = wire.chat_request({**base, "safety_identifier": "s-1", "user": "u-1"})
+    assert request.user_id == "s-1"  # OpenAI's replacement for `user` wins
+    request, _, _ = wire.chat_request({**base, "reasoning_effort": "none"})
+    assert request.reasoning.HasField("budget_tokens") and request.reasoning.budget_tokens == 0
+    for effort in ("xhigh", "max"):
+        request, _, _ = wire.chat_request({**base, "reasoning_effort": effort})
+        assert as_dict(request)["reasoning"]["effort"] == "EFFORT_HIGH"
+    hints = {
+        "prompt_cache_key": "k",
+        "prompt_cache_retention": "24h",
+        "prompt_cache_options": {"ttl": "1h"},
+        "verbosity": "medium",
+    }
+    request, _, _ = wire.chat_request({**base, **hints})
+    assert request == wire.chat_request(base)[0]
 
 
 def test_tool_choice_modes():
