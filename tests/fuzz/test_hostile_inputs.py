@@ -350,7 +350,7 @@ def _deep_schema(depth: int) -> dict[str, Any]:
 
 
 # name -> (method, path, body, expected HTTP status, expected error code)
-DOOR_CASES: dict[str, tuple[str, str, bytes, int, str]] = {
+CHAT_DOOR_CASES: dict[str, tuple[str, str, bytes, int, str]] = {
     "max_tokens below int32": ("POST", DOOR, _door(max_tokens=-2147483649), 400, "INVALID_REQUEST"),
     "max_tokens above int64": ("POST", DOOR, _door(max_tokens=2**70), 400, "INVALID_REQUEST"),
     "max_completion_tokens negative": (
@@ -404,17 +404,17 @@ DOOR_CASES: dict[str, tuple[str, str, bytes, int, str]] = {
         "MALFORMED_REQUEST",
     ),
     "not JSON": ("POST", DOOR, b"{", 400, "MALFORMED_REQUEST"),
-    "an unknown path": ("POST", "/openai/v1/embeddings", b"{}", 404, "UNKNOWN_ROUTE"),
+    "an unknown path": ("POST", "/openai/v1/no-such-route", b"{}", 404, "UNKNOWN_ROUTE"),
     "an unknown method": ("GET", DOOR, b"", 404, "UNKNOWN_ROUTE"),
     "an unknown path under models": ("DELETE", "/openai/v1/models", b"", 404, "UNKNOWN_ROUTE"),
 }
 
 
-@pytest.mark.parametrize("name", list(DOOR_CASES))
+@pytest.mark.parametrize("name", list(CHAT_DOOR_CASES))
 def test_hostile_door_request_gets_an_openai_error_with_our_status(http: httpx.Client, name: str) -> None:
     """Each was a text/plain 500 (token overflow, nesting) or a text/plain 404/405 (the
     SDKs read code=None); now OpenAI-shaped JSON with our reason and Status inside."""
-    method, path, body, expected, code = DOOR_CASES[name]
+    method, path, body, expected, code = CHAT_DOOR_CASES[name]
     resp = http.request(method, path, content=body or None, headers=JSON if body else {})
     assert resp.status_code == expected, resp.text[:500]
     assert resp.headers["content-type"].startswith("application/json"), resp.headers
@@ -503,7 +503,7 @@ DEEP_SCHEMA = (
     '{"type":"object","properties":' + '{"a":{"type":"object","properties":' * 200 + "{}" + "}}" * 200 + "}"
 )
 # name -> (path, body bytes, expected HTTP status, expected reason)
-DOOR_CASES: dict[str, tuple[str, bytes, int, str]] = {
+AGENT_DOOR_CASES: dict[str, tuple[str, bytes, int, str]] = {
     "anthropic: not an object": (ANTHROPIC, b"[]", 400, "INVALID_REQUEST"),
     "anthropic: truncated JSON": (ANTHROPIC, b'{"model":', 400, "MALFORMED_REQUEST"),
     "anthropic: invalid UTF-8": (ANTHROPIC, b'{"model":"\xff"}', 400, "MALFORMED_REQUEST"),
@@ -681,11 +681,11 @@ DOOR_CASES: dict[str, tuple[str, bytes, int, str]] = {
 }
 
 
-@pytest.mark.parametrize("name", list(DOOR_CASES))
+@pytest.mark.parametrize("name", list(AGENT_DOOR_CASES))
 def test_hostile_door_body_gets_its_apis_error_shape_and_the_service_serves_on(
     http: httpx.Client, name: str
 ) -> None:
-    path, body, expected, reason = DOOR_CASES[name]
+    path, body, expected, reason = AGENT_DOOR_CASES[name]
     resp = http.post(path, content=body, headers=JSON)
     assert resp.status_code == expected, resp.text[:500]
     assert resp.headers["content-type"].startswith("application/json")
