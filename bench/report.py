@@ -388,11 +388,26 @@ def _limits(results: dict) -> list[str]:
     return out + [f"- {note}" for note in results["notes"]]
 
 
+def _load_line(results: dict, cores: int) -> str:
+    load = results.get("load_average")
+    if not load:
+        return "- load average: not recorded"
+    busy = max(load) >= cores / 2
+    verdict = (
+        f"**taken under load** (more than {cores / 2:g} runnable on {cores} cores): read the ratios,"
+        " not the figures"
+        if busy
+        else "a quiet machine"
+    )
+    return f"- 1-minute load average {load[0]:.2f} at the start, {load[1]:.2f} at the end: {verdict}"
+
+
 def markdown(results: dict) -> str:
     m, o = results["machine"], results["options"]
     variants = ", ".join(f"{v['label']} ({v['env'] or 'no extra env'})" for v in o["variant"])
     setup = [
         f"- {results['when']}, whole run {results['elapsed_s']:.0f} s; commit {m['commit']}",
+        _load_line(results, len(procfs.cpu_list(o["gateway_cpus"] + "," + o["load_cpus"]))),
         f"- {m['cpu']}; {m['os']}",
         f"- {m['python']}; Node {m['node']}; Envoy {m['envoy']}; {m['h2load']}; {m['wrk']}",
         f"- pinned with taskset: server + Envoy, the reference Envoy and the peers on cores"

@@ -562,13 +562,18 @@ def main(argv: list[str] | None = None) -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     args.output_dir.mkdir(parents=True, exist_ok=True)
     idle = machine_idle_check()
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="aigc-bench-") as tmp:
         run = execute(args, pathlib.Path(tmp))
     if idle:
         run.notes.insert(0, idle)
+    load_after = os.getloadavg()
     results = {
         "when": when,
         "elapsed_s": time.monotonic() - began,
+        # 1-minute load average at the start and end: a run on a machine others
+        # share says so beside its figures.
+        "load_average": [round(load_before[0], 2), round(load_after[0], 2)],
         "machine": machine(),
         "options": {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()}
         | {"variant": [dataclasses.asdict(v) for v in args.variant]},
