@@ -223,8 +223,14 @@ $(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt constraints.
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt -c constraints.txt
 	@touch $@
 
+# The peer gateways the bench runs beside ours (bench/peers/package.json, its
+# lock pinned): Portkey from npm, bench only, never on the runtime path.
+bench/peers/node_modules/.installed: bench/peers/package.json bench/peers/package-lock.json
+	cd bench/peers && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 .PHONY: bench-deps
-bench-deps: $(VENV)/.bench-installed ## Install what `make bench` needs (h2load, wrk, matplotlib, py-spy)
+bench-deps: $(VENV)/.bench-installed bench/peers/node_modules/.installed ## Install what `make bench` needs (h2load, wrk, matplotlib, py-spy, the peers Portkey and vllm-router)
 	@command -v node >/dev/null || { echo "make bench needs Node.js (node) for its fake upstream"; exit 1; }
 	@command -v h2load >/dev/null && command -v wrk >/dev/null || { \
 	  echo "installing Debian nghttp2-client (h2load) and wrk for the bench"; \

@@ -62,10 +62,13 @@ def _run(args: list[str], timeout: float, env: dict[str, str] | None = None) -> 
     return done.stdout, _children_cpu() - before
 
 
-def wrk(url: str, body: pathlib.Path, concurrency: int, seconds: int) -> Load:
+def wrk(
+    url: str, body: pathlib.Path, concurrency: int, seconds: int, headers: dict[str, str] | None = None
+) -> Load:
     args = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "30s"]
     args += ["-s", str(BENCH / "wrk" / "post.lua"), url]
-    out, cpu = _run(args, seconds + 60, {**os.environ, "BENCH_BODY_FILE": str(body)})
+    env = {**os.environ, "BENCH_BODY_FILE": str(body), "BENCH_HEADERS": _header_lines(headers)}
+    out, cpu = _run(args, seconds + 60, env)
     line = next(line for line in out.splitlines() if line.startswith("WRK_JSON "))
     got = json.loads(line.removeprefix("WRK_JSON "))
     errors = sum(
@@ -115,9 +118,15 @@ def h2load(address: str, method: str, frame: pathlib.Path, concurrency: int, sec
     )
 
 
-def _stream_args(kind: str, url: str, body: pathlib.Path, concurrency: int) -> list[str]:
+def _header_lines(headers: dict[str, str] | None) -> str:
+    return "".join(f"{name}: {value}\n" for name, value in (headers or {}).items())
+
+
+def _stream_args(
+    kind: str, url: str, body: pathlib.Path, concurrency: int, headers: dict[str, str] | None
+) -> list[str]:
     args = ["node", str(BENCH / "streams.mjs"), f"--kind={kind}", f"--url={url}", f"--body={body}"]
-    return [*args, f"--concurrency={concurrency}"]
+    return [*args, f"--concurrency={concurrency}", f"--headers={json.dumps(headers or {})}"]
 
 
 def _stream_load(result: dict, cpu: float) -> Load:
@@ -134,9 +143,17 @@ def _stream_load(result: dict, cpu: float) -> Load:
     )
 
 
-def streams(kind: str, url: str, body: pathlib.Path, concurrency: int, seconds: float) -> Load:
+def streams(
+    kind: str,
+    url: str,
+    body: pathlib.Path,
+    concurrency: int,
+    seconds: float,
+    headers: dict[str, str] | None = None,
+) -> Load:
     """Closed loop of `concurrency` streams for `seconds`, with time to first byte."""
-    out, cpu = _run([*_stream_args(kind, url, body, concurrency), f"--duration={seconds}"], seconds + 120)
+    args = [*_stream_args(kind, url, body, concurrency, headers), f"--duration={seconds}"]
+    out, cpu = _run(args, seconds + 120)
     line = next(line for line in out.splitlines() if line.startswith("RESULT "))
     return _stream_load(json.loads(line.removeprefix("RESULT ")), cpu)
 
@@ -157,9 +174,15 @@ def burst(
     hold: float,
     on_all_open: Callable[[], dict],
     timeout: float = 60,
+    headers: dict[str, str] | None = None,
 ) -> Burst:
     """Open `count` streams at once, hold them `hold` s after the last one's first byte, cancel all."""
-    args = [*_stream_args(kind, url, body, count), "--burst", f"--hold={hold}", f"--timeout={timeout}"]
+    args = [
+        *_stream_args(kind, url, body, count, headers),
+        "--burst",
+        f"--hold={hold}",
+        f"--timeout={timeout}",
+    ]
     before = _children_cpu()
     at_peak: dict = {}
     opened: float | None = None

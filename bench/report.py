@@ -11,7 +11,9 @@ import sys
 
 from bench import procfs
 
-GATEWAY_ROLES = ("server", "envoy")
+GATEWAY_ROLES = ("server", "envoy", "peer")  # whatever runs on the gateway cores
+# The rows every other is set against, in this order (same run, same cores, same upstream).
+PEERS = ("Portkey", "vllm-router", "Envoy proxy")
 PROFILE_ROWS = 20  # packages listed by own time; the rest are summed
 LOAD_ROLES = ("upstream", "load tool")
 
@@ -103,7 +105,8 @@ def _pct(value: float | None) -> str:
 def _throughput_table(results: dict, kind: str) -> list[str]:
     options = results["options"]
     header = ["path", "c", "req/s", "chunks/s", "p50 ms", "p99 ms", "p50 - direct", "server CPU µs/req"]
-    header += ["Envoy CPU µs/req", "upstream CPU µs/req", "gateway cores busy", "load cores busy"]
+    header += ["Envoy CPU µs/req", "peer CPU µs/req", "upstream CPU µs/req", "gateway cores busy"]
+    header += ["load cores busy"]
     header += ["errors (tool / server)", "RSS server MiB", "RSS Envoy MiB"]
     rows = []
     for row in (r for r in results["rows"] if r["kind"] == kind):
@@ -118,7 +121,7 @@ def _throughput_table(results: dict, kind: str) -> list[str]:
                 _f(row["p50_ms"]),
                 _f(row["p99_ms"]),
                 _delta(row["p50_ms"], direct and direct["p50_ms"]),
-                *(_f(_per_request_us(row, role), 0) for role in ("server", "envoy", "upstream")),
+                *(_f(_per_request_us(row, role), 0) for role in ("server", "envoy", "peer", "upstream")),
                 _pct(_busy(row, GATEWAY_ROLES, options["gateway_cpus"])),
                 _pct(_busy(row, LOAD_ROLES, options["load_cpus"])),
                 f"{row['errors']} / {failed}",
@@ -126,7 +129,7 @@ def _throughput_table(results: dict, kind: str) -> list[str]:
                 _f(row["rss_mib"].get("envoy"), 0),
             ]
         )
-    return _table(header, "lrrrrrrrrrrrrrr", rows)
+    return _table(header, "lrrrrrrrrrrrrrrr", rows)
 
 
 def _ttfb_direct(results: dict, concurrency: int) -> dict | None:
@@ -220,6 +223,57 @@ def _find(rows: list[dict], path_prefix: str, kind: str, concurrency: int) -> di
             for r in rows
             if r["path"].startswith(path_prefix) and r["kind"] == kind and r["concurrency"] == concurrency
         ),
+        None,
+    )
+
+
+def _gateway_us(row: dict | None) -> float | None:
+    """CPU per request of everything on the gateway cores (server + Envoy, or the peer)."""
+    if not row or not row["requests"]:
+        return None
+    used = [row["cpu_s"][r] for r in GATEWAY_ROLES if r in row["cpu_s"]]
+    return sum(used) / row["requests"] * 1e6 if used else None
+
+
+def _ratio(value: float | None, base: float | None) -> str:
+    return "-" if not value or not base else f"{value / base:.2f}x"
+
+
+def _ttfb_added(results: dict, path: str, concurrency: int) -> float | None:
+    mine = next((e for e in results["ttfb"] if e["path"] == path and e["concurrency"] == concurrency), None)
+    base = _ttfb_direct(results, concurrency)
+    if not mine or not base or mine["ttfb_ms"]["p50"] is None or base["ttfb_ms"]["p50"] is None:
+        return None
+    return mine["ttfb_ms"]["p50"] - base["ttfb_ms"]["p50"]
+
+
+def _peers_table(results: dict) -> list[str]:
+    """Every path's figures and their ratios to each peer's from this run (the only comparison
+    that holds: another machine or another day is another load)."""
+    rows, top = results["rows"], max(results["options"]["concurrency"])
+    low = min(results["options"]["ttfb_concurrency"])
+    peers = [p for p in PEERS if _find_exact(rows, p, "unary", top)]
+    paths = [p for p in dict.fromkeys(r["path"] for r in rows) if p != "direct"]
+    measures = [
+        (f"unary req/s, c{top}", lambda p: (r := _find_exact(rows, p, "unary", top)) and r["rate"], 0),
+        ("CPU µs per unary call", lambda p: _gateway_us(_find_exact(rows, p, "unary", top)), 0),
+        ("CPU µs per stream", lambda p: _gateway_us(_find_exact(rows, p, "stream", top)), 0),
+        (f"added TTFB ms, c{low}", lambda p: _ttfb_added(results, p, low), 2),
+    ]
+    header = ["path", *(name for name, _, _ in measures)]
+    header += [f"{name.split(',')[0]} / {peer}" for name, _, _ in measures[:3] for peer in peers]
+    table = []
+    for path in paths:
+        values = [get(path) for _, get, _ in measures]
+        cells = [_f(v, d) for v, (_, _, d) in zip(values, measures, strict=True)]
+        ratios = [_ratio(values[i], measures[i][1](peer)) for i in range(3) for peer in peers]
+        table.append([path, *cells, *ratios])
+    return _table(header, "l" + "r" * (len(header) - 1), table)
+
+
+def _find_exact(rows: list[dict], path: str, kind: str, concurrency: int) -> dict | None:
+    return next(
+        (r for r in rows if r["path"] == path and r["kind"] == kind and r["concurrency"] == concurrency),
         None,
     )
 
@@ -334,15 +388,31 @@ def _limits(results: dict) -> list[str]:
     return out + [f"- {note}" for note in results["notes"]]
 
 
+def _load_line(results: dict, cores: int) -> str:
+    load = results.get("load_average")
+    if not load:
+        return "- load average: not recorded"
+    busy = max(load) >= cores / 2
+    verdict = (
+        f"**taken under load** (more than {cores / 2:g} runnable on {cores} cores): read the ratios,"
+        " not the figures"
+        if busy
+        else "a quiet machine"
+    )
+    return f"- 1-minute load average {load[0]:.2f} at the start, {load[1]:.2f} at the end: {verdict}"
+
+
 def markdown(results: dict) -> str:
     m, o = results["machine"], results["options"]
     variants = ", ".join(f"{v['label']} ({v['env'] or 'no extra env'})" for v in o["variant"])
     setup = [
         f"- {results['when']}, whole run {results['elapsed_s']:.0f} s; commit {m['commit']}",
+        _load_line(results, len(procfs.cpu_list(o["gateway_cpus"] + "," + o["load_cpus"]))),
         f"- {m['cpu']}; {m['os']}",
         f"- {m['python']}; Node {m['node']}; Envoy {m['envoy']}; {m['h2load']}; {m['wrk']}",
-        f"- pinned with taskset: server + Envoy and the reference Envoy on cores {o['gateway_cpus']}; the"
-        f" fake upstream, load tools, streams client, py-spy and the bench itself on cores {o['load_cpus']}",
+        f"- pinned with taskset: server + Envoy, the reference Envoy and the peers on cores"
+        f" {o['gateway_cpus']}; the fake upstream, load tools, streams client, py-spy and the bench"
+        f" itself on cores {o['load_cpus']}",
         f"- upstream answers: {o['chunks']} content chunks, the first after {o['first_token_ms']} ms, then"
         f" {o['chunk_gap_ms']} ms apart; held streams: a chunk every {o['hold_gap_ms']} ms",
         f"- closed loops of {o['seconds']:g} s after {o['warmup']:g} s of warm-up; stack: {variants};"
@@ -379,6 +449,14 @@ def markdown(results: dict) -> str:
         "## Summary",
         "",
         *_summary(results),
+        "",
+        "## Against the peers, same run",
+        "",
+        "Each path on the same core against the same upstream in this run; CPU is of everything on the"
+        " gateway core (server + Envoy, or the peer); a ratio is this path's figure over the peer's (below 1"
+        " is less CPU, above 1 more requests/s). Added TTFB: time to first byte p50 less direct's.",
+        "",
+        *_peers_table(results),
         "",
         "## Machine and setup",
         "",
@@ -463,8 +541,8 @@ def chart(results: dict, out: pathlib.Path) -> None:
     ax = axes[1][0]
     bars(
         ax,
-        lambda r: (_per_request_us(r, "server") or 0) / 1000,
-        "CPU per request: server, + Envoy hatched",
+        lambda r: ((_per_request_us(r, "server") or 0) + (_per_request_us(r, "peer") or 0)) / 1000,
+        "CPU per request: server or peer, + Envoy hatched",
         "ms",
     )
     for i, path in enumerate(paths):

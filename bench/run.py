@@ -5,11 +5,13 @@
 One run, about 5 minutes on 2 cores (bench/README.md has the method):
 
 1. a fake OpenAI-protocol upstream (bench/upstream/fake_openai.mjs) and, as
-   a reference, Envoy as a plain reverse proxy in front of it;
+   references, Envoy as a plain reverse proxy in front of it and two peer
+   gateways, Portkey (Node) and vllm-router (Rust), each on the same core;
 2. unary and streamed requests at each concurrency, closed loop, through
-   every path - straight to the upstream (direct), via the reference proxy,
-   gRPC to the server (h2load), HTTP/JSON and SSE through the gateway's
-   Envoy (wrk) - with CPU time and memory of every process from /proc;
+   every path - straight to the upstream (direct), via the reference proxy
+   and the peers, gRPC to the server (h2load), HTTP/JSON and SSE through the
+   gateway's Envoy and the OpenAI door (wrk) - with CPU time and memory of
+   every process from /proc; every figure also as a ratio to the peers';
 3. time to first byte of streams, and bursts of up to 1,000 streams held
    open at once (bench/streams.mjs);
 4. py-spy on the server under 50 concurrent unary calls;
@@ -47,6 +49,7 @@ BENCH = pathlib.Path(__file__).resolve().parent
 ROOT = BENCH.parent
 
 DIRECT, PROXY, GRPC, HTTP = "direct", "Envoy proxy", "gRPC", "HTTP via Envoy"
+PORTKEY, VLLM_ROUTER, DOOR = "Portkey", "vllm-router", "OpenAI door"
 
 
 @dataclasses.dataclass
@@ -68,6 +71,7 @@ class Target:
     streams_url: str
     stream_body: pathlib.Path
     hold_body: pathlib.Path
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)  # sent with every request
 
 
 class Run:
@@ -130,7 +134,12 @@ class Run:
 
     def time_to_first_byte(self, target: Target, concurrency: int) -> None:
         got = load.streams(
-            target.streams_kind, target.streams_url, target.stream_body, concurrency, self.args.ttfb_seconds
+            target.streams_kind,
+            target.streams_url,
+            target.stream_body,
+            concurrency,
+            self.args.ttfb_seconds,
+            target.headers,
         )
         entry = {
             "path": target.path,
@@ -160,7 +169,13 @@ class Run:
                 }
 
             got = load.burst(
-                target.streams_kind, target.streams_url, target.hold_body, count, self.args.hold, at_peak
+                target.streams_kind,
+                target.streams_url,
+                target.hold_body,
+                count,
+                self.args.hold,
+                at_peak,
+                headers=target.headers,
             )
             drained = upstream.wait_idle()
             overflows = procfs.listen_overflows() - overflows
@@ -186,10 +201,25 @@ class Run:
 # --- the targets ---------------------------------------------------------------------------------
 
 
-def http_target(path: str, base: str, folder: pathlib.Path, gap_ms: int, gateway: bool) -> Target:
-    """direct / reference proxy (OpenAI protocol) or the gateway's HTTP routes through its Envoy."""
+def http_target(
+    path: str,
+    base: str,
+    folder: pathlib.Path,
+    gap_ms: int,
+    gateway: bool,
+    headers: dict[str, str] | None = None,
+    door: bool = False,
+) -> Target:
+    """direct / reference proxy / peers (OpenAI protocol), the gateway's HTTP routes through its
+    Envoy, or (door) the gateway's OpenAI door with the gateway's model names."""
     tag = path.replace(" ", "-")
-    if gateway:
+    headers = headers or {}
+    if door:
+        unary_url = stream_url = f"{base}/openai/v1/chat/completions"
+        unary = bodies.write(folder, f"{tag}-unary.json", bodies.openai_json(services.MODEL, stream=False))
+        stream = bodies.write(folder, f"{tag}-stream.json", bodies.openai_json(services.MODEL, stream=True))
+        hold = bodies.write(folder, f"{tag}-hold.json", bodies.openai_json(services.HOLD_MODEL, stream=True))
+    elif gateway:
         unary_url, stream_url = f"{base}/v1/chat:generate", f"{base}/v1/chat:streamGenerate"
         unary = bodies.write(folder, f"{tag}-unary.json", bodies.gateway_json(services.MODEL))
         stream = unary
@@ -202,12 +232,13 @@ def http_target(path: str, base: str, folder: pathlib.Path, gap_ms: int, gateway
         hold = bodies.write(folder, f"{tag}-hold.json", bodies.openai_json(hold_model, stream=True))
     return Target(
         path=path,
-        unary=lambda c, s: load.wrk(unary_url, unary, c, s),
-        stream=lambda c, s: load.wrk(stream_url, stream, c, s),
+        unary=lambda c, s: load.wrk(unary_url, unary, c, s, headers),
+        stream=lambda c, s: load.wrk(stream_url, stream, c, s, headers),
         streams_kind="sse",
         streams_url=stream_url,
         stream_body=stream,
         hold_body=hold,
+        headers=headers,
     )
 
 
@@ -321,6 +352,7 @@ def gateway_runs(run: Run, upstream: services.Upstream, variant: Variant, first:
         targets = [
             grpc_target(GRPC + suffix, stack.grpc_address, run.folder),
             http_target(HTTP + suffix, stack.http, run.folder, args.hold_gap_ms, gateway=True),
+            http_target(DOOR + suffix, stack.openai, run.folder, args.hold_gap_ms, gateway=True, door=True),
         ]
         roles = stack.pids() | {"upstream": [upstream.process.proc.pid]}
         print(f"stack{suffix}: {roles}", flush=True)
@@ -335,7 +367,7 @@ def gateway_runs(run: Run, upstream: services.Upstream, variant: Variant, first:
                 for concurrency in args.ttfb_concurrency:
                     run.time_to_first_byte(target, concurrency)
                     _still_up(run, stack, label, f"{target.path} time to first byte c{concurrency}")
-            for target in targets:
+            for target in targets[:2]:  # the door's streams are the engine's, as the other two
                 run.bursts_of(target, upstream, roles)
                 _still_up(run, stack, label, f"{target.path} bursts")
         except StackExited as exc:
@@ -347,6 +379,25 @@ def gateway_runs(run: Run, upstream: services.Upstream, variant: Variant, first:
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 run.notes.append(f"py-spy did not run: {str(exc).splitlines()[0]}")
                 print(f"bench: {exc}", file=sys.stderr)
+
+
+def peer_runs(run: Run, upstream: services.Upstream, folder: pathlib.Path) -> None:
+    """The peer gateways, one at a time on the gateway's cores, against the same upstream:
+    the same closed loops and time to first byte as the gateway (no bursts: the
+    comparison is per call)."""
+    args = run.args
+    for path, start in ((PORTKEY, services.Portkey), (VLLM_ROUTER, services.VllmRouter)):
+        if path.lower() in args.skip_peer:
+            continue
+        peer = start(args.gateway_cpus, upstream.port)
+        with services.stopping(peer.process):
+            target = http_target(path, peer.base, folder, args.hold_gap_ms, False, peer.headers)
+            roles = {"peer": [peer.pid], "upstream": [upstream.process.proc.pid]}
+            for kind in ("unary", "stream"):
+                for concurrency in args.concurrency:
+                    run.measure(target, kind, concurrency, roles, None)
+            for concurrency in args.ttfb_concurrency:
+                run.time_to_first_byte(target, concurrency)
 
 
 def execute(args: argparse.Namespace, folder: pathlib.Path) -> Run:
@@ -372,6 +423,7 @@ def execute(args: argparse.Namespace, folder: pathlib.Path) -> Run:
                     run.time_to_first_byte(target, concurrency)
             for target, roles in baselines:
                 run.bursts_of(target, upstream, roles)
+        peer_runs(run, upstream, folder)
         for index, variant in enumerate(args.variant):
             gateway_runs(run, upstream, variant, first=index == 0)
     return run
@@ -477,6 +529,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="extra scripts/run_stack.py argument (repeatable)")  # fmt: skip
     add("--variant", type=_variant, action="append", default=[], metavar="LABEL[:KEY=VALUE,...]",
         help="measure the stack once per variant, e.g. '1 worker:AIGC_WORKERS=1' (repeatable)")  # fmt: skip
+    add("--skip-peer", action="append", default=[], choices=["portkey", "vllm-router"],
+        help="leave a peer gateway out of the run (repeatable)")  # fmt: skip
     add("--profile-seconds", type=int, default=8, help="py-spy recording length, 0 = no profile (default 8)")
     add("--profile-concurrency", type=int, default=50, help="unary gRPC calls in flight while profiled")
     add("--output-dir", type=pathlib.Path, default=BENCH, help="where RESULTS.md and the pictures go")
@@ -508,13 +562,18 @@ def main(argv: list[str] | None = None) -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     args.output_dir.mkdir(parents=True, exist_ok=True)
     idle = machine_idle_check()
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="aigc-bench-") as tmp:
         run = execute(args, pathlib.Path(tmp))
     if idle:
         run.notes.insert(0, idle)
+    load_after = os.getloadavg()
     results = {
         "when": when,
         "elapsed_s": time.monotonic() - began,
+        # 1-minute load average at the start and end: a run on a machine others
+        # share says so beside its figures.
+        "load_average": [round(load_before[0], 2), round(load_after[0], 2)],
         "machine": machine(),
         "options": {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()}
         | {"variant": [dataclasses.asdict(v) for v in args.variant]},

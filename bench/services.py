@@ -1,5 +1,6 @@
 """The processes a bench run measures: the fake upstream, Envoy as a plain
-reverse proxy (the reference), and the real stack (scripts/run_stack.py).
+reverse proxy (the reference), the peer gateways (Portkey, vllm-router) and
+the real stack (scripts/run_stack.py).
 
 Every one is pinned with taskset to the cores the caller names, and stopped on
 exit by its own pid (each runs in its own session, so nothing else is hit).
@@ -109,6 +110,43 @@ class ReferenceProxy:
         self.pid = self.process.proc.pid
 
 
+class Portkey:
+    """Portkey's AI gateway (npm @portkey-ai/gateway, pinned in bench/peers/package.json).
+
+    It routes by request headers: provider `openai` with the fake upstream as
+    its custom host, and a dummy key (the upstream checks none)."""
+
+    def __init__(self, cpus: str, upstream_port: int) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.headers = {
+            "x-portkey-provider": "openai",
+            "x-portkey-custom-host": f"http://127.0.0.1:{upstream_port}/v1",
+            "authorization": "Bearer bench",
+        }
+        start = BENCH / "peers" / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
+        if not start.exists():
+            raise RuntimeError(f"{start} is missing: `make bench-deps` installs it (npm ci in bench/peers)")
+        args = ["taskset", "-c", cpus, "node", str(start), f"--port={self.port}", "--headless"]
+        self.process = Process("portkey", args, {**os.environ, "NODE_ENV": "production"})
+        _wait(lambda: _ok(f"{self.base}/"), "Portkey", self.process)
+        self.pid = self.process.proc.pid
+
+
+class VllmRouter:
+    """vllm-router (PyPI, pinned in requirements-bench.txt), its Rust router in front of the upstream."""
+
+    def __init__(self, cpus: str, upstream_port: int) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.headers: dict[str, str] = {}
+        args = ["taskset", "-c", cpus, sys.executable, str(BENCH / "peers" / "start_vllm_router.py")]
+        args += [f"--port={self.port}", f"--worker-url=http://127.0.0.1:{upstream_port}"]
+        self.process = Process("vllm-router", args, os.environ)
+        _wait(lambda: _ok(f"{self.base}/health"), "vllm-router", self.process, timeout=60)
+        self.pid = self.process.proc.pid
+
+
 def stack_config(folder: pathlib.Path, upstream: Upstream, hold_gap_ms: int) -> pathlib.Path:
     """An AIGC_CONFIG file: one keyless OpenAI-protocol upstream, the two bench models."""
     config = folder / "aigc.toml"
@@ -138,9 +176,11 @@ class GatewayStack(Stack):
         self.metrics_port = free_port()
         self.http = f"http://127.0.0.1:{self.http_port}"
         self.grpc_address = f"127.0.0.1:{self.grpc_port}"
+        self.openai_port = free_port()
+        self.openai = f"http://127.0.0.1:{self.openai_port}"
         args = ["taskset", "-c", cpus, sys.executable, "scripts/run_stack.py", "--host=127.0.0.1"]
         args += [f"--grpc-port={self.grpc_port}", f"--http-port={self.http_port}"]
-        args += [f"--admin-port={self.admin_port}", f"--openai-port={free_port()}", *extra_args]
+        args += [f"--admin-port={self.admin_port}", f"--openai-port={self.openai_port}", *extra_args]
         merged = {"AIGC_METRICS_ADDRESS": f"127.0.0.1:{self.metrics_port}", **env}
         Process.__init__(self, "stack", args, python_env(merged))
 

@@ -3,6 +3,7 @@
 //
 //   node bench/streams.mjs --kind grpc|sse --url URL --body FILE --concurrency C
 //        [--duration S]            closed loop: C streams in flight for S seconds
+//        [--headers JSON]          extra request headers (sse), e.g. a peer's routing
 //        [--burst --hold S]        open C streams at once; once every one has its
 //                                  first byte print ALL_OPEN, hold S seconds, cancel all
 //
@@ -28,10 +29,12 @@ const { values: opts } = parseArgs({
     burst: { type: "boolean", default: false },
     hold: { type: "string", default: "2" },
     timeout: { type: "string", default: "60" },
+    headers: { type: "string", default: "{}" },
   },
 });
 const url = new URL(opts.url);
 const body = fs.readFileSync(opts.body);
+const sseHeaders = { "content-type": "application/json", ...JSON.parse(opts.headers) };
 const concurrency = Number(opts.concurrency);
 const now = () => Number(process.hrtime.bigint()) / 1e6; // ms
 
@@ -113,7 +116,7 @@ function sseStream(_index, onFirst, onEnd) {
       onEnd(error, messages);
     }
   };
-  const req = http.request(url, { method: "POST", agent, headers: { "content-type": "application/json" } });
+  const req = http.request(url, { method: "POST", agent, headers: sseHeaders });
   req.on("response", (res) => {
     let first = true;
     let messages = 0;

@@ -159,6 +159,12 @@ const server = http.createServer((req, res) => {
     res.end(body);
     return;
   }
+  if (req.method === "GET" && req.url === "/health") {
+    // vllm-router (a peer in the bench) checks its workers here before it serves.
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end("{}");
+    return;
+  }
   if (req.method !== "POST" || req.url !== "/v1/chat/completions") {
     res.writeHead(404, { "content-type": "application/json" });
     res.end(JSON.stringify({ error: { message: `no route ${req.method} ${req.url}`, type: "invalid_request_error" } }));

@@ -92,11 +92,12 @@ class _Rpc:
         peer = context.peer()
         remaining, self.bad_timeout = remaining_seconds(context.time_remaining(), metadata)
         trusted = engine.gate.clients.trusted(parse_peer(peer))
+        surface = grpc_surface(metadata, trusted)
         self.record = observability.rpc(
             method,
             self.request_id,
             streaming=streaming,
-            surface=grpc_surface(metadata, trusted),
+            surface=surface,
             peer=peer,
             time_remaining=remaining,
             metadata=metadata,
@@ -107,6 +108,12 @@ class _Rpc:
         now = time.time_ns()
         self.create_time = timestamp_pb2.Timestamp(seconds=now // 1_000_000_000, nanos=now % 1_000_000_000)
         self._headers_sent = False
+        # A REST call came through Envoy's transcoder with the id we use (Envoy
+        # sets one on every request and, always_set_request_id_in_response in
+        # gateway/envoy.yaml, on every response): sending it back too costs
+        # grpc.aio a batch of its own per call (~40 µs, bench/README.md) for a
+        # header Envoy overwrites. gRPC callers still get it as initial metadata.
+        self._echo_id = surface != "rest" or not _received(metadata, self.request_id)
 
     async def abort(self, error: AigcError) -> None:
         """Ends the RPC with `error` as a rich google.rpc.Status.
@@ -133,7 +140,13 @@ class _Rpc:
         """
         if not self._headers_sent:
             self._headers_sent = True
-            await self.context.send_initial_metadata((("x-request-id", self.request_id),))
+            if self._echo_id:
+                await self.context.send_initial_metadata((("x-request-id", self.request_id),))
+
+
+def _received(metadata, request_id: str) -> bool:
+    """Whether `request_id` is the x-request-id the call came with (not one made here)."""
+    return any(key == "x-request-id" and value == request_id for key, value in metadata)
 
 
 class AigcServicer(aigc_service_pb2_grpc.AigcServiceServicer):

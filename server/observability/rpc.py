@@ -244,7 +244,8 @@ class RpcRecord:
         self.upstream_model = upstream_model
         if self.streaming and self._in_flight is None:
             self._in_flight = (self.method, self.model_label, provider, self.surface)
-            self._owner.metrics.streams_in_flight.labels(*self._in_flight).inc()
+            m = self._owner.metrics
+            m.child(m.streams_in_flight, *self._in_flight).inc()
 
     def capture_prompt(
         self, request: aigc_service_pb2.ChatRequest | aigc_service_pb2.CompleteRequest
@@ -431,19 +432,19 @@ class RpcRecord:
     def _record_metrics(self, elapsed: float) -> None:
         m = self._owner.metrics
         rpc_labels = (self.method, self.model_label, self.provider)
-        m.requests.labels(*rpc_labels, self.surface, code_pb2.Code.Name(self.code)).inc()
-        m.duration.labels(*rpc_labels, self.surface).observe(elapsed)
+        m.child(m.requests, *rpc_labels, self.surface, code_pb2.Code.Name(self.code)).inc()
+        m.child(m.duration, *rpc_labels, self.surface).observe(elapsed)
         if self._in_flight is not None:
-            m.streams_in_flight.labels(*self._in_flight).dec()
+            m.child(m.streams_in_flight, *self._in_flight).dec()
             self._in_flight = None
         if self.upstream_calls:
-            m.overhead.labels(*rpc_labels).observe(max(0.0, elapsed - self.upstream_seconds))
+            m.child(m.overhead, *rpc_labels).observe(max(0.0, elapsed - self.upstream_seconds))
         gen_ai = (self.operation, self.provider, self.model_label)
         if self.ttft is not None:
-            m.ttft.labels(*gen_ai).observe(self.ttft)
+            m.child(m.ttft, *gen_ai).observe(self.ttft)
         if self.usage is not None:
-            m.tokens.labels(*gen_ai, "input").observe(self.usage.prompt_tokens)
-            m.tokens.labels(*gen_ai, "output").observe(self.usage.completion_tokens)
+            m.child(m.tokens, *gen_ai, "input").observe(self.usage.prompt_tokens)
+            m.child(m.tokens, *gen_ai, "output").observe(self.usage.completion_tokens)
         if isinstance(self.error, UpstreamError):
             m.upstream_errors.labels(self.provider, self.model_label, self.error.reason).inc()
         if self.usage is not None and self.usage.HasField("cost"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import io
 import json
 import logging
@@ -14,7 +15,7 @@ import pytest
 
 from server.errors import ModelNotFound
 from server.observability import Observability, configure_logging
-from server.observability.logs import request_id_var
+from server.observability.logs import JsonFormatter, request_id_var
 
 
 @contextlib.contextmanager
@@ -152,3 +153,27 @@ def test_console_lines_of_the_real_server_cannot_be_forged():
     assert "FORGED" in output
     assert not [line for line in output.splitlines() if line.startswith("FORGED")]
     assert "\x1b[31m" not in output
+
+
+@pytest.mark.parametrize(
+    "created",
+    [
+        1_760_987_952.6399994,  # rounds up to .640 at the microsecond, as datetime does
+        1_700_000_000.9999996,  # rounds into the next second
+        1_700_000_000.0,
+        1_700_000_000.0005,
+        1_700_000_059.9994999,
+    ],
+)
+def test_time_field_is_utc_to_the_millisecond_as_datetime_formats_it(created):
+    """The per-second cache in the formatter gives what datetime gives, at every edge."""
+    moment = datetime.datetime.fromtimestamp(created, tz=datetime.UTC)
+    expected = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    record = logging.LogRecord("aigc.test", logging.INFO, __file__, 1, "hello", (), None)
+    record.created = created
+    assert json.loads(JsonFormatter().format(record))["time"] == expected
+    # The same second again (the cached prefix) and the next one.
+    record.created = created + 1
+    later = datetime.datetime.fromtimestamp(created + 1, tz=datetime.UTC)
+    expected = later.strftime("%Y-%m-%dT%H:%M:%S.") + f"{later.microsecond // 1000:03d}Z"
+    assert json.loads(JsonFormatter().format(record))["time"] == expected
