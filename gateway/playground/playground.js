@@ -15,6 +15,8 @@ const els = {
   system: $("system"),
   maxTokens: $("max-tokens"),
   temperature: $("temperature"),
+  reasoning: $("reasoning"),
+  showReasoning: $("show-reasoning"),
   apiKey: $("api-key"),
   transcript: $("transcript"),
   composer: $("composer"),
@@ -109,21 +111,38 @@ function addEntry(kind, who, text) {
   return li;
 }
 
-/** Renders the folded parts of the answer so far into its transcript entry. */
+/** Renders the folded parts of the answer so far into its transcript entry. Each part
+ * keeps its node across deltas, so a reasoning block the user closed stays closed. */
 function renderAnswer(li, parts) {
   const body = li.querySelector(".text");
+  li.partNodes ??= new Map();
   const nodes = [];
   for (const part of [...parts.values()].sort((a, b) => a.index - b.index)) {
-    const node = document.createElement("div");
+    let node = li.partNodes.get(part.index);
     if (part.kind === "reasoning") {
-      node.className = "reasoning";
-      node.textContent = part.text;
-    } else if (part.kind === "tool_call") {
-      node.className = "tool";
-      node.textContent = `tool call ${part.name}(${part.arguments})`;
+      if (!node) {
+        // A collapsible "Reasoning" block, open while it streams in.
+        node = document.createElement("details");
+        node.className = "reasoning";
+        node.open = true;
+        const summary = document.createElement("summary");
+        summary.textContent = "Reasoning";
+        const thoughts = document.createElement("div");
+        thoughts.className = "thoughts";
+        node.append(summary, thoughts);
+      }
+      node.querySelector(".thoughts").textContent = part.text;
     } else {
-      node.textContent = part.text;
+      node ??= document.createElement("div");
+      if (part.kind === "tool_call") {
+        node.className = "tool";
+        node.textContent = `tool call ${part.name}(${part.arguments})`;
+      } else {
+        node.className = "answer";
+        node.textContent = part.text;
+      }
     }
+    li.partNodes.set(part.index, node);
     nodes.push(node);
   }
   body.replaceChildren(...nodes);
@@ -188,6 +207,11 @@ async function send(text) {
   if (maxTokens > 0) request.generation_config.max_output_tokens = maxTokens;
   const temperature = parseFloat(els.temperature.value);
   if (!Number.isNaN(temperature)) request.generation_config.temperature = temperature;
+  // The request's ReasoningConfig, only when an effort is picked: models without
+  // CAPABILITY_REASONING refuse the field. "Show the reasoning" is include_reasoning.
+  if (els.reasoning.value) {
+    request.reasoning = { effort: els.reasoning.value, include_reasoning: els.showReasoning.checked };
+  }
 
   running = new AbortController();
   setBusy(true);

@@ -5,16 +5,22 @@ whose local model has one slot (tests/clients/conftest.py)."""
 from __future__ import annotations
 
 import json
+import pathlib
 import re
 import subprocess
 import time
+from collections.abc import Iterator
 
 import pexpect
 import pytest
 
 from tests.clients.access_log import access_lines, wait_for_lines
 from tests.clients.conftest import ClientVenv
-from tests.support.processes import VENV_BIN, ServerProcess, free_port
+from tests.fakes.demo_vendor import DemoReply
+from tests.fakes.http import FakeServer
+from tests.proxies.env import write_config
+from tests.proxies.relays import LoopThread
+from tests.support.processes import VENV_BIN, ServerProcess, free_port, running_server
 
 # A prompt the 135M model answers at length ("1, 2, 3, 4, ..."), so a stream
 # is still going when the test looks at it.
@@ -225,3 +231,87 @@ def test_ctrl_c_in_a_conversation_stops_the_answer_not_the_conversation(
     assert answered["code"] == "OK"
     # The cancelled turn is not part of the conversation.
     assert answered["prompt_tokens"] < 60
+
+
+# A reasoning model the local one is not: the demo vendor (tests/fakes/demo_vendor.py, OpenAI's
+# wire format) streams `reasoning_content`, then the answer, for model `demo-reasoner`.
+THOUGHTS = "The user asks about the sea; keep it to one sentence."
+ANSWER = "The sea covers most of the Earth."
+
+
+@pytest.fixture(scope="module")
+def reasoner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, FakeServer]]:
+    """A server whose only model is the demo vendor's reasoner; the fake keeps what it was sent."""
+    with LoopThread() as loop:
+        vendor = FakeServer()
+        vendor.script(DemoReply())
+        loop.run(vendor.__aenter__())
+        try:
+            config = write_config(
+                pathlib.Path(tmp_path_factory.mktemp("reasoner")),
+                f"""
+                default_model = "demo-reasoner"
+                [upstreams.demo]
+                kind = "openai"
+                base_url = "{vendor.base_url}/v1"
+                requires_key = false
+                max_retries = 0
+                [[models]]
+                id = "demo-reasoner"
+                upstream = "demo"
+                capabilities = ["reasoning"]
+                """,
+            )
+            env = {"AIGC_CONFIG": config, "AIGC_PRESETS": "none", "AIGC_LOCAL_ENABLED": "false"}
+            with running_server(env) as server:
+                yield server, vendor
+        finally:
+            loop.run(vendor.__aexit__(None, None, None))
+
+
+def test_reasoning_is_asked_for_and_shown_apart_from_the_answer(client_venv: ClientVenv, reasoner):
+    server, vendor = reasoner
+    piped = run(client_venv, server.address, "chat", "--reasoning-effort", "low", "--show-reasoning", "Sea?")
+    assert piped.returncode == 0, piped.stderr
+    # The effort reached the vendor as OpenAI's `reasoning_effort`.
+    assert vendor.requests[-1].json()["reasoning_effort"] == "low"
+    # stdout is the answer alone; the reasoning went to stderr under its own line.
+    assert piped.stdout == ANSWER + "\n"
+    assert piped.stderr == f"[reasoning]\n{THOUGHTS}\n"
+
+    # Not asked for: the server drops the reasoning, nothing but the answer prints.
+    plain = run(client_venv, server.address, "chat", "Sea?")
+    assert (plain.returncode, plain.stdout, plain.stderr) == (0, ANSWER + "\n", "")
+    assert "reasoning_effort" not in vendor.requests[-1].json()
+
+    # On a terminal, both streams share the screen: the reasoning first, dimmed, then the answer.
+    child = spawn(client_venv, server, "chat", "--show-reasoning", "Sea?")
+    child.expect(re.escape(f"[reasoning]\r\n\x1b[2m{THOUGHTS}\x1b[0m\r\n{ANSWER}\r\n"))
+    assert finish(child) == 0
+
+
+def test_reasoning_in_the_json_outputs(client_venv: ClientVenv, reasoner):
+    server, _ = reasoner
+    whole = run(client_venv, server.address, "chat", "--json", "--show-reasoning", "Sea?")
+    assert whole.returncode == 0, whole.stderr
+    parts = json.loads(whole.stdout)["message"]["parts"]
+    assert parts == [{"reasoning": {"text": THOUGHTS}}, {"text": ANSWER}]
+
+    each = run(client_venv, server.address, "chat", "--jsonl", "--show-reasoning", "Sea?")
+    assert each.returncode == 0, each.stderr
+    deltas = [
+        p for line in each.stdout.splitlines() for p in json.loads(line).get("message", {}).get("parts", [])
+    ]
+    assert "".join(p["reasoning"]["text"] for p in deltas if "reasoning" in p) == THOUGHTS
+
+
+def test_a_reasoning_budget_reaches_the_server(client_venv: ClientVenv, reasoner):
+    server, _ = reasoner
+    # The OpenAI protocol takes an effort, not a budget: the server refuses it by name.
+    refused = run(client_venv, server.address, "chat", "--reasoning-budget", "1024", "Sea?")
+    assert refused.returncode == 3, refused.stderr
+    assert "INVALID_ARGUMENT" in refused.stderr and "reasoning.budget_tokens" in refused.stderr
+    both = run(
+        client_venv, server.address, "chat", "--reasoning-budget", "1", "--reasoning-effort", "low", "x"
+    )
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr

@@ -21,7 +21,7 @@ PACKAGE = ROOT / "clients" / "typescript"
 DEPENDENCIES = json.loads((PACKAGE / "package.json").read_text())["dependencies"]
 
 USAGE = """
-import { AigcClient, AigcError, ChatFolder, Role, textOf } from "@aigc/client";
+import { AigcClient, AigcError, ChatFolder, EmbeddingTask, Role, textOf } from "@aigc/client";
 import { fileURLToPath } from "node:url";
 
 const client = new AigcClient({ address: process.argv[2] });
@@ -38,6 +38,23 @@ for await (const message of client.streamChat({
 }
 const answer = folder.response();
 report.stream = { deltas, text: textOf(answer), usage: Number(answer.usage?.totalTokens ?? 0) };
+// Embeddings from the built-in embedding model: one vector per text, in order.
+const embedded = await client.embed({
+  inputs: ["The sea is calm.", "The ocean is quiet.", "Taxes are due in April."],
+  task: EmbeddingTask.SIMILARITY,
+});
+const vectors = embedded.embeddings.map((e) => e.values);
+const cosine = (a, b) => {
+  let dot = 0, na = 0, nb = 0;
+  for (let i = 0; i < a.length; i++) { dot += a[i] * b[i]; na += a[i] * a[i]; nb += b[i] * b[i]; }
+  return dot / Math.sqrt(na * nb);
+};
+report.embed = {
+  model: embedded.model,
+  dimensions: vectors.map((v) => v.length),
+  similarities: [cosine(vectors[0], vectors[1]), cosine(vectors[0], vectors[2])],
+  promptTokens: embedded.usage?.promptTokens ?? 0,
+};
 try {
   await client.chat({ model: "no-such-model", messages: [{ role: Role.USER, content: "hi" }] });
 } catch (error) {
@@ -120,3 +137,7 @@ def test_the_installed_package_streams_lists_and_reports_errors(app: pathlib.Pat
     assert report["stream"]["deltas"] >= 1 and report["stream"]["text"] and report["stream"]["usage"] > 0
     assert report["error"]["code"] == "NOT_FOUND" and report["error"]["reason"] == "MODEL_NOT_FOUND"
     assert report["error"]["requestId"]
+    embed = report["embed"]
+    assert (embed["model"], embed["dimensions"]) == ("all-minilm-l6-v2", [384, 384, 384])
+    paraphrase, unrelated = embed["similarities"]
+    assert paraphrase > unrelated and embed["promptTokens"] > 0

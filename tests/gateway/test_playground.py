@@ -1,7 +1,9 @@
 """The playground at /playground, in Debian's headless Chromium, against the whole stack
 (`make run`: the real server with the local model behind the real Envoy): pick a model,
 type a prompt, see the answer stream in with its usage; an unknown model's error; Stop
-cancels the stream at the server. A screenshot of the page lands in build/playground.png.
+cancels the stream at the server; a reasoning effort asked of `demo-reasoner` (the demo
+vendor, tests/fakes/demo_vendor.py, OpenAI's wire format) and its reasoning shown in a
+collapsible block apart from the answer. A screenshot of the page lands in build/playground.png.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.fakes.demo_vendor import DemoReply
+from tests.fakes.http import FakeServer
+from tests.proxies.env import write_config
+from tests.proxies.relays import LoopThread
 from tests.support.browser import Browser, Page
 from tests.support.stack import Stack, running_stack
 
@@ -21,8 +27,36 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    with running_stack() as running:
+def vendor() -> Iterator[FakeServer]:
+    """The demo vendor, serving `demo-reasoner` (reasoning_content, then the answer)."""
+    with LoopThread() as loop:
+        server = FakeServer()
+        server.script(DemoReply())
+        loop.run(server.__aenter__())
+        try:
+            yield server
+        finally:
+            loop.run(server.__aexit__(None, None, None))
+
+
+@pytest.fixture(scope="module")
+def stack(vendor: FakeServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    # The local model stays the default; demo-reasoner is one more model in the list.
+    config = write_config(
+        tmp_path_factory.mktemp("playground"),
+        f"""
+        [upstreams.demo]
+        kind = "openai"
+        base_url = "{vendor.base_url}/v1"
+        requires_key = false
+        max_retries = 0
+        [[models]]
+        id = "demo-reasoner"
+        upstream = "demo"
+        capabilities = ["reasoning"]
+        """,
+    )
+    with running_stack({"AIGC_CONFIG": config}) as running:
         yield running
 
 
@@ -58,6 +92,43 @@ async def test_a_streamed_answer_appears_as_it_is_generated_with_its_usage(stack
         assert "error" not in await page.evaluate(f"{LAST}.className")
         (ROOT / "build").mkdir(exist_ok=True)
         (ROOT / "build" / "playground.png").write_bytes(await page.screenshot())
+
+
+async def test_reasoning_is_asked_for_and_shown_in_a_collapsible_block(stack: Stack, vendor: FakeServer):
+    async with Browser() as browser:
+        page = await open_recording(browser, f"{stack.http}/playground")
+        await page.wait_for("document.querySelector('#model').value === 'smollm2'")
+        await page.evaluate(
+            "document.querySelector('#model').value = 'demo-reasoner';"
+            " document.querySelector('#reasoning').value = 'EFFORT_HIGH'"
+        )
+        await send(page, "Sea?")
+        meta = await page.wait_for(f"{LAST} && {LAST}.querySelector('.meta').textContent", within=30)
+        assert "completion tokens" in meta, meta
+        # The effort reached the vendor, as OpenAI's reasoning_effort.
+        assert vendor.requests[-1].json()["reasoning_effort"] == "high"
+        block = f"{LAST}.querySelector('.text details.reasoning')"
+        assert await page.evaluate(f"{block}.querySelector('summary').textContent") == "Reasoning"
+        thoughts = await page.evaluate(f"{block}.querySelector('.thoughts').textContent")
+        assert thoughts == "The user asks about the sea; keep it to one sentence."
+        answer = await page.evaluate(f"{LAST}.querySelector('.text .answer').textContent")
+        assert answer == "The sea covers most of the Earth."
+        # It collapses, and stays apart from the answer; all of it under the page's CSP.
+        await page.evaluate(f"{block}.querySelector('summary').click()")
+        assert await page.evaluate(f"{block}.open") is False
+        assert await page.evaluate("window.__csp") == []
+
+        # "Show the reasoning" off: the effort is still asked, the reasoning not returned.
+        await page.evaluate("document.querySelector('#show-reasoning').checked = false")
+        await send(page, "Sea again?")
+        await page.wait_for(
+            f"{LAST}.querySelector('.meta').textContent.includes('completion tokens')", within=30
+        )
+        assert vendor.requests[-1].json()["reasoning_effort"] == "high"
+        assert await page.evaluate(f"{block} === null")
+        assert await page.evaluate(f"{LAST}.querySelector('.text').textContent") == (
+            "The sea covers most of the Earth."
+        )
 
 
 async def test_an_unknown_model_shows_the_status_and_reason(stack: Stack):

@@ -16,6 +16,7 @@ import {
   type ListModelsRequestSchema,
   type ListModelsResponse,
 } from "../gen/aigc/v1/aigc_service_pb.js";
+import type { EmbedRequestSchema, EmbedResponse } from "../gen/aigc/v1/embedding_pb.js";
 import type { Model } from "../gen/aigc/v1/model_pb.js";
 import { toAigcError } from "./errors.js";
 import { foldChat } from "./fold.js";
@@ -24,6 +25,8 @@ import { foldChat } from "./fold.js";
 export type ChatRequestInit = MessageInitShape<typeof ChatRequestSchema>;
 /** A CompleteRequest as a plain object: `{ prompt: "Once upon a time" }`. */
 export type CompleteRequestInit = MessageInitShape<typeof CompleteRequestSchema>;
+/** An EmbedRequest as a plain object: `{ inputs: ["a text", "another"] }`. */
+export type EmbedRequestInit = MessageInitShape<typeof EmbedRequestSchema>;
 /** A ListModelsRequest as a plain object. */
 export type ListModelsRequestInit = MessageInitShape<typeof ListModelsRequestSchema>;
 
@@ -115,6 +118,12 @@ export class AigcClient {
     options?: CallOptions,
   ): AsyncGenerator<CompleteResponse, void, undefined> {
     return this.#stream((call) => this.raw.streamComplete(request, call), options);
+  }
+
+  /** Embed: one vector per input text, in order (`response.embeddings[i].values`);
+   * an empty `model` means the deployment's default embedding model. */
+  async embed(request: EmbedRequestInit, options?: CallOptions): Promise<EmbedResponse> {
+    return this.#unary(() => this.raw.embed(request, options));
   }
 
   /** ListModels: one page of the models this deployment serves. */

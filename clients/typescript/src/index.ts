@@ -13,7 +13,13 @@
  */
 
 export { AigcClient, baseUrlOf, DEFAULT_ADDRESS } from "./client.js";
-export type { AigcClientOptions, ChatRequestInit, CompleteRequestInit, ListModelsRequestInit } from "./client.js";
+export type {
+  AigcClientOptions,
+  ChatRequestInit,
+  CompleteRequestInit,
+  EmbedRequestInit,
+  ListModelsRequestInit,
+} from "./client.js";
 export { AigcError, DOMAIN, toAigcError } from "./errors.js";
 export type { FieldViolation } from "./errors.js";
 export { ChatFolder, foldChat, foldComplete, textOf } from "./fold.js";
@@ -21,6 +27,7 @@ export { ChatFolder, foldChat, foldComplete, textOf } from "./fold.js";
 // The generated contract (gen/ts, copied into ./gen; never edited by hand).
 export * from "../gen/aigc/v1/aigc_service_pb.js";
 export * from "../gen/aigc/v1/content_pb.js";
+export * from "../gen/aigc/v1/embedding_pb.js";
 export * from "../gen/aigc/v1/generation_pb.js";
 export * from "../gen/aigc/v1/model_pb.js";
 export * from "../gen/aigc/v1/tool_pb.js";

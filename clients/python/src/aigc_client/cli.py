@@ -8,7 +8,13 @@
 Options of `chat`: --model, --system, --max-tokens, --temperature, --timeout
 (a deadline in seconds), --json (the whole answer as one JSON object, the
 shape of POST /v1/chat:generate), --jsonl (every stream message as one JSON
-line, the shape of the SSE events). `--server host:port` (or AIGC_SERVER)
+line, the shape of the SSE events). Reasoning (the request's `reasoning`
+field): --reasoning-effort low|medium|high or --reasoning-budget TOKENS asks
+a reasoning model to think; --show-reasoning asks for its reasoning parts
+(`include_reasoning`) and streams them to stderr, apart from the answer on
+stdout - after a "[reasoning]" line, dimmed on a terminal - so a pipe or a
+redirect of stdout keeps only the answer. --json and --jsonl carry them as
+`reasoning` parts. `--server host:port` (or AIGC_SERVER)
 picks the server, default localhost:9000. With keys on at the server, the
 key comes from AIGC_API_KEY (never a flag: command lines end up in shell
 histories and `ps`).
@@ -35,7 +41,7 @@ from google.protobuf import json_format
 from aigc.v1 import content_pb2, generation_pb2, model_pb2
 from aigc_client._client import DEFAULT_ADDRESS, Client, chat_request
 from aigc_client._errors import AigcError
-from aigc_client._fold import ChatFolder, text_of
+from aigc_client._fold import ChatFolder
 
 # Exit codes (documented in `aigc --help` and clients/README.md).
 EXIT_OK = 0
@@ -143,6 +149,27 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     chat.add_argument(
         "--timeout", type=float, default=None, metavar="SECONDS", help="deadline of each answer"
     )
+    # The proto: "Set `effort` or `budget_tokens`, not both."
+    thinking = chat.add_mutually_exclusive_group()
+    thinking.add_argument(
+        "--reasoning-effort",
+        choices=list(_EFFORTS),
+        default=None,
+        help="how hard a reasoning model thinks (reasoning.effort)",
+    )
+    thinking.add_argument(
+        "--reasoning-budget",
+        type=_non_negative_int,
+        default=None,
+        metavar="TOKENS",
+        help="tokens a reasoning model may spend thinking; 0 turns it off where allowed "
+        "(reasoning.budget_tokens; providers that take an effort refuse it)",
+    )
+    chat.add_argument(
+        "--show-reasoning",
+        action="store_true",
+        help="ask for the model's reasoning (reasoning.include_reasoning) and print it to stderr",
+    )
     output = chat.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the whole answer as one JSON object")
     output.add_argument("--jsonl", action="store_true", help="print every stream message as a JSON line")
@@ -236,21 +263,28 @@ def _answer(
         max_output_tokens=args.max_tokens,
         temperature=args.temperature,
     )
+    reasoning = _reasoning_config(args)
+    if reasoning is not None:
+        request.reasoning.CopyFrom(reasoning)
     folder = ChatFolder()
     out = sys.stdout
+    shown = _ReasoningPrinter(out, sys.stderr)
     try:
         for response in client.stream_chat(request):
             deltas = folder.add(response)
             if args.jsonl:
                 out.write(json.dumps(_json(response), ensure_ascii=False) + "\n")
             elif not args.json:
-                out.write(text_of(deltas))
+                for delta in deltas:
+                    shown.write(delta)
             out.flush()
     except (AigcError, KeyboardInterrupt):
+        shown.end()
         if folder.text and not (args.json or args.jsonl):
             out.write("\n")  # end the partial answer's line before the error or "cancelled"
             out.flush()
         raise
+    shown.end()
     answer = folder.response()
     if args.json:
         out.write(json.dumps(_json(answer), ensure_ascii=False) + "\n")
@@ -260,6 +294,61 @@ def _answer(
             print("(stopped at the token limit: --max-tokens)", file=sys.stderr)
     out.flush()
     return answer.message
+
+
+_EFFORTS = {
+    "low": generation_pb2.ReasoningConfig.EFFORT_LOW,
+    "medium": generation_pb2.ReasoningConfig.EFFORT_MEDIUM,
+    "high": generation_pb2.ReasoningConfig.EFFORT_HIGH,
+}
+
+
+def _reasoning_config(args: argparse.Namespace) -> generation_pb2.ReasoningConfig | None:
+    """The request's `reasoning` field from the options; None when none was given."""
+    if args.reasoning_effort is None and args.reasoning_budget is None and not args.show_reasoning:
+        return None
+    config = generation_pb2.ReasoningConfig(include_reasoning=args.show_reasoning)
+    if args.reasoning_effort is not None:
+        config.effort = _EFFORTS[args.reasoning_effort]
+    if args.reasoning_budget is not None:
+        config.budget_tokens = args.reasoning_budget
+    return config
+
+
+class _ReasoningPrinter:
+    """Prints a stream's part deltas: text to `out`, reasoning to `err`.
+
+    Reasoning goes to stderr so that stdout stays the answer alone (pipes,
+    redirects); each reasoning part starts on its own "[reasoning]" line and,
+    on a terminal, is dimmed, so it reads apart from the answer when both
+    streams share the screen.
+    """
+
+    _DIM, _RESET = "\x1b[2m", "\x1b[0m"
+
+    def __init__(self, out, err) -> None:
+        self._out, self._err = out, err
+        self._dim = err.isatty()
+        self._in_reasoning = False
+
+    def write(self, delta: content_pb2.Part) -> None:
+        kind = delta.WhichOneof("data")
+        if kind == "reasoning" and delta.reasoning.text:
+            if not self._in_reasoning:
+                self._err.write("[reasoning]\n" + (self._DIM if self._dim else ""))
+                self._in_reasoning = True
+            self._err.write(delta.reasoning.text)
+            self._err.flush()
+        elif kind == "text" and delta.text:
+            self.end()
+            self._out.write(delta.text)
+
+    def end(self) -> None:
+        """Closes an open reasoning block (its line, the dimming) before anything else prints."""
+        if self._in_reasoning:
+            self._err.write((self._RESET if self._dim else "") + "\n")
+            self._err.flush()
+            self._in_reasoning = False
 
 
 def _error_line(error: AigcError, server: str) -> None:
@@ -283,6 +372,13 @@ def _positive_int(raw: str) -> int:
     value = int(raw)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {raw}")
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {raw}")
     return value
 
 
