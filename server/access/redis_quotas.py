@@ -53,6 +53,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
+from redis import exceptions as redis_exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
@@ -221,8 +222,11 @@ class RedisQuotaStore(QuotaStore):
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            # A retry would wait past `timeout`; the next call is the retry.
-            retry=Retry(NoBackoff(), 0),
+            # A retry after a timeout would wait past `timeout`: none (the next call is
+            # the retry). A pooled connection that Redis closed (it restarted) fails at
+            # once with ConnectionError: one immediate retry on a fresh connection, or
+            # the call would fail open without its lease although Redis is back.
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis_exceptions.ConnectionError,)),
         )
         self._admit_script = self._client.register_script(_ADMIT)
         self._release_script = self._client.register_script(_RELEASE)

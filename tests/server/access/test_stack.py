@@ -430,9 +430,11 @@ def test_the_python_client_and_the_cli_send_their_key(access: Access):
 
 
 def _warm_quota_connections(access: Access) -> None:
-    """A few calls of the `leases` key on each replica first: after the Redis restart of the
-    test above, each replica's first call on a pooled connection fails (and fails open,
-    holding no lease); these spend those failures."""
+    """After the Redis outage of the test above, each replica's store does not ask Redis at
+    all for `recheck_seconds` (1 s) after its last failure: calls in that window pass
+    without a lease, by design. Wait it out, then a few calls of the `leases` key on each
+    replica (a pooled connection that Redis closed is retried at once on a fresh one)."""
+    time.sleep(1.5)
     for _ in range(3):
         for stub in access.stubs:
             stub.Chat(hi(), metadata=auth("leases"), timeout=10)
