@@ -85,7 +85,7 @@ def test_unknown_paths_and_methods_are_openai_errors_the_sdk_reads(server: Serve
     """aiohttp's 404/405 were text/plain: the SDK saw code=None."""
     client = openai.OpenAI(base_url=f"http://{server.openai_address}/openai/v1", api_key="x", max_retries=0)
     with pytest.raises(openai.NotFoundError) as caught:
-        client.post("/embeddings", cast_to=object, body={"model": MODEL, "input": "x"})
+        client.post("/assistants", cast_to=object, body={"model": MODEL})
     assert caught.value.code == "UNKNOWN_ROUTE"
     error = _openai_error(http.get("/chat/completions"), 404, "UNKNOWN_ROUTE")
     assert "GET" in error["message"]
