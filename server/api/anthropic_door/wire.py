@@ -48,6 +48,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from aigc.v1 import aigc_service_pb2, content_pb2, generation_pb2, tool_pb2
 from server.api.part_order import PartOrder, signed_id, split_signature
 from server.api.structs import parse_struct
+from server.core.validation import Violations
 from server.errors import InvalidRequest
 
 Json = dict[str, Any]
@@ -84,16 +85,6 @@ _STOP = {
 _IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
 
 
-class _Problems:
-    """Field path -> why, over the whole request (one 400 names them all)."""
-
-    def __init__(self) -> None:
-        self.found: dict[str, str] = {}
-
-    def add(self, field: str, why: str) -> None:
-        self.found.setdefault(field, why)
-
-
 # --- requests -----------------------------------------------------------------------------
 
 
@@ -101,7 +92,7 @@ def messages_request(body: Any) -> tuple[aigc_service_pb2.ChatRequest, bool]:
     """(the ChatRequest, stream?) from a /v1/messages body; InvalidRequest names every problem."""
     if not isinstance(body, dict):
         raise InvalidRequest({"body": "must be a JSON object"})
-    problems = _Problems()
+    problems = Violations()
     for name, value in body.items():
         if name in _UNSUPPORTED:
             if value not in (None, [], {}):
@@ -139,8 +130,7 @@ def messages_request(body: Any) -> tuple[aigc_service_pb2.ChatRequest, bool]:
     stream = body.get("stream")
     if stream not in (None, True, False):
         problems.add("stream", "must be a boolean")
-    if problems.found:
-        raise InvalidRequest(problems.found)
+    problems.raise_if_any()
     return request, stream is True
 
 
@@ -148,7 +138,7 @@ def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _system(system: Any, request: aigc_service_pb2.ChatRequest, problems: _Problems) -> None:
+def _system(system: Any, request: aigc_service_pb2.ChatRequest, problems: Violations) -> None:
     if system is None:
         return
     if isinstance(system, str):
@@ -168,7 +158,7 @@ def _system(system: Any, request: aigc_service_pb2.ChatRequest, problems: _Probl
         request.messages.append(content_pb2.Message(role=content_pb2.ROLE_SYSTEM, content=text))
 
 
-def _message(message: Any, where: str, problems: _Problems) -> list[content_pb2.Message]:
+def _message(message: Any, where: str, problems: Violations) -> list[content_pb2.Message]:
     if not isinstance(message, dict):
         problems.add(where, "must be an object")
         return []
@@ -206,7 +196,7 @@ def _message(message: Any, where: str, problems: _Problems) -> list[content_pb2.
     return [m for m in (results, user) if m.parts]
 
 
-def _user_block(block: Any, where: str, problems: _Problems) -> content_pb2.Part | None:
+def _user_block(block: Any, where: str, problems: Violations) -> content_pb2.Part | None:
     kind = block.get("type") if isinstance(block, dict) else None
     if kind == "text" and isinstance(block.get("text"), str):
         return content_pb2.Part(text=block["text"])
@@ -217,7 +207,7 @@ def _user_block(block: Any, where: str, problems: _Problems) -> content_pb2.Part
     return None
 
 
-def _image(source: Any, where: str, problems: _Problems) -> content_pb2.Image | None:
+def _image(source: Any, where: str, problems: Violations) -> content_pb2.Image | None:
     kind = source.get("type") if isinstance(source, dict) else None
     if kind == "base64":
         media, data = source.get("media_type"), source.get("data")
@@ -238,7 +228,7 @@ def _image(source: Any, where: str, problems: _Problems) -> content_pb2.Image | 
     return None
 
 
-def _tool_result(block: Mapping[str, Any], where: str, problems: _Problems) -> content_pb2.ToolResult | None:
+def _tool_result(block: Mapping[str, Any], where: str, problems: Violations) -> content_pb2.ToolResult | None:
     call_id = block.get("tool_use_id")
     if not isinstance(call_id, str) or not call_id:
         problems.add(f"{where}.tool_use_id", "is required")
@@ -266,7 +256,7 @@ def _tool_result(block: Mapping[str, Any], where: str, problems: _Problems) -> c
     return result
 
 
-def _assistant_block(block: Any, where: str, problems: _Problems) -> content_pb2.Part | None:
+def _assistant_block(block: Any, where: str, problems: Violations) -> content_pb2.Part | None:
     kind = block.get("type") if isinstance(block, dict) else None
     if kind == "text" and isinstance(block.get("text"), str):
         return content_pb2.Part(text=block["text"])
@@ -292,7 +282,7 @@ def _assistant_block(block: Any, where: str, problems: _Problems) -> content_pb2
     return None
 
 
-def _sampling(body: Mapping[str, Any], config: generation_pb2.GenerationConfig, problems: _Problems) -> None:
+def _sampling(body: Mapping[str, Any], config: generation_pb2.GenerationConfig, problems: Violations) -> None:
     for name in ("temperature", "top_p"):
         value = body.get(name)
         if value is None:
@@ -309,7 +299,7 @@ def _sampling(body: Mapping[str, Any], config: generation_pb2.GenerationConfig, 
             problems.add("stop_sequences", "must be an array of strings")
 
 
-def _tools(body: Mapping[str, Any], request: aigc_service_pb2.ChatRequest, problems: _Problems) -> None:
+def _tools(body: Mapping[str, Any], request: aigc_service_pb2.ChatRequest, problems: Violations) -> None:
     tools = body.get("tools")
     if tools is not None and not isinstance(tools, list):
         problems.add("tools", "must be an array")
@@ -350,7 +340,7 @@ def _tools(body: Mapping[str, Any], request: aigc_service_pb2.ChatRequest, probl
         problems.add("tool_choice", "{type: auto | any | none} or {type: tool, name}")
 
 
-def _thinking(thinking: Any, request: aigc_service_pb2.ChatRequest, problems: _Problems) -> None:
+def _thinking(thinking: Any, request: aigc_service_pb2.ChatRequest, problems: Violations) -> None:
     if thinking is None:
         return
     kind = thinking.get("type") if isinstance(thinking, dict) else None

@@ -41,6 +41,7 @@ from typing import Any
 from aigc.v1 import aigc_service_pb2, content_pb2, generation_pb2, tool_pb2
 from server.api.part_order import PartOrder, signed_id, split_signature
 from server.api.structs import parse_struct
+from server.core.validation import Violations
 from server.errors import InvalidRequest
 
 Json = dict[str, Any]
@@ -93,14 +94,6 @@ _ROLES = {
 }
 
 
-class _Problems:
-    def __init__(self) -> None:
-        self.found: dict[str, str] = {}
-
-    def add(self, field: str, why: str) -> None:
-        self.found.setdefault(field, why)
-
-
 # --- requests -----------------------------------------------------------------------------
 
 
@@ -108,7 +101,7 @@ def responses_request(body: Any) -> tuple[aigc_service_pb2.ChatRequest, bool]:
     """(the ChatRequest, stream?) from a /responses body; InvalidRequest names every problem."""
     if not isinstance(body, dict):
         raise InvalidRequest({"body": "must be a JSON object"})
-    problems = _Problems()
+    problems = Violations()
     for name, value in body.items():
         if name in _UNSUPPORTED:
             if value not in (None, False, 0, "", [], {}):
@@ -134,12 +127,11 @@ def responses_request(body: Any) -> tuple[aigc_service_pb2.ChatRequest, bool]:
     stream = body.get("stream")
     if stream not in (None, True, False):
         problems.add("stream", "must be a boolean")
-    if problems.found:
-        raise InvalidRequest(problems.found)
+    problems.raise_if_any()
     return request, stream is True
 
 
-def _string(body: Mapping[str, Any], name: str, problems: _Problems) -> str:
+def _string(body: Mapping[str, Any], name: str, problems: Violations) -> str:
     value = body.get(name)
     if value is None:
         return ""
@@ -149,7 +141,7 @@ def _string(body: Mapping[str, Any], name: str, problems: _Problems) -> str:
     return value
 
 
-def _items(items: list[Any], request: aigc_service_pb2.ChatRequest, problems: _Problems) -> None:
+def _items(items: list[Any], request: aigc_service_pb2.ChatRequest, problems: Violations) -> None:
     def last(role: int) -> content_pb2.Message:
         if not request.messages or request.messages[-1].role != role:
             request.messages.append(content_pb2.Message(role=role))
@@ -203,7 +195,7 @@ def _items(items: list[Any], request: aigc_service_pb2.ChatRequest, problems: _P
             problems.add(f"{where}.type", "message, function_call, function_call_output or reasoning")
 
 
-def _content(content: Any, role: int, where: str, problems: _Problems) -> list[content_pb2.Part]:
+def _content(content: Any, role: int, where: str, problems: Violations) -> list[content_pb2.Part]:
     if isinstance(content, str):
         return [content_pb2.Part(text=content)]
     if not isinstance(content, list):
@@ -229,7 +221,9 @@ def _content(content: Any, role: int, where: str, problems: _Problems) -> list[c
     return parts
 
 
-def _output_parts(output: list[Any], result: content_pb2.ToolResult, where: str, problems: _Problems) -> None:
+def _output_parts(
+    output: list[Any], result: content_pb2.ToolResult, where: str, problems: Violations
+) -> None:
     """A function_call_output's text and image parts (a screenshot tool)."""
     for j, part in enumerate(output):
         kind = part.get("type") if isinstance(part, dict) else None
@@ -243,7 +237,7 @@ def _output_parts(output: list[Any], result: content_pb2.ToolResult, where: str,
             )
 
 
-def _reasoning_item(item: Mapping[str, Any], where: str, problems: _Problems) -> content_pb2.Part | None:
+def _reasoning_item(item: Mapping[str, Any], where: str, problems: Violations) -> content_pb2.Part | None:
     summary, encrypted = item.get("summary", []), item.get("encrypted_content") or ""
     if not isinstance(summary, list) or not isinstance(encrypted, str):
         problems.add(where, "a reasoning item needs a summary array and a string encrypted_content")
@@ -258,7 +252,7 @@ def _reasoning_item(item: Mapping[str, Any], where: str, problems: _Problems) ->
     return content_pb2.Part(reasoning=content_pb2.Reasoning(text=text), signature=encrypted)
 
 
-def _config(body: Mapping[str, Any], config: generation_pb2.GenerationConfig, problems: _Problems) -> None:
+def _config(body: Mapping[str, Any], config: generation_pb2.GenerationConfig, problems: Violations) -> None:
     limit = body.get("max_output_tokens")
     if limit is not None:
         if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
@@ -275,7 +269,7 @@ def _config(body: Mapping[str, Any], config: generation_pb2.GenerationConfig, pr
             setattr(config, name, float(value))
 
 
-def _tools(body: Mapping[str, Any], request: aigc_service_pb2.ChatRequest, problems: _Problems) -> None:
+def _tools(body: Mapping[str, Any], request: aigc_service_pb2.ChatRequest, problems: Violations) -> None:
     tools = body.get("tools")
     if tools is not None and not isinstance(tools, list):
         problems.add("tools", "must be an array")
@@ -318,7 +312,7 @@ def _tools(body: Mapping[str, Any], request: aigc_service_pb2.ChatRequest, probl
         problems.add("tool_choice", 'auto, none, required or {"type": "function", "name": ...}')
 
 
-def _text(text: Any, request: aigc_service_pb2.ChatRequest, problems: _Problems) -> None:
+def _text(text: Any, request: aigc_service_pb2.ChatRequest, problems: Violations) -> None:
     if text is None:
         return
     fmt = text.get("format") if isinstance(text, dict) else None
@@ -348,7 +342,7 @@ def _text(text: Any, request: aigc_service_pb2.ChatRequest, problems: _Problems)
         problems.add("text.format.type", "text, json_object or json_schema")
 
 
-def _reasoning(reasoning: Any, request: aigc_service_pb2.ChatRequest, problems: _Problems) -> None:
+def _reasoning(reasoning: Any, request: aigc_service_pb2.ChatRequest, problems: Violations) -> None:
     if reasoning is None:
         return
     if not isinstance(reasoning, dict):

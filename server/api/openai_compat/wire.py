@@ -35,6 +35,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from aigc.v1 import aigc_service_pb2, content_pb2, generation_pb2, tool_pb2
 from server.api.openai_compat import reasoning as details
 from server.api.structs import parse_struct
+from server.core.validation import Violations
 from server.errors import InvalidRequest, caller_should_retry
 
 Json = dict[str, Any]
@@ -139,26 +140,12 @@ CHAT_PARAMETERS = frozenset(_CHAT_FIELDS | _UNSUPPORTED.keys())
 _INT32_MAX = 2**31 - 1
 
 
-class _Problems:
-    """Field path -> why, gathered over the whole request (one 400 names them all)."""
-
-    def __init__(self) -> None:
-        self.found: dict[str, str] = {}
-
-    def add(self, field: str, why: str) -> None:
-        self.found.setdefault(field, why)
-
-    def raise_if_any(self) -> None:
-        if self.found:
-            raise InvalidRequest(self.found)
-
-
 # --- requests -----------------------------------------------------------------------------
 
 
 def chat_request(body: Any) -> tuple[aigc_service_pb2.ChatRequest, bool, bool]:
     """(the ChatRequest, stream?, include usage in the stream?) from a chat.completions body."""
-    problems = _Problems()
+    problems = Violations()
     if not isinstance(body, dict):
         raise InvalidRequest({"body": "must be a JSON object"})
     _known_fields(body, _CHAT_FIELDS, problems)
@@ -193,7 +180,7 @@ def chat_request(body: Any) -> tuple[aigc_service_pb2.ChatRequest, bool, bool]:
 
 def completion_request(body: Any) -> tuple[aigc_service_pb2.CompleteRequest, bool, bool]:
     """(the CompleteRequest, stream?, include usage?) from a completions body."""
-    problems = _Problems()
+    problems = Violations()
     if not isinstance(body, dict):
         raise InvalidRequest({"body": "must be a JSON object"})
     _known_fields(body, _COMPLETION_FIELDS, problems)
@@ -217,7 +204,7 @@ def completion_request(body: Any) -> tuple[aigc_service_pb2.CompleteRequest, boo
     return request, stream, usage
 
 
-def _known_fields(body: Mapping[str, Any], known: set[str], problems: _Problems) -> None:
+def _known_fields(body: Mapping[str, Any], known: set[str], problems: Violations) -> None:
     for name, value in body.items():
         if name in _UNSUPPORTED:
             if value not in (None, False, [], {}):
@@ -229,7 +216,7 @@ def _known_fields(body: Mapping[str, Any], known: set[str], problems: _Problems)
         problems.add("n", "only one choice (n = 1) is offered")
 
 
-def _ignored_hints(body: Mapping[str, Any], problems: _Problems) -> None:
+def _ignored_hints(body: Mapping[str, Any], problems: Violations) -> None:
     """Parameters accepted without effect: their type is still checked, and `verbosity`
     only at its default (another value would change the answer we cannot honour)."""
     _string(body, "prompt_cache_key", problems)
@@ -241,7 +228,7 @@ def _ignored_hints(body: Mapping[str, Any], problems: _Problems) -> None:
         problems.add("verbosity", "only medium (the default) is offered: the answer's length is not steered")
 
 
-def _string(body: Mapping[str, Any], name: str, problems: _Problems) -> str:
+def _string(body: Mapping[str, Any], name: str, problems: Violations) -> str:
     value = body.get(name)
     if value is None:
         return ""
@@ -251,7 +238,7 @@ def _string(body: Mapping[str, Any], name: str, problems: _Problems) -> str:
     return value
 
 
-def _text_of(content: Any, where: str, problems: _Problems) -> str | None:
+def _text_of(content: Any, where: str, problems: Violations) -> str | None:
     """A string, or an array of text parts joined; None (with a problem) otherwise."""
     if isinstance(content, str):
         return content
@@ -268,7 +255,7 @@ def _text_of(content: Any, where: str, problems: _Problems) -> str | None:
     return None
 
 
-def _message(message: Any, where: str, problems: _Problems) -> content_pb2.Message | None:
+def _message(message: Any, where: str, problems: Violations) -> content_pb2.Message | None:
     if not isinstance(message, dict):
         problems.add(where, "must be an object")
         return None
@@ -347,7 +334,7 @@ def _message(message: Any, where: str, problems: _Problems) -> content_pb2.Messa
     return out
 
 
-def _tool_result(content: Any, where: str, problems: _Problems) -> content_pb2.ToolResult | None:
+def _tool_result(content: Any, where: str, problems: Violations) -> content_pb2.ToolResult | None:
     """A tool message's content: text, or text and image_url parts (a screenshot tool)."""
     if not isinstance(content, list) or not any(
         isinstance(p, dict) and p.get("type") == "image_url" for p in content
@@ -363,7 +350,7 @@ def _tool_result(content: Any, where: str, problems: _Problems) -> content_pb2.T
     return result
 
 
-def _user_part(part: Any, where: str, problems: _Problems) -> content_pb2.Part | None:
+def _user_part(part: Any, where: str, problems: Violations) -> content_pb2.Part | None:
     kind = part.get("type") if isinstance(part, dict) else None
     if kind == "text" and isinstance(part.get("text"), str):
         return content_pb2.Part(text=part["text"])
@@ -380,7 +367,7 @@ def _user_part(part: Any, where: str, problems: _Problems) -> content_pb2.Part |
 
 
 def _config(
-    body: Mapping[str, Any], config: generation_pb2.GenerationConfig, problems: _Problems, *, chat: bool
+    body: Mapping[str, Any], config: generation_pb2.GenerationConfig, problems: Violations, *, chat: bool
 ) -> None:
     limit = body.get("max_completion_tokens") if chat else None
     if limit is None:
@@ -421,7 +408,7 @@ def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _tools(body: Mapping[str, Any], request: aigc_service_pb2.ChatRequest, problems: _Problems) -> None:
+def _tools(body: Mapping[str, Any], request: aigc_service_pb2.ChatRequest, problems: Violations) -> None:
     tools = body.get("tools")
     if tools is not None:
         if not isinstance(tools, list):
@@ -465,7 +452,7 @@ def _tools(body: Mapping[str, Any], request: aigc_service_pb2.ChatRequest, probl
         problems.add("tool_choice", 'auto, none, required or {"type": "function", "function": {"name": ...}}')
 
 
-def _response_format(fmt: Any, request: aigc_service_pb2.ChatRequest, problems: _Problems) -> None:
+def _response_format(fmt: Any, request: aigc_service_pb2.ChatRequest, problems: Violations) -> None:
     if fmt is None:
         return
     kind = fmt.get("type") if isinstance(fmt, dict) else None
@@ -487,7 +474,7 @@ def _response_format(fmt: Any, request: aigc_service_pb2.ChatRequest, problems: 
         problems.add("response_format.type", "text, json_object or json_schema")
 
 
-def _vendor_params(body: Mapping[str, Any], out: struct_pb2.Struct, problems: _Problems) -> None:
+def _vendor_params(body: Mapping[str, Any], out: struct_pb2.Struct, problems: Violations) -> None:
     params = body.get("vendor_params")
     if params is None:
         return
@@ -497,13 +484,13 @@ def _vendor_params(body: Mapping[str, Any], out: struct_pb2.Struct, problems: _P
     _struct(params, out, "vendor_params", problems)
 
 
-def _struct(value: Mapping[str, Any], out: struct_pb2.Struct, where: str, problems: _Problems) -> None:
+def _struct(value: Mapping[str, Any], out: struct_pb2.Struct, where: str, problems: Violations) -> None:
     why = parse_struct(value, out)  # too deep a schema was a 500 (tests/fuzz)
     if why:
         problems.add(where, why)
 
 
-def _stream_options(body: Mapping[str, Any], problems: _Problems) -> tuple[bool, bool]:
+def _stream_options(body: Mapping[str, Any], problems: Violations) -> tuple[bool, bool]:
     stream = body.get("stream")
     if stream not in (None, True, False):
         problems.add("stream", "must be a boolean")
