@@ -29,6 +29,7 @@ Messages are redacted of configured secrets before they leave.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 from collections.abc import Iterable, Mapping
@@ -365,18 +366,43 @@ _CALLER_RETRYABLE = frozenset({code_pb2.UNAVAILABLE, code_pb2.RESOURCE_EXHAUSTED
 _MAX_RETRY_WAIT_SECONDS = 60.0
 
 
-def caller_should_retry(status: status_pb2.Status) -> bool:
-    """Whether a caller's retry of the same call can pass: sent as `x-should-retry`
-    (the OpenAI SDKs obey it before their own rule, which retries every 5xx)."""
-    if status.code not in _CALLER_RETRYABLE:
-        return False
+@dataclasses.dataclass(frozen=True)
+class StatusFacts:
+    """What the doors read out of a google.rpc.Status's details, unpacked once."""
+
+    reason: str = ""
+    request_id: str = ""
+    retry_seconds: float | None = None  # RetryInfo's delay
+    field: str | None = None  # BadRequest's first field violation
+
+
+def status_facts(status: status_pb2.Status) -> StatusFacts:
+    """The ErrorInfo reason and request id, the RetryInfo delay and the first BadRequest field."""
+    reason, request_id, retry, field = "", "", None, None
     for detail in status.details:
-        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            info = error_details_pb2.RetryInfo()
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
-            wait = info.retry_delay.seconds + info.retry_delay.nanos / 1e9
-            return wait <= _MAX_RETRY_WAIT_SECONDS
-    return True
+            reason, request_id = info.reason, info.metadata.get("request_id", "")
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            delay = error_details_pb2.RetryInfo()
+            detail.Unpack(delay)
+            retry = delay.retry_delay.seconds + delay.retry_delay.nanos / 1e9
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            if bad.field_violations:
+                field = bad.field_violations[0].field
+    return StatusFacts(reason, request_id, retry, field)
+
+
+def caller_should_retry(code: int, retry_seconds: float | None) -> bool:
+    """Whether a caller's retry of the same call can pass, from the Status's code and its
+    RetryInfo delay (status_facts): sent as `x-should-retry` (the OpenAI SDKs obey it
+    before their own rule, which retries every 5xx)."""
+    if code not in _CALLER_RETRYABLE:
+        return False
+    return retry_seconds is None or retry_seconds <= _MAX_RETRY_WAIT_SECONDS
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:

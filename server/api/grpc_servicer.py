@@ -47,7 +47,7 @@ from server.api.calls import (
 )
 from server.core.engine import Call, Engine, new_response_id
 from server.core.limits import MAX_REQUEST_BYTES
-from server.errors import AigcError, InvalidRequest, caller_should_retry
+from server.errors import AigcError, InvalidRequest, caller_should_retry, status_facts
 from server.observability import Observability
 
 _DEFAULT_PAGE_SIZE = 50
@@ -128,7 +128,8 @@ class _Rpc:
         if not self._headers_sent:
             # Also `x-should-retry`, as on the OpenAI door: HTTP clients built on
             # Stainless-style SDKs obey it over their own rule (retry every 5xx).
-            retry = "true" if caller_should_retry(status) else "false"
+            retryable = caller_should_retry(status.code, status_facts(status).retry_seconds)
+            retry = "true" if retryable else "false"
             trailers = (*trailers, ("x-request-id", self.request_id), ("x-should-retry", retry))
         await self.context.abort(code, message, trailers)
 

@@ -43,13 +43,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from google.protobuf import json_format
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import code_pb2, status_pb2
 
 from aigc.v1 import aigc_service_pb2, content_pb2, generation_pb2, tool_pb2
 from server.api.part_order import PartOrder, signed_id, split_signature
 from server.api.structs import parse_struct
 from server.core.validation import Violations
-from server.errors import InvalidRequest
+from server.errors import InvalidRequest, status_facts
 
 Json = dict[str, Any]
 
@@ -550,16 +550,8 @@ _HTTP = {
 def error(status: status_pb2.Status) -> tuple[int, Json, dict[str, str]]:
     """(HTTP status, Anthropic-style error body, headers) for a google.rpc.Status."""
     http, kind = _HTTP.get(status.code, (500, "api_error"))
-    reason, request_id, retry = "", "", None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason, request_id = info.reason, info.metadata.get("request_id", "")
-        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            delay = error_details_pb2.RetryInfo()
-            detail.Unpack(delay)
-            retry = delay.retry_delay.seconds + delay.retry_delay.nanos / 1e9
+    facts = status_facts(status)
+    reason, request_id, retry = facts.reason, facts.request_id, facts.retry_seconds
     body: Json = {
         "type": "error",
         "error": {

@@ -30,13 +30,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import code_pb2, status_pb2
 
 from aigc.v1 import aigc_service_pb2, content_pb2, generation_pb2, tool_pb2
 from server.api.openai_compat import reasoning as details
 from server.api.structs import parse_struct
 from server.core.validation import Violations
-from server.errors import InvalidRequest, caller_should_retry
+from server.errors import InvalidRequest, caller_should_retry, status_facts
 
 Json = dict[str, Any]
 
@@ -693,21 +693,8 @@ _HTTP = {
 def error(status: status_pb2.Status) -> tuple[int, Json, dict[str, str]]:
     """(HTTP status, OpenAI-style error body, headers) for a google.rpc.Status."""
     http, kind = _HTTP.get(status.code, (500, "api_error"))
-    reason, param, retry, request_id = "", None, None, ""
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason, request_id = info.reason, info.metadata.get("request_id", "")
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            if bad.field_violations:
-                param = bad.field_violations[0].field
-        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            info_retry = error_details_pb2.RetryInfo()
-            detail.Unpack(info_retry)
-            retry = info_retry.retry_delay.seconds + info_retry.retry_delay.nanos / 1e9
+    facts = status_facts(status)
+    reason, param, retry, request_id = facts.reason, facts.field, facts.retry_seconds, facts.request_id
     body = {
         "error": {
             "message": status.message,
@@ -720,7 +707,7 @@ def error(status: status_pb2.Status) -> tuple[int, Json, dict[str, str]]:
     }
     headers = {"x-request-id": request_id} if request_id else {}
     # Whether the SDKs should retry: they obey this before their own rule (every 5xx).
-    headers["x-should-retry"] = "true" if caller_should_retry(status) else "false"
+    headers["x-should-retry"] = "true" if caller_should_retry(status.code, retry) else "false"
     if retry is not None:
         headers["retry-after"] = str(max(1, math.ceil(retry)))
         headers["retry-after-ms"] = str(round(retry * 1000))
