@@ -27,6 +27,7 @@ from google.rpc import code_pb2
 from aigc.v1 import aigc_service_pb2
 from server.api.anthropic_door import wire
 from server.api.calls import shutdown_error
+from server.api.sse import end_sse, json_response, open_sse, send_events
 from server.errors import AigcError, InvalidRequest
 
 if TYPE_CHECKING:
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 
 PREFIX = "/anthropic/v1"
 SURFACE = "anthropic"
-_SSE_HEADERS = {"content-type": "text/event-stream", "cache-control": "no-cache"}
 
 
 class CountTokensNotOffered(AigcError):
@@ -91,7 +91,7 @@ class _Handlers:
             message = wire.message(
                 answer.response_id, answer.model, answer.parts, answer.finish, answer.usage
             )
-            return _json(message, call.request_id)
+            return json_response(message, call.request_id)
 
     async def _stream(self, request: web.Request, chat: aigc_service_pb2.ChatRequest) -> web.StreamResponse:
         call = self._call(request, "StreamChat", streaming=True)
@@ -104,14 +104,13 @@ class _Handlers:
                     async for parts in stream:
                         if writer is None:
                             writer = wire.EventWriter(stream.response_id or call.request_id, stream.model)
-                            response = await _open_sse(request, call.request_id)
-                        await _send(response, writer.deltas(parts))
+                            response = await open_sse(request, call.request_id)
+                        await send_events(response, writer.deltas(parts))
                 if writer is None:
                     writer = wire.EventWriter(stream.response_id or call.request_id, stream.model)
-                    response = await _open_sse(request, call.request_id)
-                await _send(response, writer.finish(stream.finish, stream.usage))
-                assert response is not None
-                await response.write_eof()
+                    response = await open_sse(request, call.request_id)
+                await send_events(response, writer.finish(stream.finish, stream.usage))
+                await end_sse(response)
                 return response
             except (AigcError, asyncio.CancelledError) as caught:
                 return await self._fail_stream(call, response, shutdown_error(call, caught))
@@ -130,7 +129,7 @@ class _Handlers:
             data = [wire.model_object(r.id, r.description) for r in routes]
             first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
             page = {"data": data, "has_more": False, "first_id": first, "last_id": last}
-            return _json(page, call.request_id)
+            return json_response(page, call.request_id)
 
     async def _refuse(
         self, request: web.Request, method: str, error: AigcError, *, streaming: bool = False
@@ -163,24 +162,6 @@ class _Handlers:
             content_type="application/json",
             headers={**headers, "x-request-id": call.request_id},
         )
-
-
-def _json(payload: dict, rid: str) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(payload), content_type="application/json", headers={"x-request-id": rid}
-    )
-
-
-async def _open_sse(request: web.Request, rid: str) -> web.StreamResponse:
-    response = web.StreamResponse(headers={**_SSE_HEADERS, "x-request-id": rid})
-    await response.prepare(request)
-    return response
-
-
-async def _send(response: web.StreamResponse | None, events: list[bytes]) -> None:
-    assert response is not None
-    if events:
-        await response.write(b"".join(events))
 
 
 __all__ = ["PREFIX", "CountTokensNotOffered", "anthropic_routes"]

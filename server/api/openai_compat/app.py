@@ -43,6 +43,7 @@ from server.api.calls import (
     shutdown_error,
 )
 from server.api.openai_compat import embeddings, wire
+from server.api.sse import end_sse, json_response, open_sse, send_events
 from server.core.engine import Call, Engine
 from server.core.limits import MAX_REQUEST_BYTES, MAX_REQUEST_HEADER_KB, MAX_REQUEST_HEADERS
 from server.errors import AigcError, InvalidRequest, ModelNotFound
@@ -51,7 +52,6 @@ from server.observability import Observability
 log = logging.getLogger(__name__)
 
 PREFIX = "/openai/v1"
-_SSE_HEADERS = {"content-type": "text/event-stream", "cache-control": "no-cache"}
 
 
 class _Call:
@@ -171,7 +171,7 @@ class OpenAICompat:
                 answer = await self._engine.generate(chat, call.call)
             except (AigcError, asyncio.CancelledError) as caught:
                 return self._error(call, shutdown_error(call, caught))
-            return _json_response(
+            return json_response(
                 wire.chat_completion(
                     answer.response_id, answer.model, answer.parts, answer.finish, answer.usage
                 ),
@@ -192,11 +192,11 @@ class OpenAICompat:
                     async for parts in stream:
                         if writer is None:
                             writer = wire.ChunkWriter(stream.response_id or call.request_id, stream.model)
-                            response = await _open_sse(request, call.request_id)
+                            response = await open_sse(request, call.request_id)
                         await _send(response, writer.deltas(parts))
                 if writer is None:
                     writer = wire.ChunkWriter(stream.response_id or call.request_id, stream.model)
-                    response = await _open_sse(request, call.request_id)
+                    response = await open_sse(request, call.request_id)
                 await _send(response, writer.finish(stream.finish, stream.usage, include_usage))
                 await _end_sse(response)
                 return response
@@ -225,20 +225,20 @@ class OpenAICompat:
                     completion = wire.text_completion(
                         answer.response_id, answer.model, answer.text(), answer.finish, answer.usage
                     )
-                    return _json_response(completion, call.request_id)
+                    return json_response(completion, call.request_id)
                 async with self._engine.stream(complete, call.call) as opened:
                     async for parts in opened:
                         text = "".join(p.text for p in parts if p.WhichOneof("data") == "text")
                         if not text:
                             continue
                         if response is None:
-                            response = await _open_sse(request, call.request_id)
+                            response = await open_sse(request, call.request_id)
                         chunk = wire.text_completion(
                             opened.response_id or call.request_id, opened.model, text, 0, None, chunk=True
                         )
                         await _send(response, [chunk])
                 if response is None:
-                    response = await _open_sse(request, call.request_id)
+                    response = await open_sse(request, call.request_id)
                 rid = opened.response_id or call.request_id
                 last = [wire.text_completion(rid, opened.model, "", opened.finish, None, chunk=True)]
                 if include_usage:
@@ -268,7 +268,7 @@ class OpenAICompat:
                 return self._error(call, shutdown_error(call, caught))
             tokens = answer.usage.prompt_tokens if answer.usage is not None else None
             payload = embeddings.embeddings_response(answer.model, answer.vectors, tokens, encoding)
-            return _json_response(payload, call.request_id)
+            return json_response(payload, call.request_id)
 
     async def models(self, request: web.Request) -> web.Response:
         call = _Call(request, "ListModels", self._observability)
@@ -278,7 +278,7 @@ class OpenAICompat:
             except AigcError as error:
                 return self._error(call, error)
             data = [wire.model_object(route.id, route.provider.name) for route in self._allowed(call)]
-            return _json_response({"object": "list", "data": data}, call.request_id)
+            return json_response({"object": "list", "data": data}, call.request_id)
 
     async def model(self, request: web.Request) -> web.Response:
         call = _Call(request, "ListModels", self._observability)
@@ -291,7 +291,7 @@ class OpenAICompat:
                     raise ModelNotFound(name)
             except AigcError as error:
                 return self._error(call, error)
-            return _json_response(wire.model_object(route.id, route.provider.name), call.request_id)
+            return json_response(wire.model_object(route.id, route.provider.name), call.request_id)
 
     # --- shared ----------------------------------------------------------------------------------
 
@@ -443,43 +443,12 @@ def _streamed(body: Any) -> bool:
     return isinstance(body, dict) and body.get("stream") is True
 
 
-def _json_response(payload: dict, rid: str) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(payload), content_type="application/json", headers={"x-request-id": rid}
-    )
-
-
-@contextlib.contextmanager
-def _hung_up_is_cancelled():
-    """A write after the caller hung up raises ConnectionError ("Cannot write to
-    closing transport") when it comes before aiohttp's cancel of this handler:
-    the same event as that cancel, so it ends the same way, CANCELLED (it was
-    logged as an UNKNOWN error)."""
-    try:
-        yield
-    except ConnectionError:
-        raise asyncio.CancelledError from None
-
-
-async def _open_sse(request: web.Request, rid: str) -> web.StreamResponse:
-    response = web.StreamResponse(headers={**_SSE_HEADERS, "x-request-id": rid})
-    with _hung_up_is_cancelled():
-        await response.prepare(request)
-    return response
-
-
 async def _end_sse(response: web.StreamResponse | None) -> None:
-    assert response is not None
-    with _hung_up_is_cancelled():
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
+    await end_sse(response, b"data: [DONE]\n\n")
 
 
 async def _send(response: web.StreamResponse | None, chunks: list[dict]) -> None:
-    assert response is not None
-    if chunks:
-        with _hung_up_is_cancelled():
-            await response.write(b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks))
+    await send_events(response, [b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks])
 
 
 __all__ = ["PREFIX", "OpenAICompat"]

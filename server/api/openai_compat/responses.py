@@ -22,12 +22,11 @@ from aiohttp import web
 from aigc.v1 import aigc_service_pb2
 from server.api.calls import shutdown_error
 from server.api.openai_compat import responses_wire, wire
+from server.api.sse import end_sse, open_sse, send_events
 from server.errors import AigcError, InvalidRequest
 
 if TYPE_CHECKING:
     from server.api.openai_compat.app import OpenAICompat
-
-_SSE_HEADERS = {"content-type": "text/event-stream", "cache-control": "no-cache"}
 
 
 def responses_routes(door: OpenAICompat, prefix: str) -> list[web.RouteDef]:
@@ -85,14 +84,13 @@ class _Responses:
                             writer = responses_wire.EventWriter(
                                 stream.response_id or call.request_id, stream.model
                             )
-                            response = await _open_sse(request, call.request_id)
-                        await _send(response, writer.deltas(parts))
+                            response = await open_sse(request, call.request_id)
+                        await send_events(response, writer.deltas(parts))
                 if writer is None:
                     writer = responses_wire.EventWriter(stream.response_id or call.request_id, stream.model)
-                    response = await _open_sse(request, call.request_id)
-                await _send(response, writer.finish(stream.finish, stream.usage))
-                assert response is not None
-                await response.write_eof()
+                    response = await open_sse(request, call.request_id)
+                await send_events(response, writer.finish(stream.finish, stream.usage))
+                await end_sse(response)
                 return response
             except (AigcError, asyncio.CancelledError) as caught:
                 error = shutdown_error(call, caught)
@@ -104,18 +102,6 @@ class _Responses:
                     await response.write(writer.error(body))
                     await response.write_eof()
                 return response
-
-
-async def _open_sse(request: web.Request, rid: str) -> web.StreamResponse:
-    response = web.StreamResponse(headers={**_SSE_HEADERS, "x-request-id": rid})
-    await response.prepare(request)
-    return response
-
-
-async def _send(response: web.StreamResponse | None, events: list[bytes]) -> None:
-    assert response is not None
-    if events:
-        await response.write(b"".join(events))
 
 
 __all__ = ["responses_routes"]
