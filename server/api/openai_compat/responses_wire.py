@@ -39,6 +39,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from aigc.v1 import aigc_service_pb2, content_pb2, generation_pb2, tool_pb2
+from server.api.openai_compat import wire
 from server.api.part_order import PartOrder, signed_id, split_signature
 from server.api.structs import parse_struct
 from server.core.validation import Violations
@@ -322,24 +323,9 @@ def _text(text: Any, request: aigc_service_pb2.ChatRequest, problems: Violations
     if fmt is None:
         return
     kind = fmt.get("type") if isinstance(fmt, dict) else None
-    out = request.response_format
-    if kind == "text":
-        out.type = generation_pb2.ResponseFormat.TYPE_TEXT
-    elif kind == "json_object":
-        out.type = generation_pb2.ResponseFormat.TYPE_JSON
-    elif kind == "json_schema":
-        schema = fmt.get("schema")
-        if not isinstance(schema, dict):
-            problems.add("text.format.schema", "is required: a JSON Schema object")
-            return
-        out.type = generation_pb2.ResponseFormat.TYPE_JSON_SCHEMA
-        out.name = fmt.get("name") if isinstance(fmt.get("name"), str) else ""
-        out.strict = fmt.get("strict") is True
-        why = parse_struct(schema, out.schema)
-        if why:
-            problems.add("text.format.schema", why)
-    else:
-        problems.add("text.format.type", "text, json_object or json_schema")
+    wire.set_response_format(
+        kind, fmt, request.response_format, problems, type_at="text.format.type", spec_at="text.format"
+    )
 
 
 def _reasoning(reasoning: Any, request: aigc_service_pb2.ChatRequest, problems: Violations) -> None:

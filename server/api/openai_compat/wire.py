@@ -456,22 +456,44 @@ def _response_format(fmt: Any, request: aigc_service_pb2.ChatRequest, problems: 
     if fmt is None:
         return
     kind = fmt.get("type") if isinstance(fmt, dict) else None
-    out = request.response_format
+    spec = fmt.get("json_schema") if kind == "json_schema" else None
+    set_response_format(
+        kind,
+        spec,
+        request.response_format,
+        problems,
+        type_at="response_format.type",
+        spec_at="response_format.json_schema",
+    )
+
+
+def set_response_format(
+    kind: Any,
+    spec: Any,
+    out: generation_pb2.ResponseFormat,
+    problems: Violations,
+    *,
+    type_at: str,
+    spec_at: str,
+) -> None:
+    """OpenAI's output format - `kind` text, json_object or json_schema, and for json_schema
+    the spec's name, schema and strict - into `out`. Chat Completions nests the spec
+    (response_format.json_schema), the Responses API does not (text.format): `type_at`
+    and `spec_at` name the fields in problems."""
     if kind == "text":
         out.type = generation_pb2.ResponseFormat.TYPE_TEXT
     elif kind == "json_object":
         out.type = generation_pb2.ResponseFormat.TYPE_JSON
     elif kind == "json_schema":
-        spec = fmt.get("json_schema")
         if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
-            problems.add("response_format.json_schema.schema", "is required: a JSON Schema object")
+            problems.add(f"{spec_at}.schema", "is required: a JSON Schema object")
             return
         out.type = generation_pb2.ResponseFormat.TYPE_JSON_SCHEMA
         out.name = spec.get("name") if isinstance(spec.get("name"), str) else ""
         out.strict = spec.get("strict") is True
-        _struct(spec["schema"], out.schema, "response_format.json_schema.schema", problems)
+        _struct(spec["schema"], out.schema, f"{spec_at}.schema", problems)
     else:
-        problems.add("response_format.type", "text, json_object or json_schema")
+        problems.add(type_at, "text, json_object or json_schema")
 
 
 def _vendor_params(body: Mapping[str, Any], out: struct_pb2.Struct, problems: Violations) -> None:
