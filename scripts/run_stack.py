@@ -365,7 +365,7 @@ def _banner(args: argparse.Namespace, plans: list[tuple[int, list[int]]], worker
         names = ", ".join(k.name for k in keys.keys)
         auth = f"ON: every call needs `authorization: Bearer <key>` (keys: {names})"
     elif keys.local_without_key:
-        key_file = pathlib.Path(settings.access.data_dir) / "caller-key"
+        key_file = settings.store.data_dir / "caller-key"
         auth = (
             "no keys configured: callers on this machine need none; others send "
             f"`authorization: Bearer <key in {key_file}>` (see README, Security)"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import pathlib
 import signal
 from typing import TYPE_CHECKING
 
@@ -250,7 +251,8 @@ def _caller_keys(settings: Settings) -> KeyRing:
     """The configured key ring; AIGC_AUTH=auto with no keys: the generated key for remote callers."""
     keys = settings.access.keys
     if keys.local_without_key:
-        return _with_generated_key(keys, settings.access.data_dir)
+        # AIGC_DATA_DIR, read once with the store's settings: the key sits beside the database.
+        return _with_generated_key(keys, settings.store.data_dir)
     if not keys.enabled:
         _warn_open_relay(settings)
     return keys
@@ -286,7 +288,7 @@ async def _gate(access: AccessSettings, keys: KeyRing | CallerKeys) -> Gate:
     return Gate(keys, quotas, max_in_flight=access.max_concurrent_streams, clients=access.clients)
 
 
-def _with_generated_key(keys: KeyRing, data_dir: str) -> KeyRing:
+def _with_generated_key(keys: KeyRing, data_dir: pathlib.Path) -> KeyRing:
     """AIGC_AUTH=auto with no caller keys: the generated key for remote callers, and a loud
     line that says so (its path, never the key: no secrets in logs)."""
     from server.access.caller_key import ensure_caller_key
@@ -296,7 +298,7 @@ def _with_generated_key(keys: KeyRing, data_dir: str) -> KeyRing:
     except OSError as exc:
         raise SystemExit(
             f"aigc-service: no caller keys are configured and the generated key cannot be kept in "
-            f"{data_dir!r} (AIGC_DATA_DIR): {exc}. Set AIGC_DATA_DIR to a writable folder, configure "
+            f"{str(data_dir)!r} (AIGC_DATA_DIR): {exc}. Set AIGC_DATA_DIR to a writable folder, configure "
             "caller keys ([[keys]] in AIGC_CONFIG, or AIGC_API_KEYS), or set AIGC_AUTH=off"
         ) from None
     log.warning(

@@ -184,9 +184,6 @@ class AccessSettings:
     # Streams (and unary calls) one worker serves at once; beyond it, callers
     # get RESOURCE_EXHAUSTED (OVERLOADED) with RetryInfo at once.
     max_concurrent_streams: int = 2000
-    # Where the server keeps what must survive a restart: the generated caller
-    # key (server/access/caller_key.py). Shared by every worker and replica.
-    data_dir: str = ".aigc"
     # Peers believed when they name the caller's address (Envoy; server/access/clients.py).
     clients: ClientAddresses = dataclasses.field(default_factory=ClientAddresses)
 
@@ -295,7 +292,6 @@ class Settings:
             redis_url=setting(env, "AIGC_REDIS_URL", "", _redis_url),
             redis_failure=setting(env, "AIGC_QUOTA_REDIS_FAILURE", "open", _open_or_closed),
             max_concurrent_streams=setting(env, "AIGC_MAX_CONCURRENT_STREAMS", 2000, _positive_int),
-            data_dir=setting(env, "AIGC_DATA_DIR", ".aigc", str),
             clients=setting(env, "AIGC_TRUSTED_PROXIES", ClientAddresses(), ClientAddresses.from_setting),
         )
         return cls(

@@ -24,7 +24,7 @@ from server.access.keys import new_key
 FILE_NAME = "caller-key"
 
 
-def ensure_caller_key(data_dir: str) -> tuple[str, pathlib.Path]:
+def ensure_caller_key(data_dir: str | pathlib.Path) -> tuple[str, pathlib.Path]:
     """The key in `data_dir`/caller-key, created (mode 0600) if there is none yet."""
     folder = pathlib.Path(data_dir).absolute()
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)

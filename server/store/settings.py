@@ -32,7 +32,8 @@ SQLITE_FILE = "aigc.db"
 
 @dataclasses.dataclass(frozen=True)
 class StoreSettings:
-    # The data directory (absolute). Holds the SQLite file when no URL is set.
+    # The data directory (AIGC_DATA_DIR, absolute): the SQLite file when no URL is set,
+    # and the generated caller key (server/access/caller_key.py), shared by workers and replicas.
     data_dir: pathlib.Path
     # The PostgreSQL URL as given ("" = SQLite in data_dir). May hold a password: never logged.
     database_url: str = dataclasses.field(default="", repr=False)
