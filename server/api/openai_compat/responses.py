@@ -22,7 +22,7 @@ from aiohttp import web
 from aigc.v1 import aigc_service_pb2
 from server.api.calls import shutdown_error
 from server.api.openai_compat import responses_wire, wire
-from server.api.sse import end_sse, open_sse, send_events
+from server.api.sse import end_sse, json_response, open_sse, send_events
 from server.errors import AigcError, InvalidRequest
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ class _Responses:
             done = responses_wire.response(
                 answer.response_id, answer.model, output, answer.finish, answer.usage
             )
-            return web.json_response(done, headers={"x-request-id": call.request_id})
+            return json_response(done, call.request_id)
 
     async def _stream(self, request: web.Request, chat: aigc_service_pb2.ChatRequest) -> web.StreamResponse:
         call = self._call(request, "StreamChat", streaming=True)
